@@ -1,0 +1,106 @@
+"""From probabilities to labels (tileunet.postprocess)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tileunet.metrics import seg_score, touching_pairs_separated
+from tileunet.postprocess import instances_from_probability, label_mask
+from tileunet.synthetic import synthetic_cells
+
+
+def _touching_squares() -> tuple[np.ndarray, np.ndarray]:
+    """GT: two 12x12 squares sharing an edge; prediction: the same with a 1-px gap."""
+    gt = np.zeros((20, 32), np.int32)
+    gt[4:16, 4:16] = 1
+    gt[4:16, 16:28] = 2
+    prob = np.where(gt > 0, 0.9, 0.1)
+    prob[:, 16] = 0.2  # the network drew the border between them as background
+    return gt, prob
+
+
+def test_touching_squares_come_out_as_two_of_original_size():
+    gt, prob = _touching_squares()
+    labels = instances_from_probability(prob)
+    assert labels.dtype == np.int32
+    assert np.unique(labels).tolist() == [0, 1, 2]
+    sizes = np.bincount(labels.ravel())[1:]
+    assert sizes.sum() == 2 * 144  # the gap was given back, nothing else
+    assert np.all(np.abs(sizes - 144) <= 12)  # each within one column of its own size
+    assert np.array_equal(labels > 0, gt > 0)
+    assert touching_pairs_separated(labels, gt) == (1, 1)
+    assert seg_score(labels, gt) > 0.9
+
+
+def test_grow_modes_on_an_isolated_cell():
+    prob = np.zeros((30, 30))
+    prob[10:20, 10:20] = 1.0
+    gaps = instances_from_probability(prob, grow=2)
+    assert (gaps > 0).sum() == 100  # nothing to separate: outline stays put
+    grown = instances_from_probability(prob, grow=2, grow_mode="all")
+    assert (grown > 0).sum() == 14 * 14 - 12  # grown by two pixels (Euclidean corners)
+    none = instances_from_probability(prob, grow=0)
+    assert (none > 0).sum() == 100
+
+
+def test_grow_never_merges():
+    gt, prob = _touching_squares()
+    labels = instances_from_probability(prob, grow=5, grow_mode="all")
+    assert np.unique(labels).tolist() == [0, 1, 2]
+
+
+def test_min_size_and_threshold():
+    prob = np.zeros((20, 20))
+    prob[2:8, 2:8] = 0.8
+    prob[15, 15] = 0.8  # speck
+    assert instances_from_probability(prob).max() == 1
+    assert instances_from_probability(prob, min_size=0).max() == 2
+    assert instances_from_probability(prob, threshold=0.85).max() == 0
+    assert not instances_from_probability(np.zeros((5, 5))).any()
+
+
+def test_watershed_splits_merged_discs():
+    yy, xx = np.mgrid[:40, :60]
+    fg = ((yy - 20) ** 2 + (xx - 18) ** 2 < 12**2) | ((yy - 20) ** 2 + (xx - 40) ** 2 < 12**2)
+    prob = fg.astype(float)
+    assert instances_from_probability(prob).max() == 1
+    split = instances_from_probability(prob, watershed=True, grow=0)
+    assert split.max() == 2
+    assert np.array_equal(split > 0, fg)
+    assert split[20, 18] != split[20, 40]
+
+
+def test_on_synthetic_ground_truth():
+    _, gt = synthetic_cells((128, 128), rng=np.random.default_rng(5))
+    # a perfect network: cells with a one-pixel background line between touching ones
+    border = np.zeros(gt.shape, bool)
+    edge = (gt[:, :-1] != gt[:, 1:]) & (gt[:, :-1] > 0) & (gt[:, 1:] > 0)
+    border[:, 1:] |= edge
+    edge = (gt[:-1] != gt[1:]) & (gt[:-1] > 0) & (gt[1:] > 0)
+    border[1:] |= edge
+    prob = ((gt > 0) & ~border).astype(np.float32)
+    labels = instances_from_probability(prob, min_size=4)
+    separated, total = touching_pairs_separated(labels, gt)
+    assert total > 0 and separated >= total - 1
+    assert seg_score(labels, gt) > 0.9
+
+
+def test_validation():
+    with pytest.raises(ValueError, match="2-D"):
+        instances_from_probability(np.zeros((2, 5, 5)))
+    with pytest.raises(ValueError, match="threshold"):
+        instances_from_probability(np.zeros((5, 5)), threshold=1.5)
+    with pytest.raises(ValueError, match="grow_mode"):
+        instances_from_probability(np.zeros((5, 5)), grow_mode="some")
+    with pytest.raises(ValueError, match="grow"):
+        instances_from_probability(np.zeros((5, 5)), grow=-1)
+
+
+def test_label_mask():
+    prob = np.zeros((3, 2, 2), np.float32)
+    prob[0, 0, 0] = prob[1, 0, 1] = prob[2, 1, 0] = prob[2, 1, 1] = 1.0
+    out = label_mask(prob)
+    assert out.dtype == np.uint8 and out.tolist() == [[0, 1], [2, 2]]
+    with pytest.raises(ValueError, match=r"\(K, H, W\)"):
+        label_mask(np.zeros((4, 4)))
