@@ -1,0 +1,121 @@
+"""Figures for people, written with matplotlib's Agg canvas (no display, no pyplot state).
+
+References
+----------
+.. [1] O. Ronneberger, P. Fischer, T. Brox, "U-Net: Convolutional Networks for
+   Biomedical Image Segmentation", MICCAI 2015, arXiv:1505.04597, Fig. 3.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import hsv_to_rgb
+from matplotlib.figure import Figure
+
+from tileunet.weights import separation_border, to_instances
+
+__all__ = ["save_weight_map_figure"]
+
+_GOLDEN = 0.618033988749895
+
+
+def _instance_colours(instances: np.ndarray, border: np.ndarray) -> np.ndarray:
+    """RGB image: black background, one hue per cell id, separation border in white."""
+    ids = instances.astype(np.float64)
+    hue = (ids * _GOLDEN) % 1.0  # neighbouring ids get far-apart hues, no randomness
+    hsv = np.stack([hue, np.full_like(hue, 0.65), np.full_like(hue, 0.95)], axis=-1)
+    rgb = hsv_to_rgb(hsv)
+    rgb[instances == 0] = 0.0
+    rgb[border] = 1.0
+    return rgb
+
+
+def save_weight_map_figure(
+    labels: np.ndarray,
+    weights: np.ndarray,
+    path: str | os.PathLike[str],
+    *,
+    title: str | None = None,
+) -> None:
+    """Save the mask (cells coloured) next to a heat map of its weight map, as a PNG.
+
+    Left: the instances, one colour per cell, with the separation border between
+    touching cells in white (paper Fig. 3c). Right: the weight map with a colour bar
+    (paper Fig. 3d). The file is written to a temporary name in the same folder and
+    then renamed, so ``path`` never holds a half-written image.
+
+    Parameters
+    ----------
+    labels : numpy.ndarray
+        2-D instance labels or binary mask, see :func:`tileunet.weights.to_instances`.
+    weights : numpy.ndarray
+        Weight map of the same shape, e.g. from :func:`tileunet.weights.weight_map`.
+    path : str or os.PathLike
+        Destination PNG file; its folder must exist.
+    title : str, optional
+        Figure title.
+
+    Raises
+    ------
+    ValueError
+        If ``weights`` is not a finite 2-D array of the shape of ``labels``.
+
+    References
+    ----------
+    .. [1] O. Ronneberger, P. Fischer, T. Brox, "U-Net: Convolutional Networks for
+       Biomedical Image Segmentation", MICCAI 2015, arXiv:1505.04597, Fig. 3.
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile, os
+    >>> from tileunet.weights import weight_map
+    >>> labels = np.zeros((32, 32), dtype=int)
+    >>> labels[4:14, 4:14], labels[14:28, 6:20] = 1, 2
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     save_weight_map_figure(labels, weight_map(labels), os.path.join(folder, "w.png"))
+    ...     os.listdir(folder)
+    ['w.png']
+    """
+    instances = to_instances(labels)
+    weights = np.asarray(weights)
+    if weights.shape != instances.shape:
+        raise ValueError(
+            f"weights must have the shape of labels {instances.shape}, got {weights.shape}"
+        )
+    if weights.dtype.kind not in "iuf" or not np.all(np.isfinite(weights)):
+        raise ValueError(f"weights must be finite numbers, got dtype {weights.dtype}")
+    path = Path(path)
+    folder = path.parent
+    if not folder.is_dir():
+        raise ValueError(f"expected an existing folder for the figure, got {folder}")
+
+    figure = Figure(figsize=(10.0, 4.6), dpi=100, layout="constrained")
+    FigureCanvasAgg(figure)
+    left, right = figure.subplots(1, 2)
+    left.imshow(_instance_colours(instances, separation_border(instances)), interpolation="nearest")
+    cells = np.count_nonzero(np.unique(instances))
+    left.set_title(f"{cells} cell{'s' if cells != 1 else ''}")
+    heat = right.imshow(weights, cmap="turbo", interpolation="nearest")
+    right.set_title("weight map w(x)")
+    figure.colorbar(heat, ax=right, shrink=0.9)
+    for axis in (left, right):
+        axis.set_xticks([])
+        axis.set_yticks([])
+    if title:
+        figure.suptitle(title)
+
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            figure.savefig(stream, format="png")
+        os.chmod(temporary, 0o644)  # mkstemp makes it private; a figure is for reading
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise
