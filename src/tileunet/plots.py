@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 
 from tileunet.weights import separation_border, to_instances
 
-__all__ = ["save_weight_map_figure"]
+__all__ = ["overlay_rgb", "save_loss_figure", "save_weight_map_figure"]
 
 _GOLDEN = 0.618033988749895
 
@@ -109,7 +109,13 @@ def save_weight_map_figure(
     if title:
         figure.suptitle(title)
 
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    _save_figure(figure, path)
+
+
+def _save_figure(figure: Figure, path: Path) -> None:
+    """PNG to a temporary name in the same folder, then rename (never half-written)."""
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp",
+                                         dir=path.parent)
     try:
         with os.fdopen(handle, "wb") as stream:
             figure.savefig(stream, format="png")
@@ -119,3 +125,65 @@ def save_weight_map_figure(
         if os.path.exists(temporary):
             os.remove(temporary)
         raise
+
+
+def save_loss_figure(rows: list[dict], path: str | os.PathLike[str]) -> None:
+    """Training loss (raw and smoothed) and validation loss / pixel IoU per iteration.
+
+    ``rows`` are the rows of ``metrics.csv`` (keys ``iteration``, ``train_loss``,
+    ``train_loss_ema``, ``val_loss``, ``val_iou``; empty strings where not measured).
+    """
+    path = Path(path)
+
+    def series(key: str) -> tuple[np.ndarray, np.ndarray]:
+        pts = [(float(r["iteration"]), float(r[key])) for r in rows
+               if r.get(key) not in (None, "")]
+        a = np.asarray(pts, dtype=float).reshape(-1, 2)
+        return a[:, 0], a[:, 1]
+
+    figure = Figure(figsize=(9.0, 4.0), dpi=100, layout="constrained")
+    FigureCanvasAgg(figure)
+    left, right = figure.subplots(1, 2)
+    for key, style, label in (("train_loss", dict(alpha=0.3, lw=0.8), "train (per step)"),
+                              ("train_loss_ema", dict(lw=1.5), "train (smoothed)"),
+                              ("val_loss", dict(marker="o", lw=1.5), "validation")):
+        x, y = series(key)
+        if len(x):
+            left.plot(x, y, label=label, **style)
+    left.set_xlabel("iteration")
+    left.set_ylabel("weighted cross-entropy")
+    left.set_yscale("log")
+    left.legend()
+    x, y = series("val_iou")
+    right.plot(x, y, marker="o", color="tab:green")
+    right.set_xlabel("iteration")
+    right.set_ylabel("validation pixel IoU")
+    right.set_ylim(0.0, 1.0)
+    right.grid(alpha=0.3)
+    _save_figure(figure, path)
+
+
+def overlay_rgb(image: np.ndarray, instances: np.ndarray) -> np.ndarray:
+    """The image in grey with the cells tinted and their outlines drawn, (3, H, W) uint8.
+
+    ``image`` is (H, W) or (C, H, W) (the first channel is shown), scaled by its 1st and
+    99th percentiles for display.
+    """
+    from skimage.segmentation import find_boundaries
+
+    grey = np.asarray(image, dtype=np.float32)
+    if grey.ndim == 3:
+        grey = grey[0]
+    if grey.shape != instances.shape:
+        raise ValueError(f"image {grey.shape} and instances {instances.shape} differ in size")
+    lo, hi = np.percentile(grey, (1, 99)) if grey.size else (0.0, 1.0)
+    grey = np.clip((grey - lo) / (hi - lo if hi > lo else 1.0), 0.0, 1.0)
+    rgb = np.repeat(grey[None], 3, axis=0)
+    hue = (instances.astype(np.float64) * _GOLDEN) % 1.0
+    colours = np.moveaxis(hsv_to_rgb(np.stack([hue, np.full_like(hue, 0.8),
+                                               np.ones_like(hue)], axis=-1)), -1, 0)
+    cells = instances > 0
+    rgb[:, cells] = 0.7 * rgb[:, cells] + 0.3 * colours[:, cells]
+    edges = find_boundaries(instances, mode="inner")
+    rgb[:, edges] = colours[:, edges]
+    return np.round(rgb * 255).astype(np.uint8)

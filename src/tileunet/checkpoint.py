@@ -1,0 +1,109 @@
+"""Model files: safetensors weights plus a JSON config, never pickle.
+
+A model file carries its own configuration in the safetensors metadata, so a single
+``model.safetensors`` is enough to rebuild the network and its normalisation; the run
+directory also has the same configuration as ``config.json`` for people to read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from tileunet.model import UNet
+
+FORMAT = "tileunet"
+FORMAT_VERSION = "1"
+MODEL_FILE = "model.safetensors"
+CHECKPOINT_FILE = "checkpoint.safetensors"
+
+
+class ModelFileError(ValueError):
+    """A model file that cannot be used; the message names the file."""
+
+
+def atomic_save_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict) -> None:
+    """``save_file`` to a temporary name in the same folder, then rename."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp,
+                  metadata={k: str(v) for k, v in metadata.items()})
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_model(path: str | Path, net: UNet, extra: dict[str, Any] | None = None) -> None:
+    """Write ``net``'s weights with its config (and ``extra``, e.g. normalisation)."""
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "model": json.dumps(net.config.to_dict()),
+        "extra": json.dumps(extra or {}),
+    }
+    atomic_save_tensors(net.state_dict(), Path(path), meta)
+
+
+def resolve_model_path(path: str | Path) -> Path:
+    """A run directory or a ``.safetensors`` file -> the model file."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / MODEL_FILE
+    if not p.exists():
+        raise ModelFileError(f"{p}: no such model file")
+    return p
+
+
+def read_metadata(path: Path) -> dict[str, str]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ModelFileError(f"{path}: not a safetensors model file ({e})") from None
+    if meta.get("format") != FORMAT:
+        raise ModelFileError(f"{path}: not a tileunet model (no tileunet metadata)")
+    return meta
+
+
+def load_model(path: str | Path, device: str | torch.device | None = None
+               ) -> tuple[UNet, dict[str, Any]]:
+    """Rebuild the network stored in ``path`` (a run directory or model file).
+
+    Returns
+    -------
+    net : UNet
+        In eval mode, on ``device`` (default CPU).
+    extra : dict
+        What the trainer stored beside the weights (normalisation, training config).
+    """
+    p = resolve_model_path(path)
+    meta = read_metadata(p)
+    try:
+        net = UNet.from_config(json.loads(meta["model"]))
+        extra = json.loads(meta.get("extra", "{}"))
+    except (KeyError, TypeError, ValueError) as e:
+        raise ModelFileError(f"{p}: broken tileunet metadata ({e})") from None
+    state = load_file(str(p))
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()
+        detail = first[1].strip() if len(first) > 1 else first[0]
+        raise ModelFileError(
+            f"{p}: weights do not match the stored configuration ({detail})"
+        ) from None
+    if device is not None:
+        net.to(device)
+    return net.eval(), extra

@@ -1,0 +1,231 @@
+"""Command line: one thin layer over the library.
+
+``tileunet demo | train | predict | weights | sizes``; every error a user can cause
+ends in one line ``tileunet: error: FILE: what was wrong`` and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a U-Net on images and masks",
+                       description="Train with the paper's recipe; writes a run directory.")
+    p.add_argument("--images", required=True, help="folder (or file) of training images")
+    p.add_argument("--masks", required=True, help="folder of masks, paired by file stem")
+    p.add_argument("--out", required=True, help="run directory to write")
+    p.add_argument("--val-fraction", type=float, default=0.2,
+                   help="fraction of images held out for validation (default 0.2)")
+    budget = p.add_argument_group("budget (at least one; training stops at the first)")
+    budget.add_argument("--minutes", type=float, help="wall-clock minutes of training")
+    budget.add_argument("--iterations", type=int, help="number of SGD steps")
+    p.add_argument("--width", type=int, default=64, help="channels of level 1 (paper: 64)")
+    p.add_argument("--depth", type=int, default=5, help="levels (paper: 5)")
+    p.add_argument("--num-classes", type=int, default=2)
+    p.add_argument("--padding", choices=("valid", "same"), default="valid")
+    p.add_argument("--dropout", type=float, default=0.5)
+    p.add_argument("--batch-norm", action="store_true")
+    p.add_argument("--tile", type=int, default=572, help="input tile size (paper: 572)")
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--lr", type=float, default=0.01)
+    p.add_argument("--momentum", type=float, default=0.99)
+    p.add_argument("--w0", type=float, default=10.0, help="border weight w0 (paper: 10)")
+    p.add_argument("--sigma", type=float, default=5.0, help="border sigma in px (paper: 5)")
+    p.add_argument("--class-weights", default="balanced",
+                   help="'balanced', 'none', or comma-separated weights per class")
+    p.add_argument("--no-augment", action="store_true", help="disable augmentation")
+    p.add_argument("--val-every", type=int, default=100, help="iterations between validations")
+    p.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="fp32")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="continue from the run's checkpoint")
+
+
+def _add_predict(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("predict", help="segment images with a trained model",
+                       description="Overlap-tile prediction of images of any size.")
+    p.add_argument("model", help="run directory or model.safetensors")
+    p.add_argument("images", nargs="+", help="image files or folders")
+    p.add_argument("-o", "--out", required=True, help="output folder")
+    p.add_argument("--tta", action="store_true", help="average over 8 flips/rotations")
+    p.add_argument("--tile", type=int, help="input tile size (default: from a memory budget)")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--threshold", type=float, default=0.5, help="foreground threshold")
+    p.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="fp32")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+
+
+def _add_weights(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("weights", help="draw the paper's weight map of a mask",
+                       description="Writes the mask next to a heat map of w(x) (Fig. 3d).")
+    p.add_argument("mask", help="instance or binary mask (PNG/TIFF)")
+    p.add_argument("-o", "--out", required=True, help="PNG to write")
+    p.add_argument("--w0", type=float, default=10.0)
+    p.add_argument("--sigma", type=float, default=5.0)
+    p.add_argument("--class-weights", default="balanced")
+    p.add_argument("--overwrite", action="store_true")
+
+
+def _add_sizes(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sizes", help="table of valid input -> output tile sizes",
+                       description="Valid input sizes of the valid-convolution U-Net.")
+    p.add_argument("--depth", type=int, default=5)
+    p.add_argument("--padding", choices=("valid", "same"), default="valid")
+    p.add_argument("--max", type=int, default=1024, help="largest input size listed")
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="train and segment on built-in synthetic cells",
+                       description="The whole job on synthetic data, no downloads.")
+    p.add_argument("--out", default="demo-output", help="output folder (default demo-output)")
+    p.add_argument("--minutes", type=float, default=4.0, help="training budget (default 4)")
+    p.add_argument("--size", type=int, default=2048, help="side of the large test image")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--overwrite", action="store_true")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tileunet",
+        description="U-Net (Ronneberger et al. 2015): train, predict seamlessly, weight maps.")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_add_demo, _add_train, _add_predict, _add_weights, _add_sizes):
+        add(sub)
+    return parser
+
+
+def parse_class_weights(text: str) -> str | tuple[float, ...] | None:
+    if text == "balanced":
+        return "balanced"
+    if text.lower() == "none":
+        return None
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise ValueError(f"--class-weights: expected 'balanced', 'none' or numbers like "
+                         f"'1,3', got {text!r}") from None
+
+
+# ------------------------------------------------------------------ commands
+def cmd_sizes(args: argparse.Namespace) -> int:
+    from tileunet.model import UNet
+
+    net = UNet(depth=args.depth, width=1, padding=args.padding)
+    rows = net.valid_sizes(args.max)
+    print(f"depth {args.depth}, {args.padding} padding: input -> output "
+          f"(margin {net.margin if args.padding == 'valid' else 0} px per side)")
+    for n, out in rows:
+        print(f"{n:6d} -> {out:6d}")
+    if not rows:
+        print(f"no valid size up to {args.max}; the smallest is {net.min_input_size()}")
+    return 0
+
+
+def cmd_weights(args: argparse.Namespace) -> int:
+    from tileunet.data import read_image
+    from tileunet.plots import save_weight_map_figure
+    from tileunet.weights import to_instances, weight_map
+
+    out = Path(args.out)
+    _refuse_existing([out], args.overwrite)
+    mask = read_image(args.mask)
+    if mask.ndim != 2:
+        raise ValueError(f"{args.mask}: expected a 2-D mask, got shape {mask.shape}")
+    labels = to_instances(mask)
+    w = weight_map(labels, w0=args.w0, sigma=args.sigma,
+                   class_weights=parse_class_weights(args.class_weights))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_weight_map_figure(labels, w, out, title=Path(args.mask).name)
+    print(f"wrote {out} (weights {w.min():.2f} .. {w.max():.2f})")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from tileunet.augment import AugmentConfig
+    from tileunet.train import TrainConfig, train
+
+    if args.minutes is None and args.iterations is None:
+        raise ValueError("train: give --minutes or --iterations (or both)")
+    cfg = TrainConfig(
+        images=args.images, masks=args.masks, out=args.out, val_fraction=args.val_fraction,
+        iterations=args.iterations, minutes=args.minutes, width=args.width, depth=args.depth,
+        num_classes=args.num_classes, padding=args.padding, dropout=args.dropout,
+        batch_norm=args.batch_norm, tile=args.tile, batch_size=args.batch_size, lr=args.lr,
+        momentum=args.momentum, w0=args.w0, sigma=args.sigma,
+        class_weights=parse_class_weights(args.class_weights),
+        augment=AugmentConfig(enabled=not args.no_augment), val_every=args.val_every,
+        precision=args.precision, device=args.device, seed=args.seed, resume=args.resume,
+        progress=not args.quiet)
+    res = train(cfg)
+    val = (f", val loss {res.val_loss:.4f}, val pixel IoU {res.val_iou:.4f}"
+           if res.val_iou is not None else "")
+    print(f"{'interrupted' if res.interrupted else 'trained'}: {res.iterations} iterations "
+          f"in {res.seconds / 60:.1f} min{val}; run in {res.run_dir}")
+    if res.interrupted:
+        print(f"resume with: tileunet train ... --out {res.run_dir} --resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from tileunet.segment import segment_files
+
+    segment_files(args.model, args.images, args.out, tta=args.tta, tile=args.tile,
+                  batch_size=args.batch_size, threshold=args.threshold,
+                  precision=args.precision, device=args.device, overwrite=args.overwrite,
+                  progress=not args.quiet)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from tileunet.demo import run_demo
+
+    run_demo(args.out, minutes=args.minutes, size=args.size, seed=args.seed,
+             device=args.device, overwrite=args.overwrite, progress=not args.quiet)
+    return 0
+
+
+def _refuse_existing(paths: list[Path], overwrite: bool) -> None:
+    if overwrite:
+        return
+    for p in paths:
+        if p.exists():
+            raise FileExistsError(f"{p}: already exists (use --overwrite to replace it)")
+
+
+COMMANDS = {"sizes": cmd_sizes, "weights": cmd_weights, "train": cmd_train,
+            "predict": cmd_predict, "demo": cmd_demo}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    np.seterr(all="ignore")
+    try:
+        return COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        print("tileunet: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, OSError, FloatingPointError) as e:
+        if args.verbose:
+            raise
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if isinstance(e, FileNotFoundError) and e.filename:
+            msg = f"{e.filename}: no such file or directory"
+        print(f"tileunet: error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""Segment image files with a trained model: what ``tileunet predict`` does.
+
+For each input image ``NAME`` (each page ``NAME_pageNNN`` of a stack) it writes to the
+output folder:
+
+* ``NAME_mask.png``: the predicted class per pixel (2 classes: 0 background, 255 cell;
+  more classes: the class index);
+* ``NAME_prob.tif``: the foreground probability (2 classes) or all class
+  probabilities ``(K, H, W)``, float32;
+* ``NAME_instances.tif``: instance labels (uint16 or uint32; 0 = background), touching
+  cells separated where the network predicted the separation border;
+* ``NAME_overlay.png``: the image with the instances' outlines drawn on it.
+
+Everything is checked before the first file is written; each file is written to a
+temporary name and renamed, so an interrupted run leaves no half-written output.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from tileunet.checkpoint import load_model
+from tileunet.data import DataError, Normalization, list_images, read_pages, save_image
+from tileunet.plots import overlay_rgb
+from tileunet.postprocess import instances_from_probability
+from tileunet.predict import predict
+from tileunet.train import resolve_device
+
+OUTPUTS = ("mask.png", "prob.tif", "instances.tif", "overlay.png")
+
+
+@dataclass
+class Job:
+    source: Path
+    page: int
+    name: str
+
+    def outputs(self, out_dir: Path) -> dict[str, Path]:
+        return {kind.split(".")[0]: out_dir / f"{self.name}_{kind}" for kind in OUTPUTS}
+
+
+def plan_jobs(inputs: list[str | Path], in_channels: int) -> list[Job]:
+    """Expand files/folders into one job per image page; checks every file first."""
+    files: list[Path] = []
+    for item in inputs:
+        files.extend(list_images(item))
+    jobs: list[Job] = []
+    for f in tqdm(files, desc="check inputs", unit="file", leave=False, disable=len(files) < 20):
+        pages = read_pages(f)
+        for i, page in enumerate(pages):
+            chans = 1 if page.ndim == 2 else page.shape[0]
+            if chans != in_channels:
+                raise DataError(f"{f}: has {chans} channel(s), the model expects {in_channels}")
+        names = [f.stem] if len(pages) == 1 else [f"{f.stem}_page{i:03d}"
+                                                  for i in range(len(pages))]
+        jobs.extend(Job(f, i, n) for i, n in enumerate(names))
+    seen: dict[str, Path] = {}
+    for j in jobs:
+        if j.name in seen and seen[j.name] != j.source:
+            raise DataError(f"{j.source}: has the same name as {seen[j.name]}; "
+                            "outputs would collide")
+        seen[j.name] = j.source
+    return jobs
+
+
+def segment_files(model: str | Path, inputs: list[str | Path], out_dir: str | Path, *,
+                  tta: bool = False, tile: int | None = None, batch_size: int | None = None,
+                  threshold: float = 0.5, precision: str = "fp32", device: str = "auto",
+                  overwrite: bool = False, progress: bool = True) -> list[dict[str, Path]]:
+    """Predict every image in ``inputs`` and write the four outputs per image."""
+    dev = resolve_device(device)
+    net, extra = load_model(model, device=dev)
+    norm = Normalization.from_dict(extra.get("normalization", {}))
+    if tile is not None:
+        net.output_size(tile)  # a clear error before any work
+    jobs = plan_jobs(list(inputs), net.config.in_channels)
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise DataError(f"{out}: exists and is not a folder")
+    if not overwrite:
+        for j in jobs:
+            for p in j.outputs(out).values():
+                if p.exists():
+                    raise FileExistsError(f"{p}: already exists (use --overwrite to replace it)")
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    pages: dict[Path, list[np.ndarray]] = {}
+    for j in tqdm(jobs, desc="images", unit="img", disable=not progress or len(jobs) < 2):
+        if j.source not in pages:
+            pages = {j.source: read_pages(j.source)}
+        raw = pages[j.source][j.page]
+        image = norm(raw)
+        probs = predict(net, image, tile=tile, batch_size=batch_size, tta=tta, device=dev,
+                        progress=progress, precision=precision)
+        paths = j.outputs(out)
+        k = probs.shape[0]
+        classes = probs.argmax(0).astype(np.uint8)
+        fg = probs[1] if k == 2 else 1.0 - probs[0]
+        instances = instances_from_probability(fg, threshold=threshold)
+        inst_dtype = np.uint16 if instances.max() < 65536 else np.uint32
+        save_image(paths["mask"], classes * 255 if k == 2 else classes)
+        save_image(paths["prob"], (probs[1] if k == 2 else probs).astype(np.float32))
+        save_image(paths["instances"], instances.astype(inst_dtype))
+        save_image(paths["overlay"], overlay_rgb(image, instances))
+        written.append(paths)
+    return written

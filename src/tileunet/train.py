@@ -1,0 +1,458 @@
+"""Training with the paper's recipe: one large tile per step, weighted cross-entropy,
+elastic augmentation, SGD with momentum 0.99, He init.
+
+The paper gives no learning rate or schedule. We use SGD(lr=0.01, momentum=0.99) with a
+linear warm-up and a cosine decay over the run (by iterations or by the time budget,
+whichever ends first), and clip the gradient norm: with momentum 0.99 the effective step
+is 100x the learning rate, and the first steps from He init are the ones that diverge
+without warm-up and clipping. ``docs/design.md`` records the measurements behind it.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import math
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from tileunet.augment import AugmentConfig, augment_tile
+from tileunet.checkpoint import (
+    CHECKPOINT_FILE,
+    MODEL_FILE,
+    atomic_save_tensors,
+    load_model,
+    read_metadata,
+    save_model,
+)
+from tileunet.data import DataError, Normalization, Sample, load_samples
+from tileunet.losses import weighted_cross_entropy
+from tileunet.metrics import pixel_iou
+from tileunet.model import UNet
+from tileunet.predict import predict
+from tileunet.weights import class_weight_map, training_target, weight_map
+
+log = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.csv"
+LOSS_PLOT = "loss.png"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run needs; stored as ``config.json`` in the run directory."""
+
+    images: str
+    masks: str
+    out: str
+    val_fraction: float = 0.2
+    iterations: int | None = None
+    minutes: float | None = None
+    # network (the paper's by default)
+    width: int = 64
+    depth: int = 5
+    num_classes: int = 2
+    padding: str = "valid"
+    dropout: float = 0.5
+    batch_norm: bool = False
+    # optimisation
+    tile: int = 572
+    batch_size: int = 1
+    lr: float = 0.01
+    momentum: float = 0.99
+    weight_decay: float = 0.0
+    warmup: int = 50
+    clip_grad: float = 1.0
+    precision: str = "fp32"
+    # weight map (eq. 2)
+    w0: float = 10.0
+    sigma: float = 5.0
+    class_weights: str | tuple[float, ...] | None = "balanced"
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    normalization: Normalization = field(default_factory=Normalization)
+    # bookkeeping
+    val_every: int = 100
+    seed: int = 0
+    device: str = "auto"
+    resume: bool = False
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.iterations is None and self.minutes is None:
+            raise ValueError("give iterations or minutes (or both) to bound training")
+        if self.iterations is not None and self.iterations < 1:
+            raise ValueError(f"iterations must be >= 1, got {self.iterations}")
+        if self.minutes is not None and self.minutes <= 0:
+            raise ValueError(f"minutes must be > 0, got {self.minutes}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.precision not in ("fp32", "bf16", "auto"):
+            raise ValueError(f"precision must be fp32, bf16 or auto, got {self.precision!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["normalization"] = self.normalization.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        d = dict(d)
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown training options: {sorted(unknown)}")
+        if isinstance(d.get("augment"), dict):
+            d["augment"] = AugmentConfig(**{
+                k: tuple(v) if isinstance(v, list) else v for k, v in d["augment"].items()
+            })
+        if isinstance(d.get("normalization"), dict):
+            d["normalization"] = Normalization.from_dict(d["normalization"])
+        if isinstance(d.get("class_weights"), list):
+            d["class_weights"] = tuple(d["class_weights"])
+        return cls(**d)
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    iterations: int
+    seconds: float
+    val_loss: float | None
+    val_iou: float | None
+    interrupted: bool
+
+
+@dataclass
+class Prepared:
+    """A sample ready for training: image, training target and weight map."""
+
+    name: str
+    image: np.ndarray  # (C, H, W) float32
+    target: np.ndarray  # (H, W) uint8
+    weights: np.ndarray  # (H, W) float32
+
+
+def resolve_device(device: str | None) -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """bf16 for ``"bf16"``; for ``"auto"`` bf16 where the hardware has it natively."""
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    return torch.bfloat16 if torch.backends.mkldnn.is_available() and _cpu_has_bf16() else None
+
+
+def _cpu_has_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+# ------------------------------------------------------------------ data preparation
+def prepare_samples(samples: list[Sample], cfg: TrainConfig, cache_dir: Path | None,
+                    desc: str = "weight maps") -> list[Prepared]:
+    """Training targets and weight maps, computed once per image (cached on disk)."""
+    out = []
+    for s in tqdm(samples, desc=desc, unit="img", disable=not cfg.progress, leave=False):
+        key = hashlib.sha1(s.labels.tobytes() + repr(
+            (s.labels.shape, cfg.num_classes, cfg.w0, cfg.sigma, cfg.class_weights)
+        ).encode()).hexdigest()[:16]
+        cached = cache_dir / f"{key}.npz" if cache_dir is not None else None
+        if cached is not None and cached.exists():
+            with np.load(cached, allow_pickle=False) as z:
+                target, weights = z["target"], z["weights"]
+        else:
+            if cfg.num_classes == 2:
+                target = training_target(s.labels)
+                weights = weight_map(s.labels, w0=cfg.w0, sigma=cfg.sigma,
+                                     class_weights=cfg.class_weights)
+            else:
+                target = s.labels.astype(np.uint8)
+                weights = class_weight_map(target, cfg.class_weights, cfg.num_classes)
+            if cached is not None:
+                _atomic_npz(cached, target=target, weights=weights)
+        out.append(Prepared(s.name, s.image, target, weights.astype(np.float32)))
+    return out
+
+
+def split_samples(samples: list[Sample], fraction: float, seed: int
+                  ) -> tuple[list[Sample], list[Sample]]:
+    """Hold out ``fraction`` of the images (at least one, never all) for validation."""
+    if fraction <= 0 or len(samples) < 2:
+        return samples, []
+    n_val = min(max(1, round(fraction * len(samples))), len(samples) - 1)
+    order = np.random.default_rng(seed).permutation(len(samples))
+    val = {int(i) for i in order[:n_val]}
+    return ([s for i, s in enumerate(samples) if i not in val],
+            [s for i, s in enumerate(samples) if i in val])
+
+
+# ---------------------------------------------------------------------- training
+def train(cfg: TrainConfig) -> TrainResult:
+    """Train a U-Net as configured; writes the run directory ``cfg.out``.
+
+    The run directory holds ``config.json``, ``model.safetensors`` (weights with the
+    config in its metadata), ``checkpoint.safetensors`` (for ``resume``),
+    ``metrics.csv`` and ``loss.png``. Ctrl-C saves a checkpoint and returns with
+    ``interrupted=True``.
+    """
+    run = Path(cfg.out)
+    ckpt_path = run / CHECKPOINT_FILE
+    if cfg.resume:
+        if not ckpt_path.exists():
+            raise DataError(f"{ckpt_path}: no checkpoint to resume from")
+    elif run.exists() and any(run.iterdir()):
+        raise DataError(f"{run}: already holds files; use --resume to continue that run "
+                        "or choose another output folder")
+    device = resolve_device(cfg.device)
+    amp = autocast_dtype(cfg.precision, device)
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+
+    samples = load_samples(cfg.images, cfg.masks, cfg.normalization,
+                           num_classes=cfg.num_classes)
+    chans = {s.image.shape[0] for s in samples}
+    if len(chans) != 1:
+        raise DataError(f"{cfg.images}: images have different channel counts {sorted(chans)}")
+    train_s, val_s = split_samples(samples, cfg.val_fraction, cfg.seed)
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "cache").mkdir(exist_ok=True)
+    train_p = prepare_samples(train_s, cfg, run / "cache")
+    val_p = prepare_samples(val_s, cfg, run / "cache", desc="weight maps (val)")
+
+    net = UNet(in_channels=chans.pop(), num_classes=cfg.num_classes, depth=cfg.depth,
+               width=cfg.width, padding=cfg.padding, dropout=cfg.dropout,
+               batch_norm=cfg.batch_norm)
+    tile = net.valid_input_size(cfg.tile)
+    net.to(device).to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                          weight_decay=cfg.weight_decay)
+    extra = {"normalization": cfg.normalization.to_dict(), "train": cfg.to_dict(),
+             "tile": tile, "train_images": [p.name for p in train_p],
+             "val_images": [p.name for p in val_p]}
+
+    state = {"iteration": 0, "seconds": 0.0, "rng": rng.bit_generator.state}
+    rows: list[dict[str, Any]] = []
+    if cfg.resume:
+        state, rows = _load_checkpoint(ckpt_path, net, opt, run)
+        rng.bit_generator.state = state["rng"]
+    _write_json(run / CONFIG_FILE, {"model": net.config.to_dict(), **extra})
+
+    it, seconds = int(state["iteration"]), float(state["seconds"])
+    total_s = cfg.minutes * 60 if cfg.minutes is not None else None
+    by_time = cfg.iterations is None
+    bar = tqdm(total=round(total_s) if by_time else cfg.iterations,
+               initial=min(round(seconds), round(total_s)) if by_time else it,
+               desc="train", unit="s" if by_time else "it", disable=not cfg.progress,
+               dynamic_ncols=True)
+    ema = None
+    interrupted = False
+    val_loss = val_iou = None
+    t0 = time.perf_counter() - seconds
+
+    def progress_fraction() -> float:
+        f = 0.0
+        if cfg.iterations is not None:
+            f = max(f, it / cfg.iterations)
+        if total_s is not None:
+            f = max(f, (time.perf_counter() - t0) / total_s)
+        return min(f, 1.0)
+
+    try:
+        net.train()
+        while progress_fraction() < 1.0:
+            lr = _lr_at(cfg, it, progress_fraction())
+            for g in opt.param_groups:
+                g["lr"] = lr
+            x, y, w = _batch(train_p, tile, cfg, rng, device)
+            with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+                logits = net(x)
+            loss = weighted_cross_entropy(logits, y, w)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"loss became {loss.item()} at iteration {it}; lower --lr")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.clip_grad > 0:
+                torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.clip_grad)
+            opt.step()
+            it += 1
+            value = loss.item()
+            ema = value if ema is None else 0.95 * ema + 0.05 * value
+            now = time.perf_counter() - t0
+            if by_time:
+                bar.update(max(0, min(round(now), bar.total) - bar.n))
+            else:
+                bar.update(1)
+            bar.set_postfix(it=it, loss=f"{ema:.4f}", lr=f"{lr:.2e}", refresh=False)
+            done = progress_fraction() >= 1.0
+            row = None
+            if val_p and (it % cfg.val_every == 0 or done):
+                val_loss, val_iou = validate(net, val_p, tile, cfg, device, amp)
+                net.train()
+                msg = (f"iteration {it}: train loss {ema:.4f}, val loss {val_loss:.4f}, "
+                       f"val pixel IoU {val_iou:.4f}")
+                _say(msg, cfg.progress)
+            if it % 10 == 0 or done or val_loss is not None and it % cfg.val_every == 0:
+                row = {"iteration": it, "seconds": round(now, 2), "train_loss": value,
+                       "train_loss_ema": ema, "lr": lr,
+                       "val_loss": val_loss if it % cfg.val_every == 0 or done else "",
+                       "val_iou": val_iou if it % cfg.val_every == 0 or done else ""}
+                rows.append(row)
+    except KeyboardInterrupt:
+        interrupted = True
+        _say(f"interrupted at iteration {it}: saving a checkpoint to {ckpt_path}", True)
+    finally:
+        bar.close()
+    seconds = time.perf_counter() - t0
+    state = {"iteration": it, "seconds": seconds, "rng": rng.bit_generator.state}
+    net.eval()
+    _save_checkpoint(ckpt_path, net, opt, state, rows)
+    save_model(run / MODEL_FILE, net, extra)
+    _write_metrics(run / METRICS_FILE, rows)
+    _plot_losses(run / LOSS_PLOT, rows)
+    return TrainResult(run, it, seconds, val_loss, val_iou, interrupted)
+
+
+def _say(msg: str, progress: bool) -> None:
+    if progress:
+        tqdm.write(msg)
+    log.info(msg)
+
+
+def _lr_at(cfg: TrainConfig, it: int, frac: float) -> float:
+    warm = min(1.0, (it + 1) / cfg.warmup) if cfg.warmup > 0 else 1.0
+    return cfg.lr * warm * (0.02 + 0.98 * 0.5 * (1.0 + math.cos(math.pi * frac)))
+
+
+def _batch(samples: list[Prepared], tile: int, cfg: TrainConfig, rng: np.random.Generator,
+           device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    xs, ys, ws = [], [], []
+    for _ in range(cfg.batch_size):
+        s = samples[int(rng.integers(len(samples)))]
+        x, y, w = augment_tile(s.image, s.target, s.weights, size=tile, rng=rng,
+                               config=cfg.augment)
+        xs.append(x)
+        ys.append(y)
+        ws.append(w)
+    x = torch.from_numpy(np.stack(xs)).to(device).contiguous(memory_format=torch.channels_last)
+    y = torch.from_numpy(np.stack(ys).astype(np.int64)).to(device)
+    w = torch.from_numpy(np.stack(ws)).to(device)
+    return x, y, w
+
+
+@torch.no_grad()
+def validate(net: UNet, samples: list[Prepared], tile: int, cfg: TrainConfig,
+             device: torch.device, amp: torch.dtype | None = None) -> tuple[float, float]:
+    """Mean weighted cross-entropy and foreground pixel IoU over whole images."""
+    losses, ious = [], []
+    precision = "bf16" if amp is not None else "fp32"
+    for s in tqdm(samples, desc="validate", unit="img", disable=not cfg.progress, leave=False):
+        probs = predict(net, s.image, tile=tile, device=device, progress=False,
+                        precision=precision)
+        p = np.take_along_axis(probs, s.target[None].astype(np.int64), axis=0)[0]
+        losses.append(float(np.mean(s.weights * -np.log(np.clip(p, 1e-7, 1.0)))))
+        ious.append(pixel_iou(probs.argmax(0) == 1, s.target == 1) if cfg.num_classes == 2
+                    else float(np.mean(probs.argmax(0) == s.target)))
+    return float(np.mean(losses)), float(np.mean(ious))
+
+
+# ------------------------------------------------------------- files of the run
+def _atomic_write(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _atomic_npz(path: Path, **arrays: np.ndarray) -> None:
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+    _atomic_write(path, write)
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    _atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2) + "\n"))
+
+
+def _write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
+    cols = ["iteration", "seconds", "train_loss", "train_loss_ema", "lr", "val_loss", "val_iou"]
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", newline="") as f:
+            wr = csv.DictWriter(f, fieldnames=cols)
+            wr.writeheader()
+            wr.writerows(rows)
+    _atomic_write(path, write)
+
+
+def _plot_losses(path: Path, rows: list[dict[str, Any]]) -> None:
+    from tileunet.plots import save_loss_figure
+
+    save_loss_figure(rows, path)
+
+
+def _save_checkpoint(path: Path, net: UNet, opt: torch.optim.Optimizer, state: dict,
+                     rows: list[dict[str, Any]]) -> None:
+    tensors = {f"model.{k}": v for k, v in net.state_dict().items()}
+    names = {id(p): n for n, p in net.named_parameters()}
+    for group in opt.param_groups:
+        for p in group["params"]:
+            buf = opt.state.get(p, {}).get("momentum_buffer")
+            if buf is not None:
+                tensors[f"momentum.{names[id(p)]}"] = buf
+    meta = {"format": "tileunet", "kind": "checkpoint", "model": json.dumps(net.config.to_dict()),
+            "state": json.dumps(state), "rows": json.dumps(rows)}
+    atomic_save_tensors(tensors, path, meta)
+
+
+def _load_checkpoint(path: Path, net: UNet, opt: torch.optim.Optimizer, run: Path
+                     ) -> tuple[dict, list[dict[str, Any]]]:
+    from safetensors.torch import load_file
+
+    meta = read_metadata(path)
+    if json.loads(meta["model"]) != net.config.to_dict():
+        raise DataError(f"{path}: checkpoint was built with another configuration "
+                        f"({meta['model']})")
+    tensors = load_file(str(path))
+    net.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    params = dict(net.named_parameters())
+    for k, v in tensors.items():
+        if k.startswith("momentum."):
+            opt.state[params[k[9:]]]["momentum_buffer"] = v.to(params[k[9:]].device)
+    return json.loads(meta["state"]), json.loads(meta["rows"])
+
+
+def load_run(run_dir: str | Path) -> tuple[UNet, dict[str, Any]]:
+    """The trained network of a run directory (or model file) and its stored extras."""
+    return load_model(run_dir)
+
+
+__all__ = ["TrainConfig", "TrainResult", "train", "validate", "load_run"]

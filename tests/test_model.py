@@ -1,0 +1,113 @@
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from tileunet import UNet
+from tileunet.model import UNetConfig, center_crop, count_convs
+
+
+def test_paper_defaults_parameter_count_and_layers():
+    net = UNet()
+    assert sum(p.numel() for p in net.parameters()) == 31_030_658
+    assert count_convs(net) == 23
+    assert net.config == UNetConfig()
+    assert net.margin == 92
+
+
+def test_paper_sizes():
+    net = UNet()
+    assert net.output_size(572) == 388
+    assert net.valid_input_size(572) == 572
+    assert net.valid_input_size(570) == 572
+    assert net.valid_input_size(500) == 508
+    assert net.valid_input_size(1) == net.min_input_size() == 188
+    assert net.output_size(188) == 4
+    assert net.input_size_for_output(388) == 572
+    for n, out in net.valid_sizes(1000):
+        assert n - out == 2 * net.margin
+
+
+def test_invalid_size_names_neighbours():
+    net = UNet()
+    with pytest.raises(ValueError, match="570 is not a valid input for depth 5.*556 and 572"):
+        net.output_size(570)
+    with pytest.raises(ValueError, match="smallest is 188"):
+        net.output_size(100)
+
+
+def test_forward_shape_small_net():
+    net = UNet(in_channels=3, num_classes=4, depth=3, width=4).eval()
+    n = net.valid_input_size(50)
+    x = torch.randn(2, 3, n, n + net.size_step)
+    y = net(x)
+    assert y.shape == (2, 4, net.output_size(n), net.output_size(n + net.size_step))
+    assert torch.isfinite(y).all()
+
+
+def test_forward_rejects_invalid_shape():
+    net = UNet(depth=3, width=4)
+    with pytest.raises(ValueError, match="not a valid input"):
+        net(torch.zeros(1, 1, 51, 51))
+
+
+def test_same_padding_keeps_size():
+    net = UNet(depth=4, width=4, padding="same").eval()
+    assert net.output_size(64) == 64
+    assert net(torch.zeros(1, 1, 64, 48)).shape == (1, 2, 64, 48)
+    with pytest.raises(ValueError, match="not a valid input"):
+        net.output_size(60)
+
+
+def test_batch_norm_variant_runs_and_has_no_conv_bias():
+    net = UNet(depth=3, width=4, batch_norm=True)
+    assert any(isinstance(m, nn.BatchNorm2d) for m in net.modules())
+    n = net.valid_input_size(40)
+    net(torch.randn(2, 1, n, n)).sum().backward()
+
+
+def test_he_init_statistics():
+    net = UNet(depth=3, width=32)
+    for m in net.modules():
+        if isinstance(m, nn.Conv2d) and m.weight.numel() > 5000:
+            fan_in = m.in_channels * m.kernel_size[0] * m.kernel_size[1]
+            std = m.weight.std().item()
+            assert abs(std - math.sqrt(2 / fan_in)) / math.sqrt(2 / fan_in) < 0.05
+            assert abs(m.weight.mean().item()) < 0.1 * std
+            assert torch.all(m.bias == 0)
+
+
+def test_every_parameter_gets_a_gradient():
+    net = UNet(depth=3, width=4, dropout=0.5)
+    n = net.valid_input_size(44)
+    net(torch.randn(1, 1, n, n)).square().mean().backward()
+    for name, p in net.named_parameters():
+        assert p.grad is not None, name
+        assert torch.isfinite(p.grad).all(), name
+        assert p.grad.abs().sum() > 0, name
+
+
+def test_dropout_only_in_training():
+    net = UNet(depth=3, width=4, dropout=0.5)
+    n = net.valid_input_size(44)
+    x = torch.randn(1, 1, n, n)
+    net.eval()
+    assert torch.equal(net(x), net(x))
+    net.train()
+    assert not torch.equal(net(x), net(x))
+
+
+def test_skip_connections_are_cropped_not_padded():
+    x = torch.arange(36.0).reshape(1, 1, 6, 6)
+    assert torch.equal(center_crop(x, (2, 2)), torch.tensor([[[[14.0, 15.0], [20.0, 21.0]]]]))
+
+
+def test_config_round_trip_and_validation():
+    net = UNet(depth=3, width=8, dropout=0.0)
+    again = UNet.from_config(net.config.to_dict())
+    assert again.config == net.config
+    with pytest.raises(ValueError, match="padding"):
+        UNet(padding="reflect")
+    with pytest.raises(ValueError, match="num_classes"):
+        UNet(num_classes=1)

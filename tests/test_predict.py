@@ -1,0 +1,287 @@
+"""Tests for overlap-tile prediction (tileunet.predict)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from tileunet.model import UNet
+from tileunet.predict import choose_tile, predict, tile_geometry, tile_memory_bytes
+
+
+def tiny(depth: int = 3, width: int = 4, dtype: torch.dtype = torch.float64, **kw) -> UNet:
+    torch.manual_seed(depth * 10 + width)
+    return UNet(depth=depth, width=width, dropout=0.0, **kw).to(dtype).eval()
+
+
+def usable_tiles(net: UNet, count: int) -> list[int]:
+    first = net.input_size_for_output(net.size_step)
+    return [first + i * net.size_step for i in range(count)]
+
+
+def whole_image(net: UNet, image: np.ndarray) -> np.ndarray:
+    """One forward pass over the whole mirror-padded image (the reference)."""
+    x = image if image.ndim == 3 else image[None]
+    _, h, w = x.shape
+    m = net.margin
+    nh, nw = net.valid_input_size(h + 2 * m), net.valid_input_size(w + 2 * m)
+    padded = np.pad(x, ((0, 0), (m, nh - h - m), (m, nw - w - m)), mode="reflect")
+    dtype = next(net.parameters()).dtype
+    with torch.no_grad():
+        logits = net(torch.from_numpy(padded[None]).to(dtype))
+    return torch.softmax(logits, dim=1)[0, :, :h, :w].numpy()
+
+
+# --------------------------------------------------------------- invariance
+# depth 4: outputs are 4 px off the pooling step of 8, so tile placement matters
+@pytest.mark.parametrize("depth, width", [(3, 4), (4, 2)])
+@pytest.mark.parametrize("hw", [(1, 1), (5, 9), (3, 70), (70, 3), (41, 97)])
+def test_result_does_not_depend_on_the_tile_size(depth, width, hw, rng):
+    net = tiny(depth, width)
+    image = rng.normal(size=hw)
+    small, large = usable_tiles(net, 4)[0], usable_tiles(net, 4)[3]
+    a = predict(net, image, tile=small, progress=False)
+    b = predict(net, image, tile=large, progress=False)
+    ref = whole_image(net, image)
+    assert a.dtype == np.float32 and a.shape == (2, *hw)
+    np.testing.assert_allclose(a, ref, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(b, ref, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("hw", [(2, 2), (37, 60)])
+def test_tile_invariance_in_float32(hw, rng):
+    net = tiny(4, 4, dtype=torch.float32)
+    image = rng.normal(size=hw).astype(np.float32)
+    tiles = usable_tiles(net, 5)
+    a = predict(net, image, tile=tiles[0], progress=False)
+    b = predict(net, image, tile=tiles[4], progress=False)
+    ref = whole_image(net, image)
+    np.testing.assert_allclose(a, ref, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(b, ref, rtol=0, atol=1e-5)
+
+
+def test_strides_are_multiples_of_the_pooling_step():
+    assert tile_geometry(UNet(), 572) == (388, 384)
+    net = tiny(4, 2)
+    for tile in usable_tiles(net, 6):
+        out, stride = tile_geometry(net, tile)
+        assert out == net.output_size(tile)
+        assert stride % net.size_step == 0 and 0 < out - stride < net.size_step
+
+
+# ----------------------------------------------------------- shape and dtype
+def test_shape_dtype_and_probabilities(rng):
+    net = tiny(3, 4, dtype=torch.float32)
+    image = rng.normal(size=(23, 31)).astype(np.float32)
+    probs = predict(net, image, progress=False)
+    assert probs.shape == (2, 23, 31)
+    assert probs.dtype == np.float32
+    assert np.isfinite(probs).all() and (probs >= 0).all()
+    np.testing.assert_allclose(probs.sum(axis=0), 1.0, atol=1e-6)
+    # (H, W) and (1, H, W) are the same image
+    np.testing.assert_array_equal(predict(net, image[None], progress=False), probs)
+
+
+def test_several_channels_and_classes(rng):
+    net = tiny(3, 4, dtype=torch.float32, in_channels=3, num_classes=4)
+    image = rng.normal(size=(3, 17, 12))
+    probs = predict(net, image, progress=False)
+    assert probs.shape == (4, 17, 12)
+    np.testing.assert_allclose(probs.sum(axis=0), 1.0, atol=1e-6)
+    np.testing.assert_allclose(probs, whole_image(net, image.astype(np.float32)), atol=1e-5)
+
+
+def test_integer_images_are_fed_as_they_are(rng):
+    net = tiny(3, 4, dtype=torch.float32)
+    image = rng.integers(0, 255, size=(9, 14), dtype=np.uint8)
+    np.testing.assert_array_equal(
+        predict(net, image, progress=False),
+        predict(net, image.astype(np.float32), progress=False),
+    )
+
+
+def test_float64_image_into_float32_net(rng):
+    net = tiny(3, 4, dtype=torch.float32)
+    image = rng.normal(size=(9, 14))
+    np.testing.assert_array_equal(
+        predict(net, image, progress=False),
+        predict(net, image.astype(np.float32), progress=False),
+    )
+
+
+def test_same_padding_runs_for_any_size(rng):
+    net = tiny(3, 4, dtype=torch.float32, padding="same")
+    for hw in [(1, 1), (13, 29), (3, 70)]:
+        image = rng.normal(size=hw).astype(np.float32)
+        for tile in (None, 2 * net.margin + 2 * net.size_step):
+            probs = predict(net, image, tile=tile, progress=False)
+            assert probs.shape == (2, *hw) and probs.dtype == np.float32
+            np.testing.assert_allclose(probs.sum(axis=0), 1.0, atol=1e-6)
+
+
+# ---------------------------------------------------------------------- tta
+def test_tta_commutes_with_rotations_and_flips(rng):
+    net = tiny(3, 4, dtype=torch.float32)
+    image = rng.normal(size=(19, 26)).astype(np.float32)
+    probs = predict(net, image, tta=True, progress=False)
+    assert probs.shape == (2, 19, 26)
+    np.testing.assert_allclose(probs.sum(axis=0), 1.0, atol=1e-5)
+    rotated = predict(net, np.rot90(image), tta=True, progress=False)
+    np.testing.assert_allclose(rotated, np.rot90(probs, axes=(1, 2)), atol=1e-5)
+    flipped = predict(net, image[::-1], tta=True, progress=False)
+    np.testing.assert_allclose(flipped, probs[:, ::-1], atol=1e-5)
+    # and it is not the plain prediction
+    assert not np.allclose(probs, predict(net, image, progress=False), atol=1e-4)
+
+
+# ----------------------------------------------------------------- batching
+def test_batch_size_does_not_change_the_result(rng):
+    net = tiny(3, 4, dtype=torch.float32)
+    image = rng.normal(size=(40, 33)).astype(np.float32)
+    tile = usable_tiles(net, 3)[2]  # 4 x 3 tiles
+    one = predict(net, image, tile=tile, batch_size=1, progress=False)
+    many = predict(net, image, tile=tile, batch_size=5, progress=False)
+    auto = predict(net, image, tile=tile, progress=False)
+    np.testing.assert_allclose(one, many, atol=1e-5)
+    np.testing.assert_allclose(one, auto, atol=1e-5)
+
+
+# -------------------------------------------------------------- choose_tile
+@pytest.mark.parametrize("hw", [(1, 1), (3, 700), (100, 100), (2000, 1500)])
+@pytest.mark.parametrize("budget", [10**7, 10**8, 10**9])
+def test_choose_tile_is_usable_and_within_budget(hw, budget):
+    net = UNet(depth=4, width=8)
+    tile = choose_tile(net, hw, budget)
+    tile_geometry(net, tile)  # usable: raises otherwise
+    assert tile_memory_bytes(net, tile) <= budget
+    # never larger than one tile covering the image
+    if tile > usable_tiles(net, 1)[0]:
+        _, smaller = tile_geometry(net, tile - net.size_step)
+        assert smaller < max(hw)
+
+
+def test_choose_tile_small_image_gets_the_smallest_covering_tile():
+    net = UNet()
+    tile = choose_tile(net, (100, 60), 2**30)
+    _, stride = tile_geometry(net, tile)
+    assert stride >= 100
+    assert tile_geometry(net, tile - net.size_step)[1] < 100
+
+
+def test_choose_tile_large_image_uses_the_budget():
+    net = UNet()
+    small = choose_tile(net, (5000, 5000), 2**28)
+    large = choose_tile(net, (5000, 5000), 2**31)
+    assert small < large
+    assert tile_memory_bytes(net, large) <= 2**31
+    # the paper's tile fits the default CPU budget of 1 GiB
+    assert tile_memory_bytes(net, 572) <= 2**30
+
+
+def test_choose_tile_tiny_budget_falls_back_to_the_smallest_tile():
+    net = UNet(depth=3, width=4)
+    assert choose_tile(net, (500, 500), 1) == usable_tiles(net, 1)[0]
+
+
+def test_choose_tile_rejects_empty_images():
+    with pytest.raises(ValueError, match="at least 1x1"):
+        choose_tile(UNet(depth=3, width=4), (0, 3))
+
+
+def test_memory_estimate_grows_with_the_tile():
+    net = UNet()
+    sizes = [tile_memory_bytes(net, t) for t in (204, 572, 1212)]
+    assert sizes == sorted(sizes)
+    assert tile_memory_bytes(net, 572, bytes_per_element=2) < sizes[1]
+
+
+# ---------------------------------------------------------------- bad tiles
+def test_invalid_tile_names_the_nearest_usable_sizes():
+    net = UNet()
+    with pytest.raises(ValueError, match="got 570; the nearest are 556 and 572"):
+        predict(net, np.zeros((10, 10), np.float32), tile=570, progress=False)
+    with pytest.raises(ValueError, match="got 188; the smallest is 204"):
+        tile_geometry(net, 188)  # valid for the network, but its output is < 16 px
+    with pytest.raises(ValueError, match="tile must be an integer"):
+        tile_geometry(net, 572.0)
+
+
+# ------------------------------------------------------------ state and device
+@pytest.mark.parametrize("training", [True, False])
+def test_training_mode_and_memory_format_are_restored(training, rng):
+    net = UNet(depth=3, width=4, dropout=0.5).train(training)
+    image = rng.normal(size=(12, 12)).astype(np.float32)
+    a = predict(net, image, progress=False)
+    b = predict(net, image, progress=False)
+    np.testing.assert_array_equal(a, b)  # eval mode: dropout is off
+    assert net.training is training
+    assert all(p.is_contiguous() for p in net.parameters())
+    assert not any(p.is_inference() for p in net.parameters())
+
+
+def test_device_string_and_progress_bar(rng):
+    net = tiny(3, 4, dtype=torch.float32)
+    image = rng.normal(size=(8, 8)).astype(np.float32)
+    probs = predict(net, image, device="cpu", progress=True)
+    assert probs.shape == (2, 8, 8)
+
+
+def test_bf16_is_close_to_fp32(rng):
+    net = tiny(2, 2, dtype=torch.float32)
+    image = rng.normal(size=(10, 10)).astype(np.float32)
+    fp32 = predict(net, image, progress=False)
+    bf16 = predict(net, image, precision="bf16", progress=False)
+    auto = predict(net, image, precision="auto", progress=False)
+    assert bf16.dtype == np.float32 and auto.shape == fp32.shape
+    np.testing.assert_allclose(bf16, fp32, atol=0.05)
+
+
+# ---------------------------------------------------------------- bad input
+@pytest.mark.parametrize(
+    "image, match",
+    [
+        (np.zeros(5), r"\(H, W\) or \(C, H, W\)"),
+        (np.zeros((1, 1, 4, 4)), r"\(H, W\) or \(C, H, W\)"),
+        (np.zeros((3, 8, 8)), "must have 1 channel"),
+        (np.zeros((0, 4)), "at least 1x1"),
+        (np.array([[0.0, np.nan]]), "finite"),
+        (np.array([[0.0, np.inf]]), "finite"),
+        (np.zeros((2, 2), complex), "real numeric"),
+        (np.array([["a"]]), "real numeric"),
+    ],
+)
+def test_bad_images_are_rejected(image, match):
+    with pytest.raises(ValueError, match=match):
+        predict(tiny(), image, progress=False)
+
+
+def test_channel_mismatch_names_expected_and_got():
+    net = UNet(depth=2, width=2, in_channels=3)
+    with pytest.raises(ValueError, match=r"3 channel\(s\).*got shape \(8, 8\)"):
+        predict(net, np.zeros((8, 8)), progress=False)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(precision="fp16"), "precision must be one of"),
+        (dict(batch_size=0), "batch_size must be a positive integer"),
+        (dict(batch_size=2.5), "batch_size must be a positive integer"),
+    ],
+)
+def test_bad_options_are_rejected(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        predict(tiny(), np.zeros((4, 4)), progress=False, **kwargs)
+
+
+def test_fp32_switches_tf32_off_on_cuda_and_restores_it():
+    from tileunet.predict import _strict_fp32
+
+    conv = torch.backends.cudnn.conv
+    before = conv.fp32_precision
+    with _strict_fp32(torch.device("cuda")):  # only sets flags: runs without a GPU
+        assert conv.fp32_precision == "ieee"
+    assert conv.fp32_precision == before
+    with _strict_fp32(torch.device("cpu")):
+        assert conv.fp32_precision == before
