@@ -125,9 +125,12 @@ def tile_memory_bytes(net: UNet, tile: int, *, bytes_per_element: int = 4) -> in
     pooling, up-convolution and concatenation, the logits and the probabilities), of
     channels x height x width x ``bytes_per_element``, times :data:`MEMORY_SAFETY`.
     In inference mode most tensors are freed as soon as they are used, so this sum is
-    already about twice the peak we measured on a CPU (the paper's network, tile 572:
-    698 MiB summed, 387 MiB peak); the safety factor on top covers allocator slack and
-    convolution workspaces.
+    already about twice the measured peak (the paper's network, tile 572: 698 MiB
+    summed; 387 MiB peak resident memory on a CPU, 365 MiB peak allocated on an H200 in
+    float32, 145 MiB in bf16); the safety factor on top covers allocator slack and
+    convolution workspaces. One exception: cuDNN may use whatever GPU memory is free as
+    workspace for its fastest float32 algorithm (seen for 1212 px tiles on an H200);
+    it falls back to other algorithms when that memory is not there.
 
     Parameters
     ----------
