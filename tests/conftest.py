@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-DATA_DIR = Path(os.environ.get("TILEUNET_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data"))
+DATA_DIR = Path(os.environ.get("TILEUNET_DATA",
+                               Path(__file__).resolve().parents[1] / ".." / "shared" / "data"))
 
 
 @pytest.fixture

@@ -199,8 +199,8 @@ def test_model_file_that_is_not_ours(capsys, dataset, tmp_path):
     junk.write_bytes(b"\x00" * 64)
     err = error_of(capsys, ["predict", str(junk), str(images), "-o", str(tmp_path / "o")])
     assert "model.safetensors" in err
-    from safetensors.torch import save_file
     import torch
+    from safetensors.torch import save_file
 
     other = tmp_path / "other.safetensors"
     save_file({"w": torch.zeros(3)}, str(other), metadata={"format": "pt"})

@@ -104,3 +104,22 @@ def test_label_mask():
     assert out.dtype == np.uint8 and out.tolist() == [[0, 1], [2, 2]]
     with pytest.raises(ValueError, match=r"\(K, H, W\)"):
         label_mask(np.zeros((4, 4)))
+
+
+def test_seeded_flooding_splits_cells_where_the_probability_dips():
+    # two cells touching along column 10; the network's probability dips to 0.7 there
+    p = np.zeros((20, 21), np.float32)
+    p[4:16, 2:19] = 0.97
+    p[4:16, 10] = 0.7
+    split = instances_from_probability(p, min_size=1)
+    assert split.max() == 2
+    assert set(np.unique(split[4:16, 2:10])) == {1} and set(np.unique(split[4:16, 11:19])) == {2}
+    assert (split > 0).sum() == (p > 0.5).sum()  # flooding keeps the whole foreground
+    merged = instances_from_probability(p, min_size=1, seed_threshold=None)
+    assert merged.max() == 1
+    # a cell the network is never sure about (no core) stays one object
+    q = np.zeros((10, 10), np.float32)
+    q[2:8, 2:8] = 0.6
+    assert instances_from_probability(q, min_size=1).max() == 1
+    with pytest.raises(ValueError, match="seed_threshold"):
+        instances_from_probability(p, threshold=0.5, seed_threshold=0.3)

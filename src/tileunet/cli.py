@@ -33,7 +33,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-norm", action="store_true")
     p.add_argument("--tile", type=int, default=572, help="input tile size (paper: 572)")
     p.add_argument("--batch-size", type=int, default=1)
-    p.add_argument("--lr", type=float, default=0.01)
+    p.add_argument("--lr", type=float, default=0.003)
     p.add_argument("--momentum", type=float, default=0.99)
     p.add_argument("--w0", type=float, default=10.0, help="border weight w0 (paper: 10)")
     p.add_argument("--sigma", type=float, default=5.0, help="border sigma in px (paper: 5)")
@@ -85,7 +85,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="train and segment on built-in synthetic cells",
                        description="The whole job on synthetic data, no downloads.")
     p.add_argument("--out", default="demo-output", help="output folder (default demo-output)")
-    p.add_argument("--minutes", type=float, default=4.0, help="training budget (default 4)")
+    p.add_argument("--minutes", type=float, default=5.0, help="training budget (default 5)")
     p.add_argument("--size", type=int, default=2048, help="side of the large test image")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")

@@ -59,7 +59,7 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
     (out / MARKER).write_text("written by tileunet demo\n")
 
 
-def run_demo(out: str | Path = "demo-output", *, minutes: float = 4.0, size: int = 2048,
+def run_demo(out: str | Path = "demo-output", *, minutes: float = 5.0, size: int = 2048,
              seed: int = 0, device: str = "auto", overwrite: bool = False,
              progress: bool = True, n_images: int = 12, train_shape: tuple[int, int] = (256, 256),
              iterations: int | None = None, say=print) -> DemoResult:
@@ -82,7 +82,7 @@ def run_demo(out: str | Path = "demo-output", *, minutes: float = 4.0, size: int
         f"for {minutes:g} min on {resolve_device(device)}")
     cfg = TrainConfig(images=str(images), masks=str(masks), out=str(out / "run"),
                       val_fraction=0.17, minutes=minutes, iterations=iterations,
-                      tile=DEMO_TILE, lr=0.01, val_every=100, seed=seed, device=device,
+                      tile=DEMO_TILE, val_every=100, seed=seed, device=device,
                       progress=progress, **DEMO_NET)
     res = train(cfg)
 

@@ -271,7 +271,7 @@ def _cpu_has_native_bf16() -> bool:
     return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
 
 
-def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for ``precision`` on ``device`` (None: no autocast)."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
@@ -417,7 +417,7 @@ def predict(
     x = _as_image(image, cfg.in_channels)  # (C, H, W)
     h, w = x.shape[1:]
     dev = _net_device(net) if device is None else torch.device(device)
-    amp = _autocast_dtype(precision, dev)  # validates precision
+    amp = autocast_dtype(precision, dev)  # validates precision
     dtype = next(net.parameters()).dtype
     if not dtype.is_floating_point:
         raise ValueError(f"network parameters must be floating point, got {dtype}")
@@ -487,4 +487,5 @@ def predict(
     return total
 
 
-__all__ = ["choose_tile", "default_budget", "predict", "tile_geometry", "tile_memory_bytes"]
+__all__ = ["autocast_dtype", "choose_tile", "default_budget", "predict", "tile_geometry",
+           "tile_memory_bytes"]

@@ -51,7 +51,7 @@ def plan_jobs(inputs: list[str | Path], in_channels: int) -> list[Job]:
     jobs: list[Job] = []
     for f in tqdm(files, desc="check inputs", unit="file", leave=False, disable=len(files) < 20):
         pages = read_pages(f)
-        for i, page in enumerate(pages):
+        for page in pages:
             chans = 1 if page.ndim == 2 else page.shape[0]
             if chans != in_channels:
                 raise DataError(f"{f}: has {chans} channel(s), the model expects {in_channels}")

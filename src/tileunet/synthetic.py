@@ -293,7 +293,7 @@ def synthetic_cells(
     image = np.where(inside, cells, image)
     del cells
     del texture, dome, rel
-    image[_contacts(labels)] -= rng.uniform(0.10, 0.14)
+    image[_contacts(labels)] -= rng.uniform(0.16, 0.22)
 
     # smooth illumination gradient in a random direction, plus a mild vignette
     angle = rng.uniform(0.0, 2.0 * math.pi)

@@ -1,0 +1,49 @@
+"""The demo and real data, end to end (slow: run by `make test-all` and CI)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+
+from tileunet.cli import main
+from tileunet.demo import run_demo
+
+
+@pytest.mark.slow
+def test_demo_end_to_end_small(tmp_path):
+    lines: list[str] = []
+    res = run_demo(tmp_path / "demo", minutes=0.2, size=300, n_images=3,
+                   train_shape=(96, 96), progress=False, say=lines.append)
+    for name in ("large-overlay.png", "overlay-crop.png", "weight-map.png", "loss.png",
+                 "large-prob.tif", "large-instances.tif", "run/model.safetensors"):
+        assert (tmp_path / "demo" / name).is_file(), name
+    assert 0.0 <= res.pixel_iou <= 1.0 and 0 <= res.separated <= res.touching
+    assert res.touching > 0
+    assert any("pixel IoU" in line for line in lines)
+    prob = tifffile.imread(tmp_path / "demo" / "large-prob.tif")
+    assert prob.shape == (300, 300)
+    # a second run refuses to replace the folder unless told to
+    with pytest.raises(FileExistsError):
+        run_demo(tmp_path / "demo", minutes=0.1, size=64, n_images=2, train_shape=(96, 96),
+                 progress=False, say=lines.append)
+
+
+@pytest.mark.slow
+@pytest.mark.data
+def test_train_and_predict_on_dic_hela(shared_data, tmp_path):
+    hela = shared_data / "dic-hela" / "01"
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    images.mkdir()
+    masks.mkdir()
+    for t in ("002", "005", "021"):
+        (images / f"t{t}.tif").symlink_to(hela / "images" / f"t{t}.tif")
+        (masks / f"man_seg{t}.tif").symlink_to(hela / "masks" / f"man_seg{t}.tif")
+    run = tmp_path / "run"
+    assert main(["-q", "train", "--images", str(images), "--masks", str(masks), "--out",
+                 str(run), "--iterations", "3", "--width", "4", "--depth", "3",
+                 "--tile", "188", "--val-every", "3"]) == 0
+    out = tmp_path / "pred"
+    assert main(["-q", "predict", str(run), str(images / "t002.tif"), "-o", str(out)]) == 0
+    prob = tifffile.imread(out / "t002_prob.tif")
+    assert prob.shape == (512, 512) and np.isfinite(prob).all()

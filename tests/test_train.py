@@ -1,0 +1,141 @@
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import tileunet.train as train_mod
+from tileunet.augment import AugmentConfig
+from tileunet.checkpoint import load_model
+from tileunet.data import save_image
+from tileunet.synthetic import synthetic_cells, write_synthetic_dataset
+from tileunet.train import TrainConfig, _lr_at, split_samples, train
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> tuple[Path, Path]:
+    return write_synthetic_dataset(tmp_path_factory.mktemp("d"), n_images=3, shape=(80, 72),
+                                   rng=np.random.default_rng(3))
+
+
+def tiny(data, out, **kw) -> TrainConfig:
+    images, masks = data
+    base = dict(images=str(images), masks=str(masks), out=str(out), iterations=6, width=4,
+                depth=3, tile=92, dropout=0.0, val_every=3, progress=False)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_config_validation(tmp_path):
+    with pytest.raises(ValueError, match="iterations or minutes"):
+        TrainConfig(images="a", masks="b", out="c")
+    with pytest.raises(ValueError, match="val_fraction"):
+        TrainConfig(images="a", masks="b", out="c", iterations=1, val_fraction=1.0)
+    with pytest.raises(ValueError, match="precision"):
+        TrainConfig(images="a", masks="b", out="c", iterations=1, precision="fp8")
+
+
+def test_config_round_trips_through_json(data, tmp_path):
+    cfg = tiny(data, tmp_path / "r", class_weights=(1.0, 2.0))
+    again = TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
+    assert again == cfg
+
+
+def test_split_holds_out_at_least_one_never_all():
+    items = list(range(5))
+    train_s, val_s = split_samples(items, 0.2, seed=0)
+    assert len(val_s) == 1 and sorted(train_s + val_s) == items
+    assert split_samples(items, 0.0, 0) == (items, [])
+    assert split_samples([1], 0.5, 0) == ([1], [])
+    assert len(split_samples(items, 0.9, 0)[0]) == 1
+
+
+def test_learning_rate_warms_up_and_decays(tmp_path):
+    cfg = TrainConfig(images="a", masks="b", out="c", iterations=100, lr=0.01, warmup=10)
+    assert _lr_at(cfg, 0, 0.0) == pytest.approx(0.001)
+    assert _lr_at(cfg, 9, 0.09) == pytest.approx(0.01 * (0.02 + 0.98 * 0.5 * (1 + math.cos(
+        math.pi * 0.09))))
+    assert _lr_at(cfg, 99, 1.0) == pytest.approx(0.0002)
+    lrs = [_lr_at(cfg, i, i / 100) for i in range(10, 100)]
+    assert all(a >= b for a, b in zip(lrs, lrs[1:], strict=False))
+
+
+def test_run_directory_and_model_file(data, tmp_path):
+    res = train(tiny(data, tmp_path / "r"))
+    assert res.iterations == 6 and not res.interrupted
+    assert res.val_iou is not None and 0.0 <= res.val_iou <= 1.0
+    net, extra = load_model(tmp_path / "r")
+    assert net.config.width == 4 and net.config.depth == 3
+    assert extra["normalization"]["method"] == "percentile"
+    assert extra["train"]["iterations"] == 6
+    cfg = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert cfg["model"] == net.config.to_dict()
+    # weight maps were cached once per image
+    assert len(list((tmp_path / "r" / "cache").glob("*.npz"))) == 3
+
+
+def test_loss_falls_when_overfitting_one_image(tmp_path):
+    image, labels = synthetic_cells((64, 64), rng=np.random.default_rng(0))
+    save_image(tmp_path / "i" / "a.tif", (image * 255).astype(np.uint8))
+    save_image(tmp_path / "m" / "a.tif", labels.astype(np.uint16))
+    cfg = TrainConfig(images=str(tmp_path / "i"), masks=str(tmp_path / "m"),
+                      out=str(tmp_path / "r"), iterations=60, width=8, depth=2, tile=68,
+                      dropout=0.0, val_fraction=0.0, augment=AugmentConfig(enabled=False),
+                      warmup=5, progress=False)
+    train(cfg)
+    rows = (tmp_path / "r" / "metrics.csv").read_text().splitlines()[1:]
+    losses = [float(r.split(",")[2]) for r in rows]
+    assert losses[-1] < 0.8 * losses[0], losses
+
+
+def test_resume_gives_the_same_weights_as_one_run(data, tmp_path):
+    train(tiny(data, tmp_path / "straight", iterations=6))
+    train(tiny(data, tmp_path / "split", iterations=3))
+    train(tiny(data, tmp_path / "split", iterations=6, resume=True))
+    a = load_file(str(tmp_path / "straight" / "model.safetensors"))
+    b = load_file(str(tmp_path / "split" / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-6), k
+
+
+def test_ctrl_c_saves_a_checkpoint_that_resumes(data, tmp_path, monkeypatch):
+    calls = {"n": 0}
+    real = train_mod.weighted_cross_entropy
+
+    def interrupting(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "weighted_cross_entropy", interrupting)
+    res = train(tiny(data, tmp_path / "r", iterations=10))
+    assert res.interrupted and res.iterations == 2
+    assert (tmp_path / "r" / "checkpoint.safetensors").exists()
+    assert (tmp_path / "r" / "model.safetensors").exists()
+    monkeypatch.setattr(train_mod, "weighted_cross_entropy", real)
+    res = train(tiny(data, tmp_path / "r", iterations=5, resume=True))
+    assert res.iterations == 5 and not res.interrupted
+
+
+def test_resume_without_checkpoint_and_existing_run_are_refused(data, tmp_path):
+    with pytest.raises(ValueError, match="no checkpoint"):
+        train(tiny(data, tmp_path / "new", resume=True))
+    train(tiny(data, tmp_path / "r", iterations=1))
+    with pytest.raises(ValueError, match="already holds"):
+        train(tiny(data, tmp_path / "r", iterations=1))
+    with pytest.raises(ValueError, match="another configuration"):
+        train(replace(tiny(data, tmp_path / "r", iterations=2), width=8, resume=True))
+
+
+def test_time_budget_stops_training(data, tmp_path):
+    res = train(tiny(data, tmp_path / "r", iterations=None, minutes=0.05))
+    assert res.iterations >= 1
+    assert res.seconds < 0.05 * 60 + 20  # the budget plus one step and the last validation
