@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import importlib
 import json
 import math
 from dataclasses import replace
@@ -10,12 +11,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import tileunet.train as train_mod
 from tileunet.augment import AugmentConfig
 from tileunet.checkpoint import load_model
 from tileunet.data import save_image
 from tileunet.synthetic import synthetic_cells, write_synthetic_dataset
 from tileunet.train import TrainConfig, _lr_at, split_samples, train
+
+# the module, not the function that tileunet/__init__ exports under the same name
+train_mod = importlib.import_module("tileunet.train")
 
 
 @pytest.fixture(scope="module")
@@ -94,10 +97,25 @@ def test_loss_falls_when_overfitting_one_image(tmp_path):
     assert losses[-1] < 0.8 * losses[0], losses
 
 
-def test_resume_gives_the_same_weights_as_one_run(data, tmp_path):
+class _InterruptAt:
+    """Stands in for the loss and raises KeyboardInterrupt on its n-th call."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.calls, self.real = n, 0, train_mod.weighted_cross_entropy
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        if self.calls == self.n:
+            raise KeyboardInterrupt
+        return self.real(*args, **kwargs)
+
+
+def test_interrupted_and_resumed_run_equals_one_run(data, tmp_path, monkeypatch):
     train(tiny(data, tmp_path / "straight", iterations=6))
-    train(tiny(data, tmp_path / "split", iterations=3))
-    train(tiny(data, tmp_path / "split", iterations=6, resume=True))
+    monkeypatch.setattr(train_mod, "weighted_cross_entropy", _InterruptAt(4))
+    assert train(tiny(data, tmp_path / "split", iterations=6)).iterations == 3
+    monkeypatch.undo()
+    assert train(tiny(data, tmp_path / "split", iterations=6, resume=True)).iterations == 6
     a = load_file(str(tmp_path / "straight" / "model.safetensors"))
     b = load_file(str(tmp_path / "split" / "model.safetensors"))
     assert a.keys() == b.keys()
@@ -106,21 +124,12 @@ def test_resume_gives_the_same_weights_as_one_run(data, tmp_path):
 
 
 def test_ctrl_c_saves_a_checkpoint_that_resumes(data, tmp_path, monkeypatch):
-    calls = {"n": 0}
-    real = train_mod.weighted_cross_entropy
-
-    def interrupting(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(train_mod, "weighted_cross_entropy", interrupting)
+    monkeypatch.setattr(train_mod, "weighted_cross_entropy", _InterruptAt(3))
     res = train(tiny(data, tmp_path / "r", iterations=10))
     assert res.interrupted and res.iterations == 2
     assert (tmp_path / "r" / "checkpoint.safetensors").exists()
     assert (tmp_path / "r" / "model.safetensors").exists()
-    monkeypatch.setattr(train_mod, "weighted_cross_entropy", real)
+    monkeypatch.undo()
     res = train(tiny(data, tmp_path / "r", iterations=5, resume=True))
     assert res.iterations == 5 and not res.interrupted
 

@@ -153,7 +153,8 @@ def save_loss_figure(rows: list[dict], path: str | os.PathLike[str]) -> None:
     left.set_xlabel("iteration")
     left.set_ylabel("weighted cross-entropy")
     left.set_yscale("log")
-    left.legend()
+    if left.get_lines():
+        left.legend()
     x, y = series("val_iou")
     right.plot(x, y, marker="o", color="tab:green")
     right.set_xlabel("iteration")

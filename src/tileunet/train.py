@@ -1,7 +1,7 @@
 """Training with the paper's recipe: one large tile per step, weighted cross-entropy,
 elastic augmentation, SGD with momentum 0.99, He init.
 
-The paper gives no learning rate or schedule. We use SGD(lr=0.01, momentum=0.99) with a
+The paper gives no learning rate or schedule. We use SGD(lr=0.003, momentum=0.99) with a
 linear warm-up and a cosine decay over the run (by iterations or by the time budget,
 whichever ends first), and clip the gradient norm: with momentum 0.99 the effective step
 is 100x the learning rate, and the first steps from He init are the ones that diverge
@@ -264,6 +264,7 @@ def train(cfg: TrainConfig) -> TrainResult:
             f = max(f, (time.perf_counter() - t0) / total_s)
         return min(f, 1.0)
 
+    rng_state = rng.bit_generator.state  # as of the last completed step (for resume)
     try:
         net.train()
         while progress_fraction() < 1.0:
@@ -283,6 +284,7 @@ def train(cfg: TrainConfig) -> TrainResult:
                 torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.clip_grad)
             opt.step()
             it += 1
+            rng_state = rng.bit_generator.state
             value = loss.item()
             ema = value if ema is None else 0.95 * ema + 0.05 * value
             now = time.perf_counter() - t0
@@ -312,7 +314,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     finally:
         bar.close()
     seconds = time.perf_counter() - t0
-    state = {"iteration": it, "seconds": seconds, "rng": rng.bit_generator.state}
+    state = {"iteration": it, "seconds": seconds, "rng": rng_state}
     net.eval()
     _save_checkpoint(ckpt_path, net, opt, state, rows)
     save_model(run / MODEL_FILE, net, extra)
