@@ -247,10 +247,12 @@ def train(cfg: TrainConfig) -> TrainResult:
     it, seconds = int(state["iteration"]), float(state["seconds"])
     total_s = cfg.minutes * 60 if cfg.minutes is not None else None
     by_time = cfg.iterations is None
+    # with a time budget the bar counts seconds (so its remaining time is the budget's)
+    time_format = "{l_bar}{bar}| {n_fmt}/{total_fmt} s [{elapsed}<{remaining}{postfix}]"
     bar = tqdm(total=round(total_s) if by_time else cfg.iterations,
                initial=min(round(seconds), round(total_s)) if by_time else it,
                desc="train", unit="s" if by_time else "it", disable=not cfg.progress,
-               dynamic_ncols=True)
+               dynamic_ncols=True, bar_format=time_format if by_time else None)
     ema = None
     interrupted = False
     val_loss = val_iou = None
