@@ -47,3 +47,39 @@ def test_train_and_predict_on_dic_hela(shared_data, tmp_path):
     assert main(["-q", "predict", str(run), str(images / "t002.tif"), "-o", str(out)]) == 0
     prob = tifffile.imread(out / "t002_prob.tif")
     assert prob.shape == (512, 512) and np.isfinite(prob).all()
+
+
+@pytest.mark.slow
+def test_ctrl_c_on_the_command_line_saves_and_resumes(tmp_path):
+    """A real SIGINT: exit status 130, a checkpoint, and --resume continues from it."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tileunet.synthetic import write_synthetic_dataset
+
+    images, masks = write_synthetic_dataset(tmp_path / "d", n_images=2, shape=(64, 64),
+                                            rng=np.random.default_rng(0))
+    run = tmp_path / "run"
+    args = [sys.executable, "-m", "tileunet", "-q", "train", "--images", str(images),
+            "--masks", str(masks), "--out", str(run), "--width", "4", "--depth", "3",
+            "--tile", "92", "--val-every", "5"]
+    proc = subprocess.Popen([*args, "--iterations", "100000"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (run / "metrics.csv").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted" in out and "--resume" in err
+    assert (run / "checkpoint.safetensors").is_file() and (run / "model.safetensors").is_file()
+    stopped_at = int(out.split("interrupted: ")[1].split()[0])
+    assert stopped_at >= 5
+    target = stopped_at + 3
+    done = subprocess.run([*args, "--iterations", str(target), "--resume"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    rows = (run / "metrics.csv").read_text().splitlines()
+    assert rows[-1].split(",")[0] == str(target)
