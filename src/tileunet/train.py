@@ -39,7 +39,8 @@ from tileunet.data import DataError, Normalization, Sample, load_samples
 from tileunet.losses import weighted_cross_entropy
 from tileunet.metrics import pixel_iou
 from tileunet.model import UNet
-from tileunet.predict import autocast_dtype, predict
+from tileunet.plots import save_loss_figure  # imported up front: a Ctrl-C must not
+from tileunet.predict import autocast_dtype, predict  # land inside a lazy import
 from tileunet.weights import class_weight_map, training_target, weight_map
 
 log = logging.getLogger(__name__)
@@ -403,8 +404,6 @@ def _write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def _plot_losses(path: Path, rows: list[dict[str, Any]]) -> None:
-    from tileunet.plots import save_loss_figure
-
     save_loss_figure(rows, path)
 
 
