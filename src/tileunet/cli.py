@@ -1,6 +1,6 @@
 """Command line: one thin layer over the library.
 
-``tileunet demo | train | predict | weights | sizes``; every error a user can cause
+``tileunet demo | train | predict | evaluate | weights | sizes``; every error a user can cause
 ends in one line ``tileunet: error: FILE: what was wrong`` and exit status 2.
 """
 
@@ -73,6 +73,22 @@ def _add_weights(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true")
 
 
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    from tileunet.evaluate import DEFAULT_METRICS, METRICS
+
+    p = sub.add_parser("evaluate", help="score predictions against ground truth",
+                       description="Scores the outputs of `tileunet predict` against masks; "
+                       "prints a table, writes metrics.csv and metrics.json.",
+                       epilog="metrics: " + "; ".join(f"{m.name}: {m.doc}"
+                                                      for m in METRICS.values()))
+    p.add_argument("--pred", required=True, help="folder written by tileunet predict")
+    p.add_argument("--gt", required=True, help="folder of ground-truth masks")
+    p.add_argument("--metric", action="append", choices=sorted(METRICS),
+                   help=f"metric to compute (repeatable; default: {', '.join(DEFAULT_METRICS)})")
+    p.add_argument("-o", "--out", help="folder for metrics.csv/json (default: --pred)")
+    p.add_argument("--overwrite", action="store_true")
+
+
 def _add_sizes(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sizes", help="table of valid input -> output tile sizes",
                        description="Valid input sizes of the valid-convolution U-Net.")
@@ -99,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_demo, _add_train, _add_predict, _add_weights, _add_sizes):
+    for add in (_add_demo, _add_train, _add_predict, _add_evaluate, _add_weights, _add_sizes):
         add(sub)
     return parser
 
@@ -187,6 +203,19 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from tileunet.evaluate import DEFAULT_METRICS, evaluate, format_table, write_results
+
+    out = Path(args.out or args.pred)
+    _refuse_existing([out / "metrics.csv", out / "metrics.json"], args.overwrite)
+    rows = evaluate(args.pred, args.gt, metrics=args.metric or DEFAULT_METRICS,
+                    progress=not args.quiet)
+    print(format_table(rows))
+    csv_path, json_path = write_results(rows, out)
+    print(f"wrote {csv_path} and {json_path}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from tileunet.demo import run_demo
 
@@ -204,7 +233,7 @@ def _refuse_existing(paths: list[Path], overwrite: bool) -> None:
 
 
 COMMANDS = {"sizes": cmd_sizes, "weights": cmd_weights, "train": cmd_train,
-            "predict": cmd_predict, "demo": cmd_demo}
+            "predict": cmd_predict, "evaluate": cmd_evaluate, "demo": cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:
