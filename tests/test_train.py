@@ -148,3 +148,36 @@ def test_time_budget_stops_training(data, tmp_path):
     res = train(tiny(data, tmp_path / "r", iterations=None, minutes=0.05))
     assert res.iterations >= 1
     assert res.seconds < 0.05 * 60 + 20  # the budget plus one step and the last validation
+
+
+def test_exclude_leaves_images_out(data, tmp_path):
+    train(tiny(data, tmp_path / "r", iterations=1, exclude=("synth_001",)))
+    _, extra = load_model(tmp_path / "r")
+    names = extra["train_images"] + extra["val_images"]
+    assert sorted(names) == ["synth_000", "synth_002"]
+    with pytest.raises(ValueError, match="matches no image"):
+        train(tiny(data, tmp_path / "r2", iterations=1, exclude=("t999",)))
+    with pytest.raises(ValueError, match="leaves no image"):
+        train(tiny(data, tmp_path / "r3", iterations=1, exclude=("synth_*",)))
+
+
+def test_ignore_regions_get_zero_weight(data, tmp_path):
+    from tileunet.data import Normalization, load_samples
+    from tileunet.train import prepare_samples, read_ignore_masks
+
+    images, masks = data
+    ignore_dir = tmp_path / "ignore"
+    region = np.zeros((80, 72), np.uint8)
+    region[:40] = 255  # top half of synth_001 is not annotated
+    save_image(ignore_dir / "synth_001.png", region)
+    samples = load_samples(images, masks, Normalization())
+    ignore = read_ignore_masks(str(images), str(ignore_dir), samples)
+    assert list(ignore) == ["synth_001"]
+    cfg = tiny(data, tmp_path / "r")
+    prepared = {p.name: p for p in prepare_samples(samples, cfg, None, ignore=ignore)}
+    w = prepared["synth_001"].weights
+    assert np.all(w[:40] == 0) and np.all(w[40:] > 0)
+    assert np.all(prepared["synth_000"].weights > 0)
+    # and a whole run accepts it
+    res = train(tiny(data, tmp_path / "r", iterations=2, ignore=str(ignore_dir)))
+    assert res.iterations == 2

@@ -22,6 +22,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="run directory to write")
     p.add_argument("--val-fraction", type=float, default=0.2,
                    help="fraction of images held out for validation (default 0.2)")
+    p.add_argument("--exclude", action="append", default=[], metavar="NAME",
+                   help="leave out images whose name matches (shell pattern, repeatable), "
+                        "e.g. a partly annotated frame: --exclude t067")
+    p.add_argument("--ignore", metavar="DIR",
+                   help="masks of regions that are not annotated (non-zero = ignore), "
+                        "paired with the images like --masks; weight 0 there")
     budget = p.add_argument_group("budget (at least one; training stops at the first)")
     budget.add_argument("--minutes", type=float, help="wall-clock minutes of training")
     budget.add_argument("--iterations", type=int, help="number of SGD steps")
@@ -174,6 +180,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise ValueError("train: give --minutes or --iterations (or both)")
     cfg = TrainConfig(
         images=args.images, masks=args.masks, out=args.out, val_fraction=args.val_fraction,
+        exclude=tuple(args.exclude), ignore=args.ignore,
         iterations=args.iterations, minutes=args.minutes, width=args.width, depth=args.depth,
         num_classes=args.num_classes, padding=args.padding, dropout=args.dropout,
         batch_norm=args.batch_norm, tile=args.tile, batch_size=args.batch_size, lr=args.lr,

@@ -58,6 +58,9 @@ class TrainConfig:
     masks: str
     out: str
     val_fraction: float = 0.2
+    # partial annotation: leave images out, or zero the weight of unannotated regions
+    exclude: tuple[str, ...] = ()
+    ignore: str | None = None
     iterations: int | None = None
     minutes: float | None = None
     # network (the paper's by default)
@@ -121,8 +124,9 @@ class TrainConfig:
             })
         if isinstance(d.get("normalization"), dict):
             d["normalization"] = Normalization.from_dict(d["normalization"])
-        if isinstance(d.get("class_weights"), list):
-            d["class_weights"] = tuple(d["class_weights"])
+        for key in ("class_weights", "exclude"):
+            if isinstance(d.get(key), list):
+                d[key] = tuple(d[key])
         return cls(**d)
 
 
@@ -153,9 +157,61 @@ def resolve_device(device: str | None) -> torch.device:
 
 
 # ------------------------------------------------------------------ data preparation
+def exclude_samples(samples: list[Sample], patterns: tuple[str, ...], where: str
+                    ) -> list[Sample]:
+    """Drop the samples whose name matches one of the shell-style ``patterns``."""
+    from fnmatch import fnmatchcase
+
+    for pat in patterns:
+        if not any(fnmatchcase(s.name, pat) or fnmatchcase(s.source.name, pat)
+                   for s in samples):
+            raise DataError(f"{where}: --exclude {pat!r} matches no image "
+                            f"(names: {', '.join(s.name for s in samples[:6])} ...)")
+    kept = [s for s in samples if not any(fnmatchcase(s.name, p) or fnmatchcase(s.source.name, p)
+                                          for p in patterns)]
+    if not kept:
+        raise DataError(f"{where}: --exclude leaves no image to train on")
+    return kept
+
+
+def read_ignore_masks(images: str, ignore_dir: str, samples: list[Sample]
+                      ) -> dict[str, np.ndarray]:
+    """Ignore regions by sample name: True where the image is not annotated.
+
+    ``ignore_dir`` holds masks paired with the images like the label masks (by stem or
+    trailing number); any non-zero pixel is ignored (weight 0 in the loss, left out of
+    validation). Images without an ignore mask are fully annotated.
+    """
+    from tileunet.data import pair_images_masks, read_pages
+
+    by_source = {}
+    for image_path, mask_path in pair_images_masks(images, ignore_dir,
+                                                   skip_unmatched_images=True):
+        by_source[image_path.resolve()] = (mask_path, read_pages(mask_path))
+    out: dict[str, np.ndarray] = {}
+    page_of: dict[Path, int] = {}
+    for s in samples:
+        key = s.source.resolve()
+        if key not in by_source:
+            continue
+        mask_path, pages = by_source[key]
+        i = page_of.get(key, 0)
+        page_of[key] = i + 1
+        page = pages[min(i, len(pages) - 1)]
+        if page.shape != s.labels.shape:
+            raise DataError(f"{mask_path}: ignore mask of shape {page.shape} does not match "
+                            f"image {s.source} {s.labels.shape}")
+        out[s.name] = page != 0
+    return out
+
+
 def prepare_samples(samples: list[Sample], cfg: TrainConfig, cache_dir: Path | None,
-                    desc: str = "weight maps") -> list[Prepared]:
-    """Training targets and weight maps, computed once per image (cached on disk)."""
+                    desc: str = "weight maps",
+                    ignore: dict[str, np.ndarray] | None = None) -> list[Prepared]:
+    """Training targets and weight maps, computed once per image (cached on disk).
+
+    Pixels in ``ignore[name]`` get weight 0: they neither teach nor count.
+    """
     out = []
     for s in tqdm(samples, desc=desc, unit="img", disable=not cfg.progress, leave=False):
         key = hashlib.sha1(s.labels.tobytes() + repr(
@@ -175,7 +231,10 @@ def prepare_samples(samples: list[Sample], cfg: TrainConfig, cache_dir: Path | N
                 weights = class_weight_map(target, cfg.class_weights, cfg.num_classes)
             if cached is not None:
                 _atomic_npz(cached, target=target, weights=weights)
-        out.append(Prepared(s.name, s.image, target, weights.astype(np.float32)))
+        weights = weights.astype(np.float32)
+        if ignore and s.name in ignore:
+            weights = np.where(ignore[s.name], np.float32(0.0), weights)
+        out.append(Prepared(s.name, s.image, target, weights))
     return out
 
 
@@ -218,14 +277,18 @@ def train(cfg: TrainConfig) -> TrainResult:
 
     samples = load_samples(cfg.images, cfg.masks, cfg.normalization,
                            num_classes=cfg.num_classes)
+    if cfg.exclude:
+        samples = exclude_samples(samples, cfg.exclude, cfg.images)
+    ignore = read_ignore_masks(cfg.images, cfg.ignore, samples) if cfg.ignore else None
     chans = {s.image.shape[0] for s in samples}
     if len(chans) != 1:
         raise DataError(f"{cfg.images}: images have different channel counts {sorted(chans)}")
     train_s, val_s = split_samples(samples, cfg.val_fraction, cfg.seed)
     run.mkdir(parents=True, exist_ok=True)
     (run / "cache").mkdir(exist_ok=True)
-    train_p = prepare_samples(train_s, cfg, run / "cache")
-    val_p = prepare_samples(val_s, cfg, run / "cache", desc="weight maps (val)")
+    train_p = prepare_samples(train_s, cfg, run / "cache", ignore=ignore)
+    val_p = prepare_samples(val_s, cfg, run / "cache", desc="weight maps (val)",
+                            ignore=ignore)
 
     net = UNet(in_channels=chans.pop(), num_classes=cfg.num_classes, depth=cfg.depth,
                width=cfg.width, padding=cfg.padding, dropout=cfg.dropout,
@@ -364,8 +427,10 @@ def validate(net: UNet, samples: list[Prepared], tile: int, cfg: TrainConfig,
                         precision=precision)
         p = np.take_along_axis(probs, s.target[None].astype(np.int64), axis=0)[0]
         losses.append(float(np.mean(s.weights * -np.log(np.clip(p, 1e-7, 1.0)))))
-        ious.append(pixel_iou(probs.argmax(0) == 1, s.target == 1) if cfg.num_classes == 2
-                    else float(np.mean(probs.argmax(0) == s.target)))
+        seen = s.weights > 0  # ignored (unannotated) pixels do not count
+        pred = probs.argmax(0)
+        ious.append(pixel_iou((pred == 1) & seen, (s.target == 1) & seen)
+                    if cfg.num_classes == 2 else float(np.mean(pred[seen] == s.target[seen])))
     return float(np.mean(losses)), float(np.mean(ious))
 
 
