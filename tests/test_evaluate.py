@@ -76,3 +76,22 @@ def test_cli_writes_csv_and_json_and_refuses_to_overwrite(folders, capsys):
     assert (pred / "metrics.csv").read_text().splitlines()[0] == "image,seg,separated"
     assert main(["-q", "evaluate", "--pred", str(pred), "--gt", str(gt)]) == 2
     assert "already exists" in capsys.readouterr().err
+
+
+def test_isbi_metrics_on_a_perfect_and_a_merged_probability_map(tmp_path, capsys):
+    gt = np.full((24, 24), 255, np.uint8)
+    gt[:, 11:13] = 0  # a membrane splits two cells
+    save_image(tmp_path / "gt" / "00.png", gt)
+    save_image(tmp_path / "pred" / "00_prob.tif", (gt / 255.0).astype(np.float32))
+    leaky = (gt / 255.0).astype(np.float32)
+    leaky[10:13, 11:13] = 1.0  # a gap in the membrane merges the two cells
+    save_image(tmp_path / "gt" / "01.png", gt)
+    save_image(tmp_path / "pred" / "01_prob.tif", leaky)
+    assert main(["-q", "evaluate", "--pred", str(tmp_path / "pred"), "--gt",
+                 str(tmp_path / "gt"), "--metric", "isbi"]) == 0
+    rows = json.loads((tmp_path / "pred" / "metrics.json").read_text())
+    perfect, merged = rows[0], rows[1]
+    assert perfect["pixel_error"] == 0 and perfect["rand_error"] == 0
+    assert perfect["warping_error"] == 0 and perfect["v_rand"] == pytest.approx(1.0)
+    assert merged["rand_error"] > 0.3 and merged["warping_error"] > 0
+    assert merged["pixel_error"] < merged["rand_error"]  # few pixels, big topological error

@@ -89,8 +89,9 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
                                                       for m in METRICS.values()))
     p.add_argument("--pred", required=True, help="folder written by tileunet predict")
     p.add_argument("--gt", required=True, help="folder of ground-truth masks")
-    p.add_argument("--metric", action="append", choices=sorted(METRICS),
-                   help=f"metric to compute (repeatable; default: {', '.join(DEFAULT_METRICS)})")
+    p.add_argument("--metric", action="append", choices=[*sorted(METRICS), "isbi"],
+                   help=f"metric to compute (repeatable; default: {', '.join(DEFAULT_METRICS)}; "
+                        "--metric isbi for the ISBI 2012 set)")
     p.add_argument("-o", "--out", help="folder for metrics.csv/json (default: --pred)")
     p.add_argument("--overwrite", action="store_true")
 
@@ -211,12 +212,20 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from tileunet.evaluate import DEFAULT_METRICS, evaluate, format_table, write_results
+    from tileunet.evaluate import (
+        DEFAULT_METRICS,
+        ISBI_METRICS,
+        evaluate,
+        format_table,
+        write_results,
+    )
 
     out = Path(args.out or args.pred)
     _refuse_existing([out / "metrics.csv", out / "metrics.json"], args.overwrite)
-    rows = evaluate(args.pred, args.gt, metrics=args.metric or DEFAULT_METRICS,
-                    progress=not args.quiet)
+    chosen = args.metric or list(DEFAULT_METRICS)
+    if "isbi" in chosen:
+        chosen = [m for m in chosen if m != "isbi"] + list(ISBI_METRICS)
+    rows = evaluate(args.pred, args.gt, metrics=chosen, progress=not args.quiet)
     print(format_table(rows))
     csv_path, json_path = write_results(rows, out)
     print(f"wrote {csv_path} and {json_path}")

@@ -53,6 +53,34 @@ def _separated(pred: np.ndarray, gt: np.ndarray) -> float:
     return sep / total if total else math.nan
 
 
+# ISBI 2012: the predictions are cell probabilities (``NAME_prob.tif``); the challenge
+# scores membrane probabilities, so these use 1 - p. Ground truth: non-zero = cell,
+# 0 = membrane (ISBI labels are 255 / 0); cells are its 4-connected components.
+def _gt_cells(gt_raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    from scipy import ndimage as ndi
+
+    cells = gt_raw > 0
+    return ~cells, ndi.label(cells)[0]
+
+
+def _pixel_error(prob_fg: np.ndarray, gt_raw: np.ndarray) -> float:
+    return M.pixel_error(1.0 - prob_fg, _gt_cells(gt_raw)[0])["error"]
+
+
+def _rand_error(prob_fg: np.ndarray, gt_raw: np.ndarray) -> float:
+    return M.rand_error(1.0 - prob_fg, _gt_cells(gt_raw)[1])["error"]
+
+
+def _warping_error(prob_fg: np.ndarray, gt_raw: np.ndarray) -> float:
+    return M.warping_error(prob_fg < 0.5, _gt_cells(gt_raw)[0])
+
+
+def _v_scores(key: str) -> Callable[[np.ndarray, np.ndarray], float]:
+    def score(prob_fg: np.ndarray, gt_raw: np.ndarray) -> float:
+        return M.v_rand_v_info(prob_fg < 0.5, _gt_cells(gt_raw)[1])[key]
+    return score
+
+
 METRICS: dict[str, Metric] = {
     m.name: m
     for m in (
@@ -65,8 +93,17 @@ METRICS: dict[str, Metric] = {
         Metric("f1", "instances", _f1, "instance F1 at IoU 0.5"),
         Metric("separated", "instances", _separated,
                "fraction of touching GT pairs that came out as two objects"),
+        Metric("pixel_error", "prob", _pixel_error,
+               "ISBI 2012: 1 - best pixel F-score over thresholds (membrane = 1 - p)"),
+        Metric("rand_error", "prob", _rand_error,
+               "ISBI 2012: 1 - best foreground-restricted Rand F-score over thresholds"),
+        Metric("warping_error", "prob", _warping_error,
+               "ISBI 2012: topological disagreements at p = 0.5 (Jain et al. 2010)"),
+        Metric("v_rand", "prob", _v_scores("v_rand"), "ISBI 2012: V_rand after thinning"),
+        Metric("v_info", "prob", _v_scores("v_info"), "ISBI 2012: V_info after thinning"),
     )
 }
+ISBI_METRICS = ("pixel_error", "rand_error", "warping_error", "v_rand", "v_info")
 DEFAULT_METRICS = ("seg", "iou", "precision", "recall", "f1", "separated")
 
 
@@ -126,7 +163,7 @@ def evaluate(pred_dir: str | Path, gt_dir: str | Path, *,
         gt_raw = read_image(gt_path)
         if gt_raw.ndim != 2:
             raise DataError(f"{gt_path}: expected a 2-D mask, got shape {gt_raw.shape}")
-        gt = to_instances(gt_raw)
+        gt = to_instances(gt_raw) if "instances" in kinds else gt_raw
         row: dict[str, float | str] = {"image": name}
         for kind in kinds:
             pred_path = pairs[kind][i][1]
@@ -134,9 +171,11 @@ def evaluate(pred_dir: str | Path, gt_dir: str | Path, *,
             if pred.shape != gt.shape:
                 raise DataError(f"{pred_path}: size {pred.shape[1]}x{pred.shape[0]} does not "
                                 f"match ground truth {gt_path} ({gt.shape[1]}x{gt.shape[0]})")
+            if kind == "prob" and (pred.dtype.kind != "f" or pred.min() < 0 or pred.max() > 1):
+                raise DataError(f"{pred_path}: expected probabilities in [0, 1] (float)")
             for m in chosen:
                 if m.needs == kind:
-                    row[m.name] = float(m.fn(pred, gt))
+                    row[m.name] = float(m.fn(pred, gt if kind == "instances" else gt_raw))
         rows.append(row)
     mean: dict[str, float | str] = {"image": "mean"}
     for m in chosen:
