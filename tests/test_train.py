@@ -181,3 +181,16 @@ def test_ignore_regions_get_zero_weight(data, tmp_path):
     # and a whole run accepts it
     res = train(tiny(data, tmp_path / "r", iterations=2, ignore=str(ignore_dir)))
     assert res.iterations == 2
+
+
+def test_explicit_validation_set(data, tmp_path):
+    images, masks = data
+    val = write_synthetic_dataset(tmp_path / "val", n_images=1, shape=(64, 64),
+                                  rng=np.random.default_rng(9))
+    res = train(tiny(data, tmp_path / "r", iterations=3, val_images=str(val[0]),
+                     val_masks=str(val[1])))
+    _, extra = load_model(tmp_path / "r")
+    assert extra["val_images"] == ["synth_000"] and len(extra["train_images"]) == 3
+    assert res.val_iou is not None
+    with pytest.raises(ValueError, match="both val_images and val_masks"):
+        tiny(data, tmp_path / "x", val_images=str(val[0]))

@@ -22,6 +22,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="run directory to write")
     p.add_argument("--val-fraction", type=float, default=0.2,
                    help="fraction of images held out for validation (default 0.2)")
+    p.add_argument("--val-images", help="explicit validation images (instead of a split)")
+    p.add_argument("--val-masks", help="masks of --val-images")
     p.add_argument("--exclude", action="append", default=[], metavar="NAME",
                    help="leave out images whose name matches (shell pattern, repeatable), "
                         "e.g. a partly annotated frame: --exclude t067")
@@ -181,6 +183,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise ValueError("train: give --minutes or --iterations (or both)")
     cfg = TrainConfig(
         images=args.images, masks=args.masks, out=args.out, val_fraction=args.val_fraction,
+        val_images=args.val_images, val_masks=args.val_masks,
         exclude=tuple(args.exclude), ignore=args.ignore,
         iterations=args.iterations, minutes=args.minutes, width=args.width, depth=args.depth,
         num_classes=args.num_classes, padding=args.padding, dropout=args.dropout,

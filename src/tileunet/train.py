@@ -58,6 +58,8 @@ class TrainConfig:
     masks: str
     out: str
     val_fraction: float = 0.2
+    val_images: str | None = None  # an explicit validation set (then val_fraction is unused)
+    val_masks: str | None = None
     # partial annotation: leave images out, or zero the weight of unannotated regions
     exclude: tuple[str, ...] = ()
     ignore: str | None = None
@@ -103,6 +105,8 @@ class TrainConfig:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if (self.val_images is None) != (self.val_masks is None):
+            raise ValueError("give both val_images and val_masks, or neither")
         if self.precision not in ("fp32", "bf16", "auto"):
             raise ValueError(f"precision must be fp32, bf16 or auto, got {self.precision!r}")
 
@@ -283,7 +287,12 @@ def train(cfg: TrainConfig) -> TrainResult:
     chans = {s.image.shape[0] for s in samples}
     if len(chans) != 1:
         raise DataError(f"{cfg.images}: images have different channel counts {sorted(chans)}")
-    train_s, val_s = split_samples(samples, cfg.val_fraction, cfg.seed)
+    if cfg.val_images is not None:
+        train_s = samples
+        val_s = load_samples(cfg.val_images, cfg.val_masks, cfg.normalization,
+                             num_classes=cfg.num_classes)
+    else:
+        train_s, val_s = split_samples(samples, cfg.val_fraction, cfg.seed)
     run.mkdir(parents=True, exist_ok=True)
     (run / "cache").mkdir(exist_ok=True)
     train_p = prepare_samples(train_s, cfg, run / "cache", ignore=ignore)
