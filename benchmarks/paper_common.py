@@ -1,0 +1,135 @@
+"""Shared parts of the accuracy benchmarks (`isbi2012.py`, `dic_hela.py`).
+
+Each benchmark trains with the paper's recipe on a training split of the shared data,
+predicts its validation split, scores it, and writes a results folder: `table.md`
+(ours next to the paper's), `metrics.json`, overlays, probability maps and the
+learning curve. Ablations switch one part of the recipe off.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tileunet.augment import AugmentConfig
+from tileunet.checkpoint import load_model
+from tileunet.data import Normalization, read_image, save_image
+from tileunet.plots import overlay_rgb
+from tileunet.postprocess import instances_from_probability
+from tileunet.predict import predict
+from tileunet.train import TrainConfig, resolve_device, train
+
+ABLATIONS = {
+    "full": "the paper's recipe",
+    "no-weights": "no weight map (w0 = 0, no class balancing)",
+    "no-elastic": "no elastic deformation (other augmentation kept)",
+    "no-tta": "no test-time flips/rotations",
+}
+
+
+def default_data() -> Path:
+    env = os.environ.get("TILEUNET_DATA")
+    return Path(env) if env else Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+
+
+def parser(description: str, minutes: float) -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--data", type=Path, default=default_data(),
+                    help="the shared data folder (default ../shared/data or $TILEUNET_DATA)")
+    ap.add_argument("--out", type=Path, help="results folder")
+    ap.add_argument("--minutes", type=float, default=minutes,
+                    help=f"training budget per run (default {minutes:g})")
+    ap.add_argument("--iterations", type=int, help="or a number of steps")
+    ap.add_argument("--width", type=int, default=64)
+    ap.add_argument("--depth", type=int, default=5)
+    ap.add_argument("--tile", type=int, default=572)
+    ap.add_argument("--lr", type=float, default=0.003)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--ablation", action="append", choices=[*ABLATIONS, "all"],
+                    help="variants to run (repeatable; default: full)")
+    ap.add_argument("--quiet", action="store_true", help="no progress bars")
+    return ap
+
+
+def variants(args: argparse.Namespace) -> list[str]:
+    chosen = args.ablation or ["full"]
+    return list(ABLATIONS) if "all" in chosen else chosen
+
+
+def link_split(pairs: list[tuple[Path, Path]], folder: Path) -> tuple[Path, Path]:
+    """Symbolic links to the chosen image/mask files (the data is never copied)."""
+    images, masks = folder / "images", folder / "masks"
+    for d in (images, masks):
+        shutil.rmtree(d, ignore_errors=True)
+        d.mkdir(parents=True)
+    for img, mask in pairs:
+        (images / img.name).symlink_to(img.resolve())
+        (masks / mask.name).symlink_to(mask.resolve())
+    return images, masks
+
+
+def train_variant(name: str, args: argparse.Namespace, split: dict[str, Path], out: Path
+                  ) -> tuple[Path, float]:
+    """Train one variant; returns the run directory and the training seconds."""
+    cfg = TrainConfig(images=str(split["train_images"]), masks=str(split["train_masks"]),
+                      val_images=str(split["val_images"]), val_masks=str(split["val_masks"]),
+                      out=str(out / name / "run"), minutes=args.minutes,
+                      iterations=args.iterations, width=args.width, depth=args.depth,
+                      tile=args.tile, lr=args.lr, device=args.device, seed=args.seed,
+                      val_every=200, progress=not args.quiet)
+    if name == "no-weights":
+        cfg = replace(cfg, w0=0.0, class_weights=None)
+    if name == "no-elastic":
+        cfg = replace(cfg, augment=AugmentConfig(elastic_sigma=0.0))
+    run = out / name / "run"
+    if run.exists():
+        shutil.rmtree(run)
+    res = train(cfg)
+    return run, res.seconds
+
+
+def predict_split(run: Path, images: list[Path], out: Path, *, tta: bool, device: str,
+                  progress: bool) -> dict[str, np.ndarray]:
+    """Foreground probability per validation image; writes prob maps and overlays."""
+    dev = resolve_device(device)
+    net, extra = load_model(run, device=dev)
+    norm = Normalization.from_dict(extra["normalization"])
+    probs = {}
+    for path in images:
+        x = norm(read_image(path))
+        p = predict(net, x, tta=tta, device=dev, progress=progress)[1]
+        probs[path.stem] = p
+        save_image(out / f"{path.stem}_prob.tif", p.astype(np.float32))
+        save_image(out / f"{path.stem}_overlay.png",
+                   overlay_rgb(x, instances_from_probability(p)))
+    return probs
+
+
+def machine() -> str:
+    dev = (torch.cuda.get_device_name() if torch.cuda.is_available()
+           else f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs")
+    return f"{dev}; torch {torch.__version__}; Python {platform.python_version()}"
+
+
+def write_results(out: Path, title: str, header: list[str], rows: list[list[str]],
+                  payload: dict) -> None:
+    payload = {**payload, "machine": machine(), "command": "python " + " ".join(sys.argv),
+               "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+    (out / "metrics.json").write_text(json.dumps(payload, indent=2) + "\n")
+    lines = [f"# {title}", "", f"command: `{payload['command']}`  ",
+             f"machine: {payload['machine']}", "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    (out / "table.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
