@@ -8,8 +8,6 @@ directory also has the same configuration as ``config.json`` for people to read.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +15,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from tileunet.data import atomic_write
 from tileunet.model import UNet
 
 FORMAT = "tileunet"
@@ -31,16 +30,9 @@ class ModelFileError(ValueError):
 
 def atomic_save_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict) -> None:
     """``save_file`` to a temporary name in the same folder, then rename."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp,
-                  metadata={k: str(v) for k, v in metadata.items()})
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda tmp: save_file(
+        {k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp),
+        metadata={k: str(v) for k, v in metadata.items()}))
 
 
 def save_model(path: str | Path, net: UNet, extra: dict[str, Any] | None = None) -> None:

@@ -23,8 +23,9 @@ from __future__ import annotations
 import logging
 import os
 import re
+import tempfile
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -624,6 +625,26 @@ def _png_array(array: np.ndarray, path: Path) -> np.ndarray:
         return a.astype(np.uint16)
     raise _fail(path, f"PNG cannot store value {hi} (max 255 for colour, 65535 for "
                       f"grey); save as .tif")
+
+
+def atomic_write(path: _PathLike, write: Callable[[Path], object]) -> None:
+    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it to ``path``.
+
+    Readers see the old file or the complete new one, never a half-written one; on any
+    error (Ctrl-C included) the temporary file is removed. Missing parent folders are
+    created, and the file gets ordinary read permissions.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def save_image(path: _PathLike, array: np.ndarray, *, axes: str | None = None) -> None:

@@ -11,9 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import re
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +20,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from tileunet import metrics as M
-from tileunet.data import DataError, list_images, read_image
+from tileunet.data import DataError, atomic_write, list_images, read_image
 from tileunet.weights import to_instances
 
 PRED_SUFFIXES = ("_instances", "_prob", "_mask", "_overlay")
@@ -195,18 +193,6 @@ def format_table(rows: list[dict[str, float | str]]) -> str:
     return "\n".join(lines)
 
 
-def _atomic_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_results(rows: list[dict[str, float | str]], out_dir: str | Path) -> tuple[Path, Path]:
     """``metrics.csv`` and ``metrics.json`` in ``out_dir`` (written atomically)."""
     out = Path(out_dir)
@@ -217,8 +203,9 @@ def write_results(rows: list[dict[str, float | str]], out_dir: str | Path) -> tu
     wr = csv.DictWriter(buf, fieldnames=list(rows[0]))
     wr.writeheader()
     wr.writerows(rows)
-    _atomic_text(out / "metrics.csv", buf.getvalue())
+    atomic_write(out / "metrics.csv", lambda t: t.write_text(buf.getvalue()))
     clean = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
              for r in rows]
-    _atomic_text(out / "metrics.json", json.dumps(clean, indent=2) + "\n")
+    text = json.dumps(clean, indent=2) + "\n"
+    atomic_write(out / "metrics.json", lambda t: t.write_text(text))
     return out / "metrics.csv", out / "metrics.json"

@@ -9,7 +9,6 @@ References
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +16,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import hsv_to_rgb
 from matplotlib.figure import Figure
 
+from tileunet.data import atomic_write
 from tileunet.weights import separation_border, to_instances
 
 __all__ = ["overlay_rgb", "save_loss_figure", "save_weight_map_figure"]
@@ -114,17 +114,7 @@ def save_weight_map_figure(
 
 def _save_figure(figure: Figure, path: Path) -> None:
     """PNG to a temporary name in the same folder, then rename (never half-written)."""
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp",
-                                         dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            figure.savefig(stream, format="png")
-        os.chmod(temporary, 0o644)  # mkstemp makes it private; a figure is for reading
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
+    atomic_write(path, lambda tmp: figure.savefig(tmp, format="png"))
 
 
 def save_loss_figure(rows: list[dict], path: str | os.PathLike[str]) -> None:

@@ -15,8 +15,6 @@ import hashlib
 import json
 import logging
 import math
-import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -35,7 +33,7 @@ from tileunet.checkpoint import (
     read_metadata,
     save_model,
 )
-from tileunet.data import DataError, Normalization, Sample, load_samples
+from tileunet.data import DataError, Normalization, Sample, atomic_write, load_samples
 from tileunet.losses import weighted_cross_entropy
 from tileunet.metrics import pixel_iou
 from tileunet.model import UNet
@@ -444,37 +442,26 @@ def validate(net: UNet, samples: list[Prepared], tile: int, cfg: TrainConfig,
 
 
 # ------------------------------------------------------------- files of the run
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _atomic_npz(path: Path, **arrays: np.ndarray) -> None:
-    def write(tmp: str) -> None:
+    def write(tmp: Path) -> None:
         with open(tmp, "wb") as f:
             np.savez(f, **arrays)
-    _atomic_write(path, write)
+    atomic_write(path, write)
 
 
 def _write_json(path: Path, obj: dict) -> None:
-    _atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2) + "\n"))
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2) + "\n"))
 
 
 def _write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
     cols = ["iteration", "seconds", "train_loss", "train_loss_ema", "lr", "val_loss", "val_iou"]
 
-    def write(tmp: str) -> None:
+    def write(tmp: Path) -> None:
         with open(tmp, "w", newline="") as f:
             wr = csv.DictWriter(f, fieldnames=cols)
             wr.writeheader()
             wr.writerows(rows)
-    _atomic_write(path, write)
+    atomic_write(path, write)
 
 
 def _plot_losses(path: Path, rows: list[dict[str, Any]]) -> None:
