@@ -114,8 +114,8 @@ def test_weights_command_writes_png(dataset, tmp_path, capsys):
 def test_sizes_table(capsys):
     assert main(["sizes", "--depth", "5", "--max", "600"]) == 0
     out = capsys.readouterr().out
-    assert "   572 ->    388" in out
-    assert "   188 ->      4" in out
+    assert "   572 ->    388   keeps 384" in out
+    assert "   188 ->      4   too small to tile" in out
 
 
 def test_console_script_runs_as_module():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -144,13 +145,20 @@ def parse_class_weights(text: str) -> str | tuple[float, ...] | None:
 # ------------------------------------------------------------------ commands
 def cmd_sizes(args: argparse.Namespace) -> int:
     from tileunet.model import UNet
+    from tileunet.predict import tile_geometry
 
     net = UNet(depth=args.depth, width=1, padding=args.padding)
     rows = net.valid_sizes(args.max)
     print(f"depth {args.depth}, {args.padding} padding: input -> output "
-          f"(margin {net.margin if args.padding == 'valid' else 0} px per side)")
+          f"(margin {net.margin if args.padding == 'valid' else 0} px per side); "
+          f"overlap-tile prediction keeps the output rounded down to a multiple of "
+          f"{net.size_step}")
     for n, out in rows:
-        print(f"{n:6d} -> {out:6d}")
+        try:
+            kept = f"keeps {tile_geometry(net, n)[1]}"
+        except ValueError:
+            kept = "too small to tile"
+        print(f"{n:6d} -> {out:6d}   {kept}")
     if not rows:
         print(f"no valid size up to {args.max}; the smallest is {net.min_input_size()}")
     return 0
@@ -265,6 +273,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("tileunet: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into a reader that stopped, e.g. `head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (ValueError, OSError, FloatingPointError) as e:
         if args.verbose:
             raise
