@@ -194,3 +194,10 @@ def test_explicit_validation_set(data, tmp_path):
     assert res.val_iou is not None
     with pytest.raises(ValueError, match="both val_images and val_masks"):
         tiny(data, tmp_path / "x", val_images=str(val[0]))
+
+
+def test_training_with_worker_processes(data, tmp_path):
+    res = train(tiny(data, tmp_path / "r", iterations=4, workers=2))
+    assert res.iterations == 4 and not res.interrupted
+    with pytest.raises(ValueError, match="workers"):
+        tiny(data, tmp_path / "x", workers=-1)

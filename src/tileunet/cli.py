@@ -42,6 +42,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-norm", action="store_true")
     p.add_argument("--tile", type=int, default=572, help="input tile size (paper: 572)")
     p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--workers", type=int,
+                   help="processes making training tiles (default: 0 on CPU, up to 6 with a GPU)")
     p.add_argument("--lr", type=float, default=0.003)
     p.add_argument("--momentum", type=float, default=0.99)
     p.add_argument("--w0", type=float, default=10.0, help="border weight w0 (paper: 10)")
@@ -195,7 +197,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         exclude=tuple(args.exclude), ignore=args.ignore,
         iterations=args.iterations, minutes=args.minutes, width=args.width, depth=args.depth,
         num_classes=args.num_classes, padding=args.padding, dropout=args.dropout,
-        batch_norm=args.batch_norm, tile=args.tile, batch_size=args.batch_size, lr=args.lr,
+        batch_norm=args.batch_norm, tile=args.tile, batch_size=args.batch_size,
+        workers=args.workers, lr=args.lr,
         momentum=args.momentum, w0=args.w0, sigma=args.sigma,
         class_weights=parse_class_weights(args.class_weights),
         augment=AugmentConfig(enabled=not args.no_augment), val_every=args.val_every,

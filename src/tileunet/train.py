@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from tileunet.augment import AugmentConfig, augment_tile
+from tileunet.augment import AugmentConfig
 from tileunet.checkpoint import (
     CHECKPOINT_FILE,
     MODEL_FILE,
@@ -39,6 +39,7 @@ from tileunet.metrics import pixel_iou
 from tileunet.model import UNet
 from tileunet.plots import save_loss_figure  # imported up front: a Ctrl-C must not
 from tileunet.predict import autocast_dtype, predict  # land inside a lazy import
+from tileunet.sampler import default_workers, tile_batches
 from tileunet.weights import class_weight_map, training_target, weight_map
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,7 @@ class TrainConfig:
     # optimisation
     tile: int = 572
     batch_size: int = 1
+    workers: int | None = None  # tile-making processes; None: 0 on CPU, up to 6 beside a GPU
     lr: float = 0.003
     momentum: float = 0.99
     weight_decay: float = 0.0
@@ -101,6 +103,8 @@ class TrainConfig:
             raise ValueError(f"minutes must be > 0, got {self.minutes}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.workers is not None and self.workers < 0:
+            raise ValueError(f"workers must be >= 0, got {self.workers}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if (self.val_images is None) != (self.val_masks is None):
@@ -338,13 +342,18 @@ def train(cfg: TrainConfig) -> TrainResult:
         return min(f, 1.0)
 
     rng_state = rng.bit_generator.state  # as of the last completed step (for resume)
+    workers = default_workers(device) if cfg.workers is None else cfg.workers
+    batches = tile_batches(train_p, tile, cfg.augment, cfg.batch_size, rng=rng,
+                           workers=workers, seed=cfg.seed, start=it,
+                           pin_memory=device.type == "cuda")
     try:
         net.train()
         while progress_fraction() < 1.0:
             lr = _lr_at(cfg, it, progress_fraction())
             for g in opt.param_groups:
                 g["lr"] = lr
-            x, y, w = _batch(train_p, tile, cfg, rng, device)
+            x, y, w = (t.to(device, non_blocking=True) for t in next(batches))
+            x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
                 logits = net(x)
             loss = weighted_cross_entropy(logits, y, w)
@@ -386,6 +395,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         _say(f"interrupted at iteration {it}: saving a checkpoint to {ckpt_path}", True)
     finally:
         bar.close()
+        batches.close()  # stops the worker processes, if any
     seconds = time.perf_counter() - t0
     state = {"iteration": it, "seconds": seconds, "rng": rng_state}
     net.eval()
@@ -405,22 +415,6 @@ def _say(msg: str, progress: bool) -> None:
 def _lr_at(cfg: TrainConfig, it: int, frac: float) -> float:
     warm = min(1.0, (it + 1) / cfg.warmup) if cfg.warmup > 0 else 1.0
     return cfg.lr * warm * (0.02 + 0.98 * 0.5 * (1.0 + math.cos(math.pi * frac)))
-
-
-def _batch(samples: list[Prepared], tile: int, cfg: TrainConfig, rng: np.random.Generator,
-           device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    xs, ys, ws = [], [], []
-    for _ in range(cfg.batch_size):
-        s = samples[int(rng.integers(len(samples)))]
-        x, y, w = augment_tile(s.image, s.target, s.weights, size=tile, rng=rng,
-                               config=cfg.augment)
-        xs.append(x)
-        ys.append(y)
-        ws.append(w)
-    x = torch.from_numpy(np.stack(xs)).to(device).contiguous(memory_format=torch.channels_last)
-    y = torch.from_numpy(np.stack(ys).astype(np.int64)).to(device)
-    w = torch.from_numpy(np.stack(ws)).to(device)
-    return x, y, w
 
 
 @torch.no_grad()
