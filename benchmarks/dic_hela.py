@@ -18,7 +18,9 @@ from pathlib import Path
 import numpy as np
 from paper_common import (
     ABLATIONS,
+    hela_pair,
     link_split,
+    locate,
     parser,
     predict_split,
     train_variant,
@@ -41,15 +43,13 @@ def main() -> int:
     ap = parser(__doc__.splitlines()[0], minutes=30)
     ap.add_argument("--folds", type=int, choices=(1, 2), default=2)
     args = ap.parse_args()
-    root = args.data / "dic-hela" / "01"
-    if not root.is_dir():
-        print(f"dic_hela: {root} not found (set --data or TILEUNET_DATA)", file=sys.stderr)
+    found = locate(args, "dic-hela/01", "dic_hela")
+    if found is None:
         return 2
-    out = args.out or Path("benchmarks/out/dic_hela")
-    out.mkdir(parents=True, exist_ok=True)
+    root, out = found
 
     def pair(t: str) -> tuple[Path, Path]:
-        return root / "images" / f"t{t}.tif", root / "masks" / f"man_seg{t}.tif"
+        return hela_pair(root, t)
 
     results, rows = {}, []
     for name in variants(args):

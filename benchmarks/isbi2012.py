@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import shutil
 import sys
-from pathlib import Path
 
 from paper_common import (
     ABLATIONS,
     link_split,
+    locate,
     parser,
     predict_split,
     train_variant,
@@ -32,12 +32,10 @@ ISBI = ("warping_error", "rand_error", "pixel_error", "v_rand", "v_info")
 
 def main() -> int:
     args = parser(__doc__.splitlines()[0], minutes=30).parse_args()
-    root = args.data / "isbi2012" / "train"
-    if not root.is_dir():
-        print(f"isbi2012: {root} not found (set --data or TILEUNET_DATA)", file=sys.stderr)
+    found = locate(args, "isbi2012/train", "isbi2012")
+    if found is None:
         return 2
-    out = args.out or Path("benchmarks/out/isbi2012")
-    out.mkdir(parents=True, exist_ok=True)
+    root, out = found
     pairs = [(root / "images" / f"{i:02d}.png", root / "labels" / f"{i:02d}.png")
              for i in range(25)]
     ti, tm = link_split(pairs[:20], out / "data" / "train")

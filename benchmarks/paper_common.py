@@ -62,6 +62,25 @@ def parser(description: str, minutes: float) -> argparse.ArgumentParser:
     return ap
 
 
+def locate(args: argparse.Namespace, subfolder: str, name: str) -> tuple[Path, Path] | None:
+    """The data folder ``args.data / subfolder`` and the results folder (created).
+
+    Prints one line and returns None when the data is not there.
+    """
+    root = args.data / subfolder
+    if not root.is_dir():
+        print(f"{name}: {root} not found (set --data or TILEUNET_DATA)", file=sys.stderr)
+        return None
+    out = args.out or Path("benchmarks/out") / name
+    out.mkdir(parents=True, exist_ok=True)
+    return root, out
+
+
+def hela_pair(root: Path, frame: str) -> tuple[Path, Path]:
+    """Image and mask of a DIC-HeLa frame (Cell Tracking Challenge names)."""
+    return root / "images" / f"t{frame}.tif", root / "masks" / f"man_seg{frame}.tif"
+
+
 def variants(args: argparse.Namespace) -> list[str]:
     chosen = args.ablation or ["full"]
     return list(ABLATIONS) if "all" in chosen else chosen

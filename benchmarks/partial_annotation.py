@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from paper_common import link_split, machine, parser, predict_split
+from paper_common import hela_pair, link_split, locate, machine, parser, predict_split
 
 from tileunet.data import read_image, save_image
 from tileunet.metrics import pixel_iou, seg_score
@@ -34,15 +34,13 @@ def main() -> int:
     ap = parser(__doc__.splitlines()[0], minutes=3)
     ap.set_defaults(width=16, depth=4, tile=252)
     args = ap.parse_args()
-    root = args.data / "dic-hela" / "01"
-    if not root.is_dir():
-        print(f"partial_annotation: {root} not found", file=sys.stderr)
+    found = locate(args, "dic-hela/01", "partial_annotation")
+    if found is None:
         return 2
-    out = args.out or Path("benchmarks/out/partial_annotation")
-    out.mkdir(parents=True, exist_ok=True)
+    root, out = found
 
     def pair(t: str) -> tuple[Path, Path]:
-        return root / "images" / f"t{t}.tif", root / "masks" / f"man_seg{t}.tif"
+        return hela_pair(root, t)
 
     ti, tm = link_split([pair(t) for t in TRAIN], out / "data" / "train")
     vi, vm = link_split([pair(t) for t in VAL], out / "data" / "val")
