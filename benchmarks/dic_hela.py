@@ -51,7 +51,7 @@ def main() -> int:
     def pair(t: str) -> tuple[Path, Path]:
         return hela_pair(root, t)
 
-    results, rows = {}, []
+    results, rows, trained = {}, [], {}
     for name in variants(args):
         per_fold = []
         for k, val in enumerate(FOLDS[: args.folds]):
@@ -60,12 +60,10 @@ def main() -> int:
             ti, tm = link_split([pair(t) for t in train_frames], fold / "data" / "train")
             vi, vm = link_split([pair(t) for t in val], fold / "data" / "val")
             split = {"train_images": ti, "train_masks": tm, "val_images": vi, "val_masks": vm}
-            run_name = "full" if name == "no-tta" else name
-            run = fold / run_name / "run"
-            if name == "no-tta" and (run / "model.safetensors").exists():
-                seconds = results.get("full", {}).get("seconds", [0.0] * 2)[k]
-            else:
-                run, seconds = train_variant(run_name, args, split, fold)
+            run_name = "full" if name == "no-tta" else name  # no-tta predicts with full
+            if (run_name, k) not in trained:
+                trained[run_name, k] = train_variant(run_name, args, split, fold)
+            run, seconds = trained[run_name, k]
             pred_dir = fold / name / "pred"
             shutil.rmtree(pred_dir, ignore_errors=True)
             images = [pair(t)[0] for t in val] + [pair(PARTIAL)[0]]

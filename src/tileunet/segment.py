@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from tileunet.checkpoint import load_model
 from tileunet.data import DataError, Normalization, list_images, read_pages, save_image
 from tileunet.plots import overlay_rgb
-from tileunet.postprocess import instances_from_probability
+from tileunet.postprocess import instances_from_probability, label_mask
 from tileunet.predict import predict
 from tileunet.train import resolve_device
 
@@ -98,7 +98,7 @@ def segment_files(model: str | Path, inputs: list[str | Path], out_dir: str | Pa
                         progress=progress, precision=precision)
         paths = j.outputs(out)
         k = probs.shape[0]
-        classes = probs.argmax(0).astype(np.uint8)
+        classes = label_mask(probs)
         fg = probs[1] if k == 2 else 1.0 - probs[0]
         instances = instances_from_probability(fg, threshold=threshold)
         inst_dtype = np.uint16 if instances.max() < 65536 else np.uint32

@@ -29,7 +29,6 @@ from tileunet.checkpoint import (
     CHECKPOINT_FILE,
     MODEL_FILE,
     atomic_save_tensors,
-    load_model,
     read_metadata,
     save_model,
 )
@@ -493,9 +492,4 @@ def _load_checkpoint(path: Path, net: UNet, opt: torch.optim.Optimizer, run: Pat
     return json.loads(meta["state"]), json.loads(meta["rows"])
 
 
-def load_run(run_dir: str | Path) -> tuple[UNet, dict[str, Any]]:
-    """The trained network of a run directory (or model file) and its stored extras."""
-    return load_model(run_dir)
-
-
-__all__ = ["TrainConfig", "TrainResult", "train", "validate", "load_run"]
+__all__ = ["TrainConfig", "TrainResult", "train", "validate"]
