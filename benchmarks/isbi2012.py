@@ -4,7 +4,9 @@
 
 Membranes (label 0) are the class to find; cells (label 255) are the objects between
 them. The paper reports warping 0.000353, Rand 0.0382 and pixel error 0.0611 on the
-challenge's hidden test labels; ours are on our own validation slices 20-24.
+challenge's hidden test labels; ours are on our own validation slices 20-24. The pixel
+error is reported both as the challenge defines it today (1 - best F-score of the
+membrane) and as the plain fraction of misclassified pixels (best threshold).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from tileunet.data import read_image
 from tileunet.evaluate import METRICS
 
 PAPER = {"warping_error": 0.000353, "rand_error": 0.0382, "pixel_error": 0.0611}
-ISBI = ("warping_error", "rand_error", "pixel_error", "v_rand", "v_info")
+ISBI = ("warping_error", "rand_error", "pixel_error", "misclassified", "v_rand", "v_info")
 
 
 def main() -> int:
@@ -47,7 +49,7 @@ def main() -> int:
         run_name = "full" if name == "no-tta" else name  # no-tta predicts with the full run
         if run_name not in trained:
             trained[run_name] = train_variant(run_name, args, split, out)
-        run, seconds = trained[run_name]
+        run, seconds, iterations = trained[run_name]
         pred_dir = out / name / "pred"
         shutil.rmtree(pred_dir, ignore_errors=True)
         probs = predict_split(run, val_images, pred_dir, tta=name != "no-tta",
@@ -58,16 +60,20 @@ def main() -> int:
             for m in ISBI:
                 scores[m].append(METRICS[m].fn(probs[img.stem], gt))
         mean = {m: sum(v) / len(v) for m, v in scores.items()}
-        results[name] = {"seconds": seconds, "mean": mean, "per_image": scores}
+        results[name] = {"seconds": seconds, "iterations": iterations, "mean": mean,
+                         "per_image": scores}
         shutil.copyfile(run / "loss.png", out / name / "loss.png")
         rows.append([f"tileunet: {ABLATIONS[name]}", f"{mean['warping_error']:.6f}",
                      f"{mean['rand_error']:.4f}", f"{mean['pixel_error']:.4f}",
-                     f"{mean['v_rand']:.4f}", f"{mean['v_info']:.4f}", f"{seconds / 60:.1f}"])
+                     f"{mean['misclassified']:.4f}",
+                     f"{mean['v_rand']:.4f}", f"{mean['v_info']:.4f}",
+                     f"{iterations} in {seconds / 60:.1f} min"])
     rows.append(["paper (challenge test set)", f"{PAPER['warping_error']:.6f}",
-                 f"{PAPER['rand_error']:.4f}", f"{PAPER['pixel_error']:.4f}", "", "", ""])
+                 f"{PAPER['rand_error']:.4f}", f"{PAPER['pixel_error']:.4f}", "", "", "", ""])
     write_results(out, "ISBI 2012, validation slices 20-24",
-                  ["", "warping error", "Rand error", "pixel error", "V_rand", "V_info",
-                   "train min"], rows, {"results": results, "paper": PAPER})
+                  ["", "warping error", "Rand error", "pixel error (1 - F)",
+                   "misclassified pixels", "V_rand", "V_info",
+                   "training"], rows, {"results": results, "paper": PAPER})
     return 0
 
 

@@ -54,6 +54,8 @@ def parser(description: str, minutes: float) -> argparse.ArgumentParser:
     ap.add_argument("--depth", type=int, default=5)
     ap.add_argument("--tile", type=int, default=572)
     ap.add_argument("--lr", type=float, default=0.003)
+    ap.add_argument("--val-every", type=int, default=200,
+                    help="validate every N steps (the learning curve's resolution)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--ablation", action="append", choices=[*ABLATIONS, "all"],
@@ -99,14 +101,14 @@ def link_split(pairs: list[tuple[Path, Path]], folder: Path) -> tuple[Path, Path
 
 
 def train_variant(name: str, args: argparse.Namespace, split: dict[str, Path], out: Path
-                  ) -> tuple[Path, float]:
-    """Train one variant; returns the run directory and the training seconds."""
+                  ) -> tuple[Path, float, int]:
+    """Train one variant; returns the run directory, training seconds and iterations."""
     cfg = TrainConfig(images=str(split["train_images"]), masks=str(split["train_masks"]),
                       val_images=str(split["val_images"]), val_masks=str(split["val_masks"]),
                       out=str(out / name / "run"), minutes=args.minutes,
                       iterations=args.iterations, width=args.width, depth=args.depth,
                       tile=args.tile, lr=args.lr, device=args.device, seed=args.seed,
-                      val_every=200, progress=not args.quiet)
+                      val_every=args.val_every, progress=not args.quiet)
     if name == "no-weights":
         cfg = replace(cfg, w0=0.0, class_weights=None)
     if name == "no-elastic":
@@ -115,7 +117,7 @@ def train_variant(name: str, args: argparse.Namespace, split: dict[str, Path], o
     if run.exists():
         shutil.rmtree(run)
     res = train(cfg)
-    return run, res.seconds
+    return run, res.seconds, res.iterations
 
 
 def predict_split(run: Path, images: list[Path], out: Path, *, tta: bool, device: str,

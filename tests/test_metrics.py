@@ -231,6 +231,20 @@ def test_pixel_error_selects_best_threshold():
     assert pixel_error(np.zeros((2, 2)), np.zeros((2, 2), bool))["error"] == 0.0
 
 
+def test_pixel_error_misclassified_fraction_picks_its_own_threshold():
+    # 100 membrane pixels (90 sure, 10 at 0.4) and 100 others (11 at 0.4, 89 sure)
+    gt = np.r_[np.ones(100, bool), np.zeros(100, bool)][None]
+    prob = np.r_[np.full(90, 0.9), np.full(10, 0.4), np.full(11, 0.4), np.full(89, 0.1)][None]
+    r = pixel_error(prob, gt, [0.3, 0.5])
+    # t=0.3: tp 100, fp 11 -> F = 200/211, 11 of 200 wrong; t=0.5: tp 90, fn 10 ->
+    # F = 180/190, 10 of 200 wrong: the F-score and the plain error disagree
+    assert r["threshold"] == 0.3 and r["fscore"] == pytest.approx(200 / 211)
+    assert r["misclassified_threshold"] == 0.5
+    assert r["misclassified"] == pytest.approx(10 / 200)
+    assert pixel_error(gt.astype(float), gt)["misclassified"] == 0.0
+    assert pixel_error(1.0 - gt, gt)["misclassified"] == 1.0
+
+
 def test_pixel_error_validation():
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         pixel_error(np.full((2, 2), 2.0), np.zeros((2, 2), bool))

@@ -65,6 +65,10 @@ def _pixel_error(prob_fg: np.ndarray, gt_raw: np.ndarray) -> float:
     return M.pixel_error(1.0 - prob_fg, _gt_cells(gt_raw)[0])["error"]
 
 
+def _misclassified(prob_fg: np.ndarray, gt_raw: np.ndarray) -> float:
+    return M.pixel_error(1.0 - prob_fg, _gt_cells(gt_raw)[0])["misclassified"]
+
+
 def _rand_error(prob_fg: np.ndarray, gt_raw: np.ndarray) -> float:
     return M.rand_error(1.0 - prob_fg, _gt_cells(gt_raw)[1])["error"]
 
@@ -93,6 +97,8 @@ METRICS: dict[str, Metric] = {
                "fraction of touching GT pairs that came out as two objects"),
         Metric("pixel_error", "prob", _pixel_error,
                "ISBI 2012: 1 - best pixel F-score over thresholds (membrane = 1 - p)"),
+        Metric("misclassified", "prob", _misclassified,
+               "ISBI 2012: smallest fraction of misclassified pixels over thresholds"),
         Metric("rand_error", "prob", _rand_error,
                "ISBI 2012: 1 - best foreground-restricted Rand F-score over thresholds"),
         Metric("warping_error", "prob", _warping_error,
@@ -101,7 +107,8 @@ METRICS: dict[str, Metric] = {
         Metric("v_info", "prob", _v_scores("v_info"), "ISBI 2012: V_info after thinning"),
     )
 }
-ISBI_METRICS = ("pixel_error", "rand_error", "warping_error", "v_rand", "v_info")
+ISBI_METRICS = ("pixel_error", "misclassified", "rand_error", "warping_error", "v_rand",
+                "v_info")
 DEFAULT_METRICS = ("seg", "iou", "precision", "recall", "f1", "separated")
 
 

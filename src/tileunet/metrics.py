@@ -447,6 +447,10 @@ def pixel_error(
     dict
         ``error`` (in [0, 1]), ``fscore`` and ``threshold``: the best one, the first
         in ``thresholds`` on ties. With no membrane in either image the F-score is 1.
+        Also ``misclassified``, the smallest fraction of wrongly classified pixels
+        over ``thresholds`` ((FP + FN) / N, the plain pixel error of earlier
+        leaderboards, which some publications report under the same name), and its
+        ``misclassified_threshold``.
 
     References
     ----------
@@ -457,8 +461,9 @@ def pixel_error(
     --------
     >>> import numpy as np
     >>> gt = np.array([[True, False, False, True]])
-    >>> pixel_error(np.array([[0.9, 0.2, 0.4, 0.6]]), gt, [0.3, 0.5])
-    {'error': 0.0, 'fscore': 1.0, 'threshold': 0.5}
+    >>> r = pixel_error(np.array([[0.9, 0.2, 0.4, 0.6]]), gt, [0.3, 0.5])
+    >>> r["error"], r["threshold"], r["misclassified"]
+    (0.0, 0.5, 0.0)
     """
     p = _check_prob(prob)
     gt = _check_mask(gt_membrane, "gt_membrane", p.shape)
@@ -472,8 +477,11 @@ def pixel_error(
     den = 2 * tp + fp + fn
     f = np.where(den > 0, 2 * tp / np.maximum(den, 1), 1.0)
     best = int(np.argmax(f))
+    wrong = (fp + fn) / max(p.size, 1)
+    least = int(np.argmin(wrong))
     return {"error": float(1.0 - f[best]), "fscore": float(f[best]),
-            "threshold": float(t[best])}
+            "threshold": float(t[best]), "misclassified": float(wrong[least]),
+            "misclassified_threshold": float(t[least])}
 
 
 # ---------------------------------------------------------------- Rand / VI scores
