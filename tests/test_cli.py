@@ -103,6 +103,35 @@ def test_predict_accepts_the_model_file_itself(dataset, run_dir, tmp_path):
     assert (out / f"{one.stem}_instances.tif").exists()
 
 
+@pytest.mark.parametrize("method", ["components", "watershed"])
+def test_predict_instance_method(dataset, run_dir, tmp_path, method):
+    from tileunet.postprocess import instance_options, instances_from_probability
+
+    images, _ = dataset
+    one = sorted(images.iterdir())[0]
+    out = tmp_path / method
+    assert main(["-q", "predict", str(run_dir), str(one), "-o", str(out), "--instances",
+                 method, "--min-distance", "3"]) == 0
+    prob = tifffile.imread(out / f"{one.stem}_prob.tif")
+    want = instances_from_probability(prob, **instance_options(method, 3))
+    got = tifffile.imread(out / f"{one.stem}_instances.tif")
+    np.testing.assert_array_equal(got, want)
+
+
+def test_predict_instance_choices_match_the_library(capsys, dataset, run_dir, tmp_path):
+    from tileunet.cli import build_parser
+    from tileunet.postprocess import INSTANCE_METHODS
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    action = next(a for a in sub.choices["predict"]._actions if a.dest == "instances")
+    assert tuple(action.choices) == INSTANCE_METHODS
+    images, _ = dataset
+    out = tmp_path / "bad"
+    err = error_of(capsys, ["-q", "predict", str(run_dir), str(images), "-o", str(out),
+                            "--instances", "watershed", "--min-distance", "-1"])
+    assert "min_distance" in err and not out.exists()
+
+
 def test_weights_command_writes_png(dataset, tmp_path, capsys):
     _, masks = dataset
     out = tmp_path / "w.png"

@@ -68,6 +68,13 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tile", type=int, help="input tile size (default: from a memory budget)")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--threshold", type=float, default=0.5, help="foreground threshold")
+    p.add_argument("--instances", choices=("seeded", "components", "watershed"), default="seeded",
+                   help="how cells are separated: seeded (flood from the cores where the "
+                        "network is sure; default), components (connected components), "
+                        "watershed (distance map; also splits cells the network merged)")
+    p.add_argument("--min-distance", type=int, default=5,
+                   help="watershed: smallest distance between two cell centres, in pixels "
+                        "(about the smallest cell's radius; default 5)")
     p.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="fp32")
     p.add_argument("--device", default="auto")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
@@ -220,6 +227,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     segment_files(args.model, args.images, args.out, tta=args.tta, tile=args.tile,
                   batch_size=args.batch_size, threshold=args.threshold,
+                  instances=args.instances, min_distance=args.min_distance,
                   precision=args.precision, device=args.device, overwrite=args.overwrite,
                   progress=not args.quiet)
     return 0

@@ -14,9 +14,36 @@ from skimage.feature import peak_local_max
 from skimage.segmentation import expand_labels
 from skimage.segmentation import watershed as _watershed
 
-__all__ = ["GROW_MODES", "instances_from_probability", "label_mask"]
+__all__ = ["GROW_MODES", "INSTANCE_METHODS", "instance_options", "instances_from_probability",
+           "label_mask"]
 
 GROW_MODES = ("gaps", "all")
+INSTANCE_METHODS = ("seeded", "components", "watershed")
+
+
+def instance_options(method: str = "seeded", min_distance: int = 5) -> dict:
+    """Keyword arguments of :func:`instances_from_probability` for a named method.
+
+    ``"seeded"`` (the default) floods the cores where the network is sure over the
+    foreground; ``"components"`` takes plain connected components of the threshold;
+    ``"watershed"`` splits on the distance map with seeds at least ``min_distance``
+    pixels apart (about the radius of the smallest cell), which also splits cells the
+    network merged.
+
+    Examples
+    --------
+    >>> instance_options("watershed", 15)
+    {'watershed': True, 'min_distance': 15}
+    """
+    if method not in INSTANCE_METHODS:
+        raise ValueError(f"instance method must be one of {INSTANCE_METHODS}, got {method!r}")
+    if int(min_distance) != min_distance or min_distance < 1:
+        raise ValueError(f"min_distance must be a positive integer, got {min_distance!r}")
+    if method == "components":
+        return {"seed_threshold": None}
+    if method == "watershed":
+        return {"watershed": True, "min_distance": int(min_distance)}
+    return {}
 
 
 def _relabel_sequential(labels: np.ndarray) -> np.ndarray:

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from tileunet.checkpoint import load_model
 from tileunet.data import DataError, Normalization, list_images, read_pages, save_image
 from tileunet.plots import overlay_rgb
-from tileunet.postprocess import instances_from_probability, label_mask
+from tileunet.postprocess import instance_options, instances_from_probability, label_mask
 from tileunet.predict import predict
 from tileunet.train import resolve_device
 
@@ -69,9 +69,15 @@ def plan_jobs(inputs: list[str | Path], in_channels: int) -> list[Job]:
 
 def segment_files(model: str | Path, inputs: list[str | Path], out_dir: str | Path, *,
                   tta: bool = False, tile: int | None = None, batch_size: int | None = None,
-                  threshold: float = 0.5, precision: str = "fp32", device: str = "auto",
-                  overwrite: bool = False, progress: bool = True) -> list[dict[str, Path]]:
-    """Predict every image in ``inputs`` and write the four outputs per image."""
+                  threshold: float = 0.5, instances: str = "seeded", min_distance: int = 5,
+                  precision: str = "fp32", device: str = "auto", overwrite: bool = False,
+                  progress: bool = True) -> list[dict[str, Path]]:
+    """Predict every image in ``inputs`` and write the four outputs per image.
+
+    ``instances`` and ``min_distance`` choose how instance labels are drawn from the
+    foreground probability (:func:`tileunet.postprocess.instance_options`).
+    """
+    split = instance_options(instances, min_distance)  # a clear error before any work
     dev = resolve_device(device)
     net, extra = load_model(model, device=dev)
     norm = Normalization.from_dict(extra.get("normalization", {}))
@@ -100,11 +106,11 @@ def segment_files(model: str | Path, inputs: list[str | Path], out_dir: str | Pa
         k = probs.shape[0]
         classes = label_mask(probs)
         fg = probs[1] if k == 2 else 1.0 - probs[0]
-        instances = instances_from_probability(fg, threshold=threshold)
-        inst_dtype = np.uint16 if instances.max() < 65536 else np.uint32
+        labels = instances_from_probability(fg, threshold=threshold, **split)
+        inst_dtype = np.uint16 if labels.max() < 65536 else np.uint32
         save_image(paths["mask"], classes * 255 if k == 2 else classes)
         save_image(paths["prob"], (probs[1] if k == 2 else probs).astype(np.float32))
-        save_image(paths["instances"], instances.astype(inst_dtype))
-        save_image(paths["overlay"], overlay_rgb(image, instances))
+        save_image(paths["instances"], labels.astype(inst_dtype))
+        save_image(paths["overlay"], overlay_rgb(image, labels))
         written.append(paths)
     return written
