@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import tifffile
@@ -47,6 +49,37 @@ def test_train_and_predict_on_dic_hela(shared_data, tmp_path):
     assert main(["-q", "predict", str(run), str(images / "t002.tif"), "-o", str(out)]) == 0
     prob = tifffile.imread(out / "t002_prob.tif")
     assert prob.shape == (512, 512) and np.isfinite(prob).all()
+    gt = tmp_path / "gt"
+    gt.mkdir()
+    (gt / "man_seg002.tif").symlink_to(hela / "masks" / "man_seg002.tif")
+    assert main(["-q", "evaluate", "--pred", str(out), "--gt", str(gt)]) == 0
+    rows = json.loads((out / "metrics.json").read_text())
+    assert [r["image"] for r in rows] == ["t002", "mean"]
+    assert {"seg", "iou", "separated"} <= set(rows[-1])
+
+
+@pytest.mark.slow
+@pytest.mark.data
+def test_train_predict_evaluate_on_isbi2012(shared_data, tmp_path):
+    isbi = shared_data / "isbi2012" / "train"
+    run = tmp_path / "run"
+    assert main(["-q", "train", "--images", str(isbi / "images"), "--masks",
+                 str(isbi / "labels"), "--out", str(run), "--iterations", "2", "--width", "4",
+                 "--depth", "3", "--tile", "188", "--val-every", "2"]) == 0
+    out, gt = tmp_path / "pred", tmp_path / "gt"
+    gt.mkdir()
+    for name in ("20.png", "24.png"):
+        (gt / name).symlink_to(isbi / "labels" / name)
+    assert main(["-q", "predict", str(run), str(isbi / "images" / "20.png"),
+                 str(isbi / "images" / "24.png"), "-o", str(out)]) == 0
+    assert main(["-q", "evaluate", "--pred", str(out), "--gt", str(gt), "--metric",
+                 "isbi"]) == 0
+    rows = json.loads((out / "metrics.json").read_text())
+    assert [r["image"] for r in rows] == ["20", "24", "mean"]
+    mean = {k: v for k, v in rows[-1].items() if k != "image"}
+    assert set(mean) == {"pixel_error", "misclassified", "rand_error", "warping_error",
+                         "v_rand", "v_info"}
+    assert all(0.0 <= v <= 1.0 for v in mean.values())
 
 
 @pytest.mark.slow
