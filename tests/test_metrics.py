@@ -82,7 +82,21 @@ def test_match_perfect_and_non_contiguous_ids():
     relabelled = np.select([gt == 1, gt == 2], [1000, 5], 0)
     m = match_instances(relabelled, gt * 35)
     assert (m["tp"], m["fp"], m["fn"]) == (2, 0, 0)
-    assert m["precision"] == m["recall"] == m["f1"] == 1.0
+    assert m["precision"] == m["recall"] == m["f1"] == m["ap"] == 1.0
+
+
+def test_match_ap_three_of_five():
+    """3 matched, 1 invented, 1 missed: AP = 3 / 5, F1 = 6 / 8."""
+    gt = np.zeros((10, 40), np.int32)
+    pred = np.zeros_like(gt)
+    for i in range(4):  # GT cells 1..4 at x = 0, 10, 20, 30
+        gt[2:8, 10 * i : 10 * i + 6] = i + 1
+    for i in range(3):  # the first three found exactly
+        pred[2:8, 10 * i : 10 * i + 6] = i + 7
+    pred[0:2, 30:36] = 20  # misses cell 4 (IoU 0), invented one
+    m = match_instances(pred, gt)
+    assert (m["tp"], m["fp"], m["fn"]) == (3, 1, 1)
+    assert m["ap"] == pytest.approx(3 / 5) and m["f1"] == pytest.approx(6 / 8)
 
 
 def test_match_one_pixel_shift():
@@ -103,12 +117,14 @@ def test_match_split_and_merge():
     m = match_instances(split, gt)
     assert (m["tp"], m["fp"], m["fn"]) == (1, 1, 0)
     assert m["precision"] == 0.5 and m["recall"] == 1.0 and m["f1"] == pytest.approx(2 / 3)
+    assert m["ap"] == 0.5  # 1 / (1 + 1 + 0)
 
     gt2 = np.zeros((4, 10), np.int32)
     gt2[:, 0:6], gt2[:, 6:10] = 1, 2
     merged = (gt2 > 0).astype(np.int32)
     m = match_instances(merged, gt2)
     assert (m["tp"], m["fp"], m["fn"]) == (1, 0, 1)
+    assert m["ap"] == 0.5  # the merged object matches the 24-px cell (IoU 0.6) only
 
 
 def test_match_empty_cases():
@@ -116,12 +132,12 @@ def test_match_empty_cases():
     empty = np.zeros_like(gt)
     m = match_instances(empty, gt)
     assert (m["tp"], m["fp"], m["fn"]) == (0, 0, 2)
-    assert m["precision"] == m["recall"] == m["f1"] == 0.0
+    assert m["precision"] == m["recall"] == m["f1"] == m["ap"] == 0.0
     m = match_instances(gt, empty)
     assert (m["tp"], m["fp"], m["fn"]) == (0, 2, 0)
     assert m["precision"] == 0.0 and m["recall"] == 0.0
     m = match_instances(empty, empty)
-    assert m["tp"] == m["fp"] == m["fn"] == 0 and m["f1"] == 1.0
+    assert m["tp"] == m["fp"] == m["fn"] == 0 and m["f1"] == m["ap"] == 1.0
 
 
 def test_match_low_threshold_is_a_maximum_matching():

@@ -46,6 +46,10 @@ def _recall(pred: np.ndarray, gt: np.ndarray) -> float:
     return float(M.match_instances(pred, gt, iou_threshold=0.5)["recall"])
 
 
+def _ap(pred: np.ndarray, gt: np.ndarray) -> float:
+    return float(M.match_instances(pred, gt, iou_threshold=0.5)["ap"])
+
+
 def _separated(pred: np.ndarray, gt: np.ndarray) -> float:
     sep, total = M.touching_pairs_separated(pred, gt)
     return sep / total if total else math.nan
@@ -93,6 +97,7 @@ METRICS: dict[str, Metric] = {
         Metric("precision", "instances", _precision, "instance precision at IoU 0.5"),
         Metric("recall", "instances", _recall, "instance recall at IoU 0.5"),
         Metric("f1", "instances", _f1, "instance F1 at IoU 0.5"),
+        Metric("ap", "instances", _ap, "average precision at IoU 0.5: TP / (TP + FP + FN)"),
         Metric("separated", "instances", _separated,
                "fraction of touching GT pairs that came out as two objects"),
         Metric("pixel_error", "prob", _pixel_error,
@@ -109,7 +114,7 @@ METRICS: dict[str, Metric] = {
 }
 ISBI_METRICS = ("pixel_error", "misclassified", "rand_error", "warping_error", "v_rand",
                 "v_info")
-DEFAULT_METRICS = ("seg", "iou", "precision", "recall", "f1", "separated")
+DEFAULT_METRICS = ("seg", "iou", "precision", "recall", "f1", "ap", "separated")
 
 
 def _key(stem: str) -> str:

@@ -261,17 +261,22 @@ def match_instances(
     -------
     dict
         ``tp``, ``fp``, ``fn`` (ints), ``precision = tp / (tp + fp)``,
-        ``recall = tp / (tp + fn)``, ``f1 = 2 tp / (2 tp + fp + fn)``. When a
-        denominator is zero (no objects on that side) the score is 1.0 if nothing
-        was missed or invented, else 0.0; two empty images score 1.0 everywhere.
+        ``recall = tp / (tp + fn)``, ``f1 = 2 tp / (2 tp + fp + fn)`` and
+        ``ap = tp / (tp + fp + fn)``, the average precision at this IoU threshold as
+        cell segmentation benchmarks use it for label images without confidence
+        scores (Data Science Bowl 2018, StarDist, Cellpose). When a denominator is
+        zero (no objects on that side) the score is 1.0 if nothing was missed or
+        invented, else 0.0; two empty images score 1.0 everywhere.
 
     Examples
     --------
     >>> import numpy as np
     >>> gt = np.array([[1, 1, 0, 2, 2]])
     >>> m = match_instances(np.array([[3, 3, 0, 4, 0]]), gt)
-    >>> m["tp"], m["fn"], m["recall"]
-    (2, 0, 1.0)
+    >>> m["tp"], m["fn"], m["recall"], m["ap"]
+    (2, 0, 1.0, 1.0)
+    >>> match_instances(np.array([[3, 3, 0, 0, 0]]), gt)["ap"]  # one found, one missed
+    0.5
     """
     if not 0.0 < float(iou_threshold) <= 1.0:
         raise ValueError(f"iou_threshold must be in (0, 1], got {iou_threshold!r}")
@@ -296,8 +301,9 @@ def match_instances(
     precision = tp / (tp + fp) if tp + fp else (1.0 if fn == 0 else 0.0)
     recall = tp / (tp + fn) if tp + fn else (1.0 if fp == 0 else 0.0)
     f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0
+    ap = tp / (tp + fp + fn) if tp + fp + fn else 1.0
     return {"tp": tp, "fp": fp, "fn": fn, "precision": precision, "recall": recall,
-            "f1": f1}
+            "f1": f1, "ap": ap}
 
 
 # ----------------------------------------------------------- ISBI 2012 EM challenge
