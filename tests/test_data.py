@@ -158,6 +158,22 @@ def test_pair_cell_tracking_challenge_names(tmp_path):
         ("t002", "man_seg002"), ("t010", "man_seg010")]
 
 
+def test_cell_tracking_challenge_layout_uses_the_annotated_frames(tmp_path, caplog):
+    """01/tNNN.tif with 01_GT/SEG/man_segNNN.tif: only some frames have a mask."""
+    for t in ("000", "001", "002", "013"):
+        _tif(tmp_path / "01" / f"t{t}.tif", np.zeros((8, 8), np.uint16))
+    for t in ("002", "013"):
+        _tif(tmp_path / "01_GT" / "SEG" / f"man_seg{t}.tif", np.ones((8, 8), np.uint16))
+    with caplog.at_level("WARNING", logger="tileunet.data"):
+        pairs = pair_images_masks(tmp_path / "01", tmp_path / "01_GT" / "SEG")
+    assert [(i.name, m.name) for i, m in pairs] == [
+        ("t002.tif", "man_seg002.tif"), ("t013.tif", "man_seg013.tif")]
+    assert "skipping 2 without" in caplog.text
+    with pytest.raises(DataError, match="no mask for this image"):
+        pair_images_masks(tmp_path / "01", tmp_path / "01_GT" / "SEG",
+                          skip_unmatched_images=False)
+
+
 def test_pair_errors(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     _make(tmp_path, ["a.png", "c.png"], ["a.png"])

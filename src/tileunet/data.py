@@ -267,7 +267,7 @@ def pair_images_masks(
     images_dir: _PathLike,
     masks_dir: _PathLike,
     *,
-    skip_unmatched_images: bool = False,
+    skip_unmatched_images: bool | None = None,
 ) -> list[tuple[Path, Path]]:
     """Pair each image with its mask.
 
@@ -286,10 +286,11 @@ def pair_images_masks(
     ----------
     images_dir, masks_dir : str or path-like
         Folders (or single files) as accepted by :func:`list_images`.
-    skip_unmatched_images : bool
-        For training every image needs a mask, so by default an image without a mask
-        is an error. Set True to skip such images instead (e.g. a Cell Tracking
-        Challenge sequence where only some frames are annotated); they are logged.
+    skip_unmatched_images : bool or None
+        True skips images without a mask (they are logged); False makes such an image
+        an error. None (default) skips them only when the masks carry Cell Tracking
+        Challenge names (``man_segNNN``), whose ``01_GT/SEG`` folders annotate only
+        some frames of ``01/``; anywhere else a missing mask is more likely a mistake.
         A mask without an image is always an error.
 
     Returns
@@ -337,12 +338,16 @@ def pair_images_masks(
         raise _fail(left_masks[0], f"mask has no matching image in {os.fspath(images_dir)}"
                                    f"{more}")
     if left_images:
+        if skip_unmatched_images is None:
+            skip_unmatched_images = bool(masks) and all(
+                re.fullmatch(r"man_seg\d+", m.stem) for m in masks)
         if not skip_unmatched_images:
             more = f" (and {len(left_images) - 1} more)" if len(left_images) > 1 else ""
             raise _fail(left_images[0], f"no mask for this image in "
                                         f"{os.fspath(masks_dir)}{more}")
-        log.info("skipping %d image(s) without a mask, e.g. %s",
-                 len(left_images), left_images[0])
+        log.warning("using the %d image(s) that have a mask in %s; skipping %d without, "
+                    "e.g. %s", len(pairs), os.fspath(masks_dir), len(left_images),
+                    left_images[0].name)
     if not pairs:
         raise _fail(images_dir, f"no image has a mask in {os.fspath(masks_dir)}")
     return [(img, pairs[img]) for img in images if img in pairs]
@@ -527,7 +532,7 @@ def load_samples(
     *,
     num_classes: int = 2,
     binary_as_instances: bool = True,
-    skip_unmatched_images: bool = False,
+    skip_unmatched_images: bool | None = None,
 ) -> list[Sample]:
     """Read, check and normalise all image/mask pairs of a data set.
 
@@ -545,8 +550,9 @@ def load_samples(
         (e.g. ISBI 2012's 0 = membrane, 255 = cell) into connected components
         (4-connectivity), so objects separated by background become separate
         instances for the weight map. Instance masks are left alone.
-    skip_unmatched_images : bool
-        See :func:`pair_images_masks`.
+    skip_unmatched_images : bool or None
+        See :func:`pair_images_masks` (by default, frames without a mask are skipped
+        for Cell Tracking Challenge masks only).
 
     Returns
     -------
