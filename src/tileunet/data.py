@@ -338,16 +338,19 @@ def pair_images_masks(
         raise _fail(left_masks[0], f"mask has no matching image in {os.fspath(images_dir)}"
                                    f"{more}")
     if left_images:
-        if skip_unmatched_images is None:
+        asked = skip_unmatched_images is not None
+        if not asked:
             skip_unmatched_images = bool(masks) and all(
                 re.fullmatch(r"man_seg\d+", m.stem) for m in masks)
         if not skip_unmatched_images:
             more = f" (and {len(left_images) - 1} more)" if len(left_images) > 1 else ""
             raise _fail(left_images[0], f"no mask for this image in "
                                         f"{os.fspath(masks_dir)}{more}")
-        log.warning("using the %d image(s) that have a mask in %s; skipping %d without, "
-                    "e.g. %s", len(pairs), os.fspath(masks_dir), len(left_images),
-                    left_images[0].name)
+        # said out loud only when decided here; callers who asked for it expect gaps
+        log.log(logging.INFO if asked else logging.WARNING,
+                "using the %d image(s) that have a mask in %s; skipping %d without, "
+                "e.g. %s", len(pairs), os.fspath(masks_dir), len(left_images),
+                left_images[0].name)
     if not pairs:
         raise _fail(images_dir, f"no image has a mask in {os.fspath(masks_dir)}")
     return [(img, pairs[img]) for img in images if img in pairs]
