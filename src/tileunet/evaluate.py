@@ -34,20 +34,37 @@ class Metric:
     doc: str
 
 
-def _f1(pred: np.ndarray, gt: np.ndarray) -> float:
-    return float(M.match_instances(pred, gt, iou_threshold=0.5)["f1"])
+_MEMOS: list[list] = []
 
 
-def _precision(pred: np.ndarray, gt: np.ndarray) -> float:
-    return float(M.match_instances(pred, gt, iou_threshold=0.5)["precision"])
+def _last_call(fn: Callable) -> Callable:
+    """``fn`` remembering its result for the last arguments (compared by identity).
+
+    The metrics of one image share their work: one instance matching for precision,
+    recall, F1 and AP, one threshold sweep for both pixel errors, one labelling of the
+    ground truth for the ISBI metrics. :func:`evaluate` forgets it all when it ends.
+    """
+    memo: list = []
+    _MEMOS.append(memo)
+
+    def call(*args):
+        if not (memo and len(memo[0]) == len(args)
+                and all(a is b for a, b in zip(memo[0], args, strict=True))):
+            memo[:] = [args, fn(*args)]
+        return memo[1]
+    return call
 
 
-def _recall(pred: np.ndarray, gt: np.ndarray) -> float:
-    return float(M.match_instances(pred, gt, iou_threshold=0.5)["recall"])
+def _forget() -> None:
+    for memo in _MEMOS:
+        memo.clear()
 
 
-def _ap(pred: np.ndarray, gt: np.ndarray) -> float:
-    return float(M.match_instances(pred, gt, iou_threshold=0.5)["ap"])
+_match = _last_call(lambda pred, gt: M.match_instances(pred, gt, iou_threshold=0.5))
+
+
+def _matched(key: str) -> Callable[[np.ndarray, np.ndarray], float]:
+    return lambda pred, gt: float(_match(pred, gt)[key])
 
 
 def _separated(pred: np.ndarray, gt: np.ndarray) -> float:
@@ -58,6 +75,7 @@ def _separated(pred: np.ndarray, gt: np.ndarray) -> float:
 # ISBI 2012: the predictions are cell probabilities (``NAME_prob.tif``); the challenge
 # scores membrane probabilities, so these use 1 - p. Ground truth: non-zero = cell,
 # 0 = membrane (ISBI labels are 255 / 0); cells are its 4-connected components.
+@_last_call
 def _gt_cells(gt_raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     from scipy import ndimage as ndi
 
@@ -65,12 +83,9 @@ def _gt_cells(gt_raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return ~cells, ndi.label(cells)[0]
 
 
-def _pixel_error(prob_fg: np.ndarray, gt_raw: np.ndarray) -> float:
-    return M.pixel_error(1.0 - prob_fg, _gt_cells(gt_raw)[0])["error"]
-
-
-def _misclassified(prob_fg: np.ndarray, gt_raw: np.ndarray) -> float:
-    return M.pixel_error(1.0 - prob_fg, _gt_cells(gt_raw)[0])["misclassified"]
+_pixel = _last_call(lambda prob_fg, gt_raw: M.pixel_error(1.0 - prob_fg,
+                                                          _gt_cells(gt_raw)[0]))
+_v = _last_call(lambda prob_fg, gt_raw: M.v_rand_v_info(prob_fg < 0.5, _gt_cells(gt_raw)[1]))
 
 
 def _rand_error(prob_fg: np.ndarray, gt_raw: np.ndarray) -> float:
@@ -81,12 +96,6 @@ def _warping_error(prob_fg: np.ndarray, gt_raw: np.ndarray) -> float:
     return M.warping_error(prob_fg < 0.5, _gt_cells(gt_raw)[0])
 
 
-def _v_scores(key: str) -> Callable[[np.ndarray, np.ndarray], float]:
-    def score(prob_fg: np.ndarray, gt_raw: np.ndarray) -> float:
-        return M.v_rand_v_info(prob_fg < 0.5, _gt_cells(gt_raw)[1])[key]
-    return score
-
-
 METRICS: dict[str, Metric] = {
     m.name: m
     for m in (
@@ -94,22 +103,26 @@ METRICS: dict[str, Metric] = {
                "Cell Tracking Challenge SEG (mean Jaccard of matched GT objects)"),
         Metric("iou", "instances", lambda p, g: M.pixel_iou(p > 0, g > 0),
                "foreground pixel IoU"),
-        Metric("precision", "instances", _precision, "instance precision at IoU 0.5"),
-        Metric("recall", "instances", _recall, "instance recall at IoU 0.5"),
-        Metric("f1", "instances", _f1, "instance F1 at IoU 0.5"),
-        Metric("ap", "instances", _ap, "average precision at IoU 0.5: TP / (TP + FP + FN)"),
+        Metric("precision", "instances", _matched("precision"),
+               "instance precision at IoU 0.5"),
+        Metric("recall", "instances", _matched("recall"), "instance recall at IoU 0.5"),
+        Metric("f1", "instances", _matched("f1"), "instance F1 at IoU 0.5"),
+        Metric("ap", "instances", _matched("ap"),
+               "average precision at IoU 0.5: TP / (TP + FP + FN)"),
         Metric("separated", "instances", _separated,
                "fraction of touching GT pairs that came out as two objects"),
-        Metric("pixel_error", "prob", _pixel_error,
+        Metric("pixel_error", "prob", lambda p, g: _pixel(p, g)["error"],
                "ISBI 2012: 1 - best pixel F-score over thresholds (membrane = 1 - p)"),
-        Metric("misclassified", "prob", _misclassified,
+        Metric("misclassified", "prob", lambda p, g: _pixel(p, g)["misclassified"],
                "ISBI 2012: smallest fraction of misclassified pixels over thresholds"),
         Metric("rand_error", "prob", _rand_error,
                "ISBI 2012: 1 - best foreground-restricted Rand F-score over thresholds"),
         Metric("warping_error", "prob", _warping_error,
                "ISBI 2012: topological disagreements at p = 0.5 (Jain et al. 2010)"),
-        Metric("v_rand", "prob", _v_scores("v_rand"), "ISBI 2012: V_rand after thinning"),
-        Metric("v_info", "prob", _v_scores("v_info"), "ISBI 2012: V_info after thinning"),
+        Metric("v_rand", "prob", lambda p, g: _v(p, g)["v_rand"],
+               "ISBI 2012: V_rand after thinning"),
+        Metric("v_info", "prob", lambda p, g: _v(p, g)["v_info"],
+               "ISBI 2012: V_info after thinning"),
     )
 }
 ISBI_METRICS = ("pixel_error", "misclassified", "rand_error", "warping_error", "v_rand",
@@ -160,6 +173,14 @@ def evaluate(pred_dir: str | Path, gt_dir: str | Path, *,
              metrics: Sequence[str] = DEFAULT_METRICS, progress: bool = True
              ) -> list[dict[str, float | str]]:
     """One row of scores per ground-truth file, plus a final ``mean`` row."""
+    try:
+        return _evaluate(pred_dir, gt_dir, metrics, progress)
+    finally:
+        _forget()  # the last image's arrays are not kept alive
+
+
+def _evaluate(pred_dir: str | Path, gt_dir: str | Path, metrics: Sequence[str],
+              progress: bool) -> list[dict[str, float | str]]:
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
         raise ValueError(f"unknown metric(s) {unknown}; choose from {sorted(METRICS)}")
