@@ -37,9 +37,9 @@ PAPER_IOU = 0.7756
 FRAMES = ("002", "005", "021", "031", "033", "034", "039", "054")
 FOLDS = (("002", "021", "033", "039"), ("005", "031", "034", "054"))  # validation frames
 PARTIAL = "067"
-# instance methods compared on the same probabilities (SEG only); the default is
-# "seeded". HeLa cells are 30-60 px across, so watershed seeds 15 px apart.
-INSTANCES = {m: instance_options(m, min_distance=15) for m in INSTANCE_METHODS}
+# the instance methods other than the default ("seeded"), scored with SEG on the same
+# probabilities. HeLa cells are 30-60 px across, so watershed seeds 15 px apart.
+OTHER = {m: instance_options(m, min_distance=15) for m in INSTANCE_METHODS if m != "seeded"}
 
 
 def main() -> int:
@@ -73,15 +73,14 @@ def main() -> int:
             probs = predict_split(run, images, pred_dir, tta=name != "no-tta",
                                   device=args.device, progress=not args.quiet)
             scores = {"seg": [], "iou": [], "separated": [], "total": [],
-                      **{f"seg_{m}": [] for m in INSTANCES if m != "seeded"}}
+                      **{f"seg_{m}": [] for m in OTHER}}
             for t in val:
                 gt = to_instances(read_image(pair(t)[1]))
                 inst = instances_from_probability(probs[f"t{t}"])
                 scores["seg"].append(seg_score(inst, gt))
-                for m, kw in INSTANCES.items():
-                    if m != "seeded":
-                        other = instances_from_probability(probs[f"t{t}"], **kw)
-                        scores[f"seg_{m}"].append(seg_score(other, gt))
+                for m, kw in OTHER.items():
+                    other = instances_from_probability(probs[f"t{t}"], **kw)
+                    scores[f"seg_{m}"].append(seg_score(other, gt))
                 scores["iou"].append(pixel_iou(inst > 0, gt > 0))
                 sep, tot = touching_pairs_separated(inst, gt)
                 scores["separated"].append(sep)
@@ -96,7 +95,7 @@ def main() -> int:
         iou = float(np.mean([s for f in per_fold for s in f["iou"]]))
         seg067 = float(np.mean([f["seg_067"] for f in per_fold]))
         other = {m: float(np.mean([s for f in per_fold for s in f[f"seg_{m}"]]))
-                 for m in INSTANCES if m != "seeded"}
+                 for m in OTHER}
         sep = sum(sum(f["separated"]) for f in per_fold)
         tot = sum(sum(f["total"]) for f in per_fold)
         results[name] = {"seg": seg, "iou": iou, "seg_067": seg067, "separated": sep,
