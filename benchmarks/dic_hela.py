@@ -71,7 +71,8 @@ def main() -> int:
             shutil.rmtree(pred_dir, ignore_errors=True)
             images = [pair(t)[0] for t in val] + [pair(PARTIAL)[0]]
             probs = predict_split(run, images, pred_dir, tta=name != "no-tta",
-                                  device=args.device, progress=not args.quiet)
+                                  device=args.device, progress=not args.quiet,
+                                  precision=args.precision)
             scores = {"seg": [], "iou": [], "separated": [], "total": [],
                       **{f"seg_{m}": [] for m in OTHER}}
             for t in val:

@@ -53,7 +53,8 @@ def main() -> int:
         pred_dir = out / name / "pred"
         shutil.rmtree(pred_dir, ignore_errors=True)
         probs = predict_split(run, val_images, pred_dir, tta=name != "no-tta",
-                              device=args.device, progress=not args.quiet)
+                              device=args.device, progress=not args.quiet,
+                              precision=args.precision)
         scores = {m: [] for m in ISBI}
         for img in val_images:
             gt = read_image(vm / img.name)

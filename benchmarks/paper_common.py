@@ -57,6 +57,8 @@ def parser(description: str, minutes: float) -> argparse.ArgumentParser:
     ap.add_argument("--val-every", type=int, default=200,
                     help="validate every N steps (the learning curve's resolution)")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="fp32",
+                    help="training and prediction (default fp32, as the recorded figures)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--ablation", action="append", choices=[*ABLATIONS, "all"],
                     help="variants to run (repeatable; default: full)")
@@ -108,7 +110,8 @@ def train_variant(name: str, args: argparse.Namespace, split: dict[str, Path], o
                       out=str(out / name / "run"), minutes=args.minutes,
                       iterations=args.iterations, width=args.width, depth=args.depth,
                       tile=args.tile, lr=args.lr, device=args.device, seed=args.seed,
-                      val_every=args.val_every, progress=not args.quiet)
+                      val_every=args.val_every, precision=args.precision,
+                      progress=not args.quiet)
     if name == "no-weights":
         cfg = replace(cfg, w0=0.0, class_weights=None)
     if name == "no-elastic":
@@ -121,7 +124,7 @@ def train_variant(name: str, args: argparse.Namespace, split: dict[str, Path], o
 
 
 def predict_split(run: Path, images: list[Path], out: Path, *, tta: bool, device: str,
-                  progress: bool) -> dict[str, np.ndarray]:
+                  progress: bool, precision: str = "fp32") -> dict[str, np.ndarray]:
     """Foreground probability per validation image; writes prob maps and overlays."""
     dev = resolve_device(device)
     net, extra = load_model(run, device=dev)
@@ -129,7 +132,7 @@ def predict_split(run: Path, images: list[Path], out: Path, *, tta: bool, device
     probs = {}
     for path in images:
         x = norm(read_image(path))
-        p = predict(net, x, tta=tta, device=dev, progress=progress)[1]
+        p = predict(net, x, tta=tta, device=dev, progress=progress, precision=precision)[1]
         probs[path.stem] = p
         save_image(out / f"{path.stem}_prob.tif", p.astype(np.float32))
         save_image(out / f"{path.stem}_overlay.png",

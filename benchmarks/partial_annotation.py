@@ -59,9 +59,11 @@ def main() -> int:
                                 iterations=args.iterations, width=args.width,
                                 depth=args.depth, tile=args.tile, lr=args.lr,
                                 device=args.device, seed=args.seed, val_every=200,
+                                precision=args.precision,
                                 progress=not args.quiet, **extra))
         probs = predict_split(run, sorted(vi.iterdir()), out / name / "pred", tta=False,
-                              device=args.device, progress=False)
+                              device=args.device, progress=False,
+                              precision=args.precision)
         seg, iou, fg = [], [], []
         for t in VAL:
             gt = to_instances(read_image(pair(t)[1]))

@@ -230,7 +230,7 @@ def test_device_string_and_progress_bar(rng):
 def test_bf16_is_close_to_fp32(rng):
     net = tiny(2, 2, dtype=torch.float32)
     image = rng.normal(size=(10, 10)).astype(np.float32)
-    fp32 = predict(net, image, progress=False)
+    fp32 = predict(net, image, precision="fp32", progress=False)
     bf16 = predict(net, image, precision="bf16", progress=False)
     auto = predict(net, image, precision="auto", progress=False)
     assert bf16.dtype == np.float32 and auto.shape == fp32.shape
@@ -285,3 +285,48 @@ def test_fp32_switches_tf32_off_on_cuda_and_restores_it():
     assert conv.fp32_precision == before
     with _strict_fp32(torch.device("cpu")):
         assert conv.fp32_precision == before
+
+
+# ------------------------------------------------------ streaming into out
+@pytest.mark.parametrize("tta", [False, True])
+def test_channels_and_out_give_the_same_probabilities(tta, rng, tmp_path):
+    net = tiny(3, 4, dtype=torch.float32)
+    image = rng.normal(size=(45, 70)).astype(np.float32)
+    full = predict(net, image, tile=60, tta=tta, progress=False)
+    fg = predict(net, image, tile=60, tta=tta, channels=[1], progress=False)
+    np.testing.assert_array_equal(fg[0], full[1])
+    swapped = predict(net, image, tile=60, tta=tta, channels=[1, 0], progress=False)
+    np.testing.assert_array_equal(swapped, full[::-1])
+    mm = np.lib.format.open_memmap(tmp_path / "p.npy", mode="w+", dtype=np.float32,
+                                   shape=(1, 45, 70))
+    got = predict(net, image, tile=60, tta=tta, channels=[1], out=mm, progress=False)
+    assert got is mm
+    mm.flush()
+    np.testing.assert_array_equal(np.load(tmp_path / "p.npy")[0], full[1])
+
+
+def test_tta_equals_the_mean_over_transformed_images(rng):
+    net = tiny(3, 4)
+    image = rng.normal(size=(29, 41))
+    tiles = usable_tiles(net, 2)
+    want = np.zeros((2, 29, 41))
+    for k in range(4):
+        for flip in (False, True):
+            x = np.rot90(image[:, ::-1] if flip else image, k)
+            p = np.rot90(predict(net, np.ascontiguousarray(x), tile=tiles[0], progress=False),
+                         -k, axes=(1, 2))
+            want += p[..., ::-1] if flip else p
+    got = predict(net, image, tile=tiles[1], tta=True, progress=False)
+    np.testing.assert_allclose(got, want / 8, rtol=0, atol=1e-6)  # float32 output
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(channels=[2]), "channels must be"),
+    (dict(channels=[]), "channels must be"),
+    (dict(channels=[0.5]), "channels must be"),
+    (dict(out=np.zeros((2, 9, 9), np.float32)), r"out must have shape \(2, 8, 8\)"),
+    (dict(channels=[1], out=np.zeros((2, 8, 8), np.float32)), r"out must have shape"),
+])
+def test_bad_channels_and_out_are_refused(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        predict(tiny(), np.zeros((8, 8)), progress=False, **kwargs)

@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from tileunet.tiling import mirror_pad, reflect_indices, tile_layout, tiled_apply
+from tileunet.tiling import (
+    DIHEDRAL,
+    dihedral,
+    mirror_pad,
+    reflect_indices,
+    tile_layout,
+    tiled_apply,
+)
 
 SIZES = [(1, 1), (1, 7), (7, 1), (3, 700), (700, 3), (5, 5), (100, 37), (64, 64)]
 
@@ -209,3 +216,60 @@ def test_progress_bar_runs(capsys):
     out = tiled_apply(crop_by(1), img, margin=1, in_tile=4, out_tile=2, progress=True,
                       desc="test")
     assert np.array_equal(out, img)
+
+
+# ------------------------------------------------------------- transforms
+def weighted_3x3(x):
+    """A valid 3x3 filter with distinct weights: any wrong orientation shows."""
+    x = np.asarray(x, dtype=np.float64)
+    w = np.arange(1.0, 10.0).reshape(3, 3)
+    h, wd = x.shape[-2] - 2, x.shape[-1] - 2
+    return sum(w[a, b] * x[..., a : a + h, b : b + wd] for a in range(3) for b in range(3))
+
+
+def test_dihedral_matches_numpy():
+    img = np.arange(12).reshape(3, 4)
+    assert len(set(DIHEDRAL)) == 8
+    for k, flip in DIHEDRAL:
+        want = np.rot90(np.fliplr(img) if flip else img, k)
+        np.testing.assert_array_equal(dihedral(img, k, flip), want)
+        np.testing.assert_array_equal(dihedral(torch.from_numpy(img), k, flip).numpy(), want)
+
+
+@pytest.mark.parametrize("hw", [(1, 1), (7, 11), (13, 5), (1, 9), (20, 20)])
+@pytest.mark.parametrize("as_torch", [False, True])
+def test_transformed_tiles_equal_tiling_the_transformed_image(hw, as_torch, rng):
+    img = rng.random((2,) + hw)
+    src = torch.from_numpy(img) if as_torch else img
+    for k, flip in DIHEDRAL:
+        ref = tiled_apply(weighted_3x3, np.ascontiguousarray(dihedral(img, k, flip)),
+                          margin=1, in_tile=6, out_tile=4)
+        ref = np.rot90(ref, -k, axes=(1, 2))  # undo: rotate back, then unflip
+        ref = ref[..., ::-1] if flip else ref
+        got = tiled_apply(weighted_3x3, src, margin=1, in_tile=6, out_tile=4,
+                          batch_size=3, transform=(k, flip))
+        np.testing.assert_allclose(got, ref, rtol=0, atol=1e-12, err_msg=f"{k=} {flip=}")
+
+
+def test_out_and_add_accumulate_in_place(rng):
+    img = rng.random((1, 9, 14))
+    out = np.zeros((1, 9, 14))
+    got = tiled_apply(crop_by(2), img, margin=2, in_tile=8, out_tile=4, out=out)
+    assert got is out
+    tiled_apply(crop_by(2), img, margin=2, in_tile=8, out_tile=4, out=out, add=True,
+                transform=(2, True))
+    np.testing.assert_allclose(out, 2 * img)
+    with pytest.raises(ValueError, match="out must have shape"):
+        tiled_apply(crop_by(2), img, margin=2, in_tile=8, out_tile=4, out=np.zeros((1, 9, 9)))
+    with pytest.raises(ValueError, match="add=True needs"):
+        tiled_apply(crop_by(2), img, margin=2, in_tile=8, out_tile=4, add=True)
+
+
+def test_no_padded_copy_of_a_memory_mapped_image(tmp_path, rng):
+    """Tiles are read from a memory map as they are needed."""
+    img = rng.random((1, 50, 60)).astype(np.float32)
+    path = tmp_path / "img.npy"
+    np.save(path, img)
+    mm = np.load(path, mmap_mode="r")
+    out = tiled_apply(crop_by(3), mm, margin=3, in_tile=16, out_tile=10, batch_size=4)
+    np.testing.assert_array_equal(out, img)

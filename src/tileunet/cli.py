@@ -52,7 +52,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="'balanced', 'none', or comma-separated weights per class")
     p.add_argument("--no-augment", action="store_true", help="disable augmentation")
     p.add_argument("--val-every", type=int, default=100, help="iterations between validations")
-    p.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="fp32")
+    p.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="auto",
+                   help="auto (default): bf16 autocast on GPUs and on CPUs with native bf16, "
+                        "fp32 elsewhere")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from the run's checkpoint")
@@ -75,7 +77,9 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--min-distance", type=int, default=5,
                    help="watershed: smallest distance between two cell centres, in pixels "
                         "(about the smallest cell's radius; default 5)")
-    p.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="fp32")
+    p.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="auto",
+                   help="auto (default): bf16 autocast on GPUs and on CPUs with native bf16, "
+                        "fp32 elsewhere")
     p.add_argument("--device", default="auto")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
 

@@ -28,8 +28,9 @@ import contextlib
 import functools
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -37,7 +38,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from tileunet.model import UNet
-from tileunet.tiling import tile_layout, tiled_apply
+from tileunet.tiling import DIHEDRAL, tile_layout, tiled_apply
 
 logger = logging.getLogger(__name__)
 
@@ -50,8 +51,6 @@ CUDA_BUDGET_FRACTION = 0.5
 #: :func:`tile_memory_bytes`).
 MEMORY_SAFETY = 1.25
 
-# the 8 symmetries of the square: rotate by k * 90 degrees after an optional flip
-_DIHEDRAL = [(k, flip) for flip in (False, True) for k in range(4)]
 
 
 # ---------------------------------------------------------------- tile geometry
@@ -360,7 +359,9 @@ def predict(
     tta: bool = False,
     device: torch.device | str | None = None,
     progress: bool = True,
-    precision: str = "fp32",
+    precision: str = "auto",
+    channels: Sequence[int] | None = None,
+    out: Any = None,
 ) -> np.ndarray:
     """Class probabilities for every pixel of an image of any size.
 
@@ -373,6 +374,12 @@ def predict(
     by ``net.margin`` on each side and only their centres are kept; as the network pads
     its feature maps with zeros at every tile border, the result then depends (a
     little) on the tile size.
+
+    Memory: the tiles are cut from the image as they are needed (no padded or rotated
+    copy of it is made) and their outputs written straight into the result, so besides
+    the image and the result only one batch of tiles is held. Pass ``out`` (for
+    example a :class:`numpy.memmap` or :func:`tifffile.memmap`) and ``channels`` to
+    write an image larger than memory to disk as it is computed.
 
     Parameters
     ----------
@@ -394,17 +401,25 @@ def predict(
         Where to run; the network is moved there. Default: where the network is.
     progress : bool
         Show a tqdm bar over the tiles.
-    precision : {"fp32", "bf16", "auto"}
-        ``"fp32"`` computes in float32 (TF32 convolutions, which PyTorch allows on
-        CUDA by default, are switched off during the call). ``"bf16"`` runs the
-        network under ``torch.autocast`` with bfloat16; ``"auto"`` does so on GPUs
-        that support it and on CPUs with native bf16 instructions, and uses fp32
-        elsewhere (bf16 on other CPUs is emulated and much slower).
+    precision : {"auto", "fp32", "bf16"}
+        ``"auto"`` (default) runs the network under ``torch.autocast`` with bfloat16 on
+        GPUs that support it and on CPUs with native bf16 instructions (AVX512-BF16,
+        AMX, Arm BF16), and in float32 elsewhere, where bf16 is emulated and much
+        slower. ``"fp32"`` always computes in float32 (TF32 convolutions, which PyTorch
+        allows on CUDA by default, are switched off during the call); ``"bf16"``
+        always uses bfloat16 autocast. Probabilities are returned in float32 either
+        way.
+    channels : sequence of int, optional
+        Class indices to return, in this order (e.g. ``[1]`` for the foreground of a
+        two-class network); default all classes.
+    out : array-like, optional
+        ``(len(channels), H, W)`` float32 array to write the result into (anything
+        that takes NumPy slice assignment and ``+=``); it is returned.
 
     Returns
     -------
     np.ndarray
-        ``(num_classes, H, W)`` float32 softmax probabilities.
+        ``(K, H, W)`` float32 softmax probabilities (``K = len(channels)``), or ``out``.
 
     Examples
     --------
@@ -421,9 +436,15 @@ def predict(
     dtype = next(net.parameters()).dtype
     if not dtype.is_floating_point:
         raise ValueError(f"network parameters must be floating point, got {dtype}")
+    if precision == "auto" and dtype != torch.float32:
+        amp = None  # a float64 (or already half-precision) network runs as it is
     if batch_size is not None and (not isinstance(batch_size, (int, np.integer))
                                    or isinstance(batch_size, bool) or batch_size < 1):
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    keep = _channels(channels, cfg.num_classes)
+    if out is not None and tuple(out.shape) != (len(keep), h, w):
+        raise ValueError(f"out must have shape {(len(keep), h, w)} (channels, H, W), "
+                         f"got {tuple(out.shape)}")
     element = torch.tensor([], dtype=dtype).element_size()
     budget = default_budget(dev) if tile is None or batch_size is None else 0
     if tile is None:
@@ -439,6 +460,9 @@ def predict(
     m = net.margin
     crop = m if cfg.padding == "same" else 0  # same padding: keep the centre only
     channels_last = _use_channels_last(dev, dtype)
+    transforms = DIHEDRAL if tta else DIHEDRAL[:1]
+    select = None if keep == list(range(cfg.num_classes)) else torch.tensor(keep)
+    scale = 1.0 / len(transforms)  # a power of two: sums of scaled tiles are exact
 
     def run(batch: torch.Tensor) -> torch.Tensor:  # (N, C, tile, tile)
         if channels_last:
@@ -449,42 +473,50 @@ def predict(
         logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
         if crop:
             logits = logits[..., crop : crop + out_tile, crop : crop + out_tile]
-        return torch.softmax(logits, dim=1)
+        probs = torch.softmax(logits, dim=1)
+        if select is not None:
+            probs = probs.index_select(1, select.to(probs.device))
+        if scale != 1.0:
+            probs = probs * scale
+        return probs.float()
 
-    transforms = _DIHEDRAL if tta else _DIHEDRAL[:1]
     was_training = net.training
     restore_format = channels_last and all(
         p.is_contiguous() for p in net.parameters() if p.ndim == 4)
     bar = tqdm(total=len(transforms) * n_tiles, desc="predict", unit="tile",
                disable=not progress)
+    if out is None:
+        out = np.empty((len(keep), h, w), dtype=np.float32)
     try:
         net.eval()
         if channels_last:
             net.to(memory_format=torch.channels_last)
-        total: np.ndarray | None = None
         strict = _strict_fp32(dev) if amp is None else contextlib.nullcontext()
         with torch.inference_mode(), strict:
-            xt = torch.from_numpy(x).to(dev, dtype)
-            for k, flip in transforms:
-                xi = torch.rot90(xt.flip(-1) if flip else xt, k, dims=(-2, -1))
-                probs = tiled_apply(run, xi, margin=m, in_tile=tile, out_tile=out_tile,
-                                    stride=stride, batch_size=int(batch_size),
-                                    out_channels=cfg.num_classes, callback=bar.update)
-                probs = np.rot90(probs, -k, axes=(-2, -1))  # undo in reverse order
-                probs = probs[..., ::-1] if flip else probs
-                if total is None:
-                    total = probs.astype(np.float32)  # (K, H, W), a copy
-                else:
-                    total += probs
+            xt = torch.from_numpy(x)
+            xt = xt.to(dev, dtype) if dev.type != "cpu" or xt.dtype != dtype else xt
+            for i, transform in enumerate(transforms):
+                tiled_apply(run, xt, margin=m, in_tile=tile, out_tile=out_tile,
+                            stride=stride, batch_size=int(batch_size),
+                            out_channels=len(keep), callback=bar.update,
+                            transform=transform, out=out, add=i > 0)
     finally:
         bar.close()
         net.train(was_training)
         if restore_format:
             net.to(memory_format=torch.contiguous_format)
-    assert total is not None
-    if len(transforms) > 1:
-        total /= len(transforms)
-    return total
+    return out
+
+
+def _channels(channels: Sequence[int] | None, num_classes: int) -> list[int]:
+    if channels is None:
+        return list(range(num_classes))
+    keep = [int(c) for c in channels]
+    if not keep or any(c != c0 for c, c0 in zip(keep, channels, strict=True)) or any(
+            not 0 <= c < num_classes for c in keep):
+        raise ValueError(f"channels must be a non-empty list of class indices in "
+                         f"0..{num_classes - 1}, got {channels!r}")
+    return keep
 
 
 __all__ = ["autocast_dtype", "choose_tile", "default_budget", "predict", "tile_geometry",

@@ -70,7 +70,7 @@ def plan_jobs(inputs: list[str | Path], in_channels: int) -> list[Job]:
 def segment_files(model: str | Path, inputs: list[str | Path], out_dir: str | Path, *,
                   tta: bool = False, tile: int | None = None, batch_size: int | None = None,
                   threshold: float = 0.5, instances: str = "seeded", min_distance: int = 5,
-                  precision: str = "fp32", device: str = "auto", overwrite: bool = False,
+                  precision: str = "auto", device: str = "auto", overwrite: bool = False,
                   progress: bool = True) -> list[dict[str, Path]]:
     """Predict every image in ``inputs`` and write the four outputs per image.
 

@@ -262,6 +262,55 @@ def _to_numpy(x: Any) -> np.ndarray:
     return np.asarray(x)
 
 
+#: The 8 symmetries of the square as ``(k, flip)``: flip the columns (when ``flip``),
+#: then rotate by ``k`` quarter turns (``np.rot90`` / ``torch.rot90`` direction).
+DIHEDRAL = tuple((k, flip) for flip in (False, True) for k in range(4))
+
+
+def dihedral(image: ArrayT, k: int, flip: bool) -> ArrayT:
+    """The image flipped left-right (when ``flip``), then rotated by ``k`` quarter turns.
+
+    Works on the last two axes of a NumPy array or a torch tensor (a view for NumPy).
+
+    Examples
+    --------
+    >>> dihedral(np.array([[1, 2], [3, 4]]), 1, False).tolist()
+    [[2, 4], [1, 3]]
+    """
+    if isinstance(image, torch.Tensor):
+        return torch.rot90(image.flip(-1) if flip else image, k, dims=(-2, -1))
+    return np.rot90(image[..., ::-1] if flip else image, k, axes=(-2, -1))
+
+
+def _dihedral_source(k: int, flip: bool, hw: tuple[int, int], rows: np.ndarray,
+                     cols: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Where a block of the transformed image lies in the original image.
+
+    For the block ``R[rows][:, cols]`` of ``R = dihedral(X, k, flip)`` (``X`` of shape
+    ``hw``), returns index arrays ``(i, j)`` into ``X`` and whether the block is the
+    transpose of ``X[i][:, j]``.
+    """
+    h, w = hw
+    k %= 4
+    if k == 0:
+        i, j, swap = rows, cols, False
+    elif k == 1:  # rot90(Y)[a, b] = Y[b, W - 1 - a]
+        i, j, swap = cols, w - 1 - rows, True
+    elif k == 2:  # rot90(Y, 2)[a, b] = Y[H - 1 - a, W - 1 - b]
+        i, j, swap = h - 1 - rows, w - 1 - cols, False
+    else:  # rot90(Y, 3)[a, b] = Y[H - 1 - b, a]
+        i, j, swap = h - 1 - cols, rows, True
+    if flip:  # Y[i, j] = X[i, W - 1 - j]
+        j = w - 1 - j
+    return i, j, swap
+
+
+def _as_slice(idx: np.ndarray) -> tuple[slice, bool]:
+    """A run of consecutive indices (rising or falling) as a slice, and whether it falls."""
+    lo, hi = int(idx.min()), int(idx.max())
+    return slice(lo, hi + 1), bool(len(idx) > 1 and idx[0] > idx[-1])
+
+
 def tiled_apply(
     fn: Callable[[ArrayT], Any],
     image: ArrayT,
@@ -275,16 +324,25 @@ def tiled_apply(
     progress: bool = False,
     desc: str = "tiles",
     callback: Callable[[int], object] | None = None,
-) -> np.ndarray:
+    transform: tuple[int, bool] = (0, False),
+    out: Any = None,
+    add: bool = False,
+) -> Any:
     """Apply ``fn`` to an image of any size, tile by tile, with mirrored borders.
 
-    The image is mirror-padded (:func:`mirror_pad`) by ``margin`` at the top and left
-    and by enough at the bottom and right to fill a whole number of tiles; the input
-    tiles are cut from it, passed to ``fn`` in batches, and the first ``stride`` x
-    ``stride`` pixels of each output tile are written, side by side, into the result,
-    which is finally cropped to the image. Output tiles do not overlap, so there is
-    nothing to blend: if ``fn`` is a function of each output pixel's context alone, the
-    result does not depend on the tile size.
+    The input tiles are those of the image mirror-padded (:func:`mirror_pad`) by
+    ``margin`` at the top and left and by enough at the bottom and right to fill a
+    whole number of tiles; each is cut straight from the image with mirrored indices,
+    so no padded copy of the image is made. The tiles are passed to ``fn`` in
+    batches, and the first ``stride`` x ``stride`` pixels of each output tile are
+    written, side by side, into the result as they come. Output tiles do not overlap,
+    so there is nothing to blend: if ``fn`` is a function of each output pixel's
+    context alone, the result does not depend on the tile size.
+
+    With ``transform=(k, flip)`` the tiles are those of :func:`dihedral` of the image
+    (again cut without making the transformed copy), and each output tile is mapped
+    back before it is written: the result is ``dihedral`` undone on the tiled result
+    of the transformed image, which is how test-time augmentation is built.
 
     Parameters
     ----------
@@ -294,7 +352,7 @@ def tiled_apply(
         (NumPy array or tensor); output pixel ``(y, x)`` belongs to input pixel
         ``(margin + y, margin + x)``.
     image : np.ndarray or torch.Tensor
-        ``(C, H, W)`` with ``H, W >= 1``.
+        ``(C, H, W)`` with ``H, W >= 1``; a NumPy memory map is read tile by tile.
     margin, in_tile, out_tile, stride
         Tile geometry; see :func:`tile_layout`.
     batch_size : int
@@ -308,11 +366,19 @@ def tiled_apply(
     callback : callable, optional
         Called with the number of tiles done after each batch (e.g. a shared
         ``tqdm.update``), instead of this function's own bar.
+    transform : (int, bool)
+        ``(k, flip)`` of :func:`dihedral`; default the identity.
+    out : array-like, optional
+        ``(K, H, W)`` array that receives the result (a NumPy array, a memory map, or
+        anything that takes NumPy slice assignment); default a new NumPy array of the
+        dtype ``fn`` returns.
+    add : bool
+        Add the output tiles to ``out`` instead of overwriting it.
 
     Returns
     -------
-    np.ndarray
-        ``(K, H, W)``, of the dtype ``fn`` returns.
+    np.ndarray or the given ``out``
+        ``(K, H, W)``.
 
     Examples
     --------
@@ -328,27 +394,46 @@ def tiled_apply(
         raise ValueError(f"image must have shape (C, H, W), got shape {tuple(image.shape)}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    c, h, w = image.shape
-    layout = tile_layout((h, w), in_tile=in_tile, out_tile=out_tile, margin=margin,
+    if add and out is None:
+        raise ValueError("add=True needs an out array to add to")
+    k, flip = int(transform[0]) % 4, bool(transform[1])
+    _, h, w = image.shape
+    th, tw = (w, h) if k % 2 else (h, w)  # the transformed image
+    layout = tile_layout((th, tw), in_tile=in_tile, out_tile=out_tile, margin=margin,
                          stride=stride)
     s, t = layout.stride, layout.in_tile
-    padded = mirror_pad(image, layout.pad_before, layout.pad_after)  # (C, H', W')
-    stack = torch.stack if isinstance(image, torch.Tensor) else np.stack
-    origins = layout.origins()
+    if out is not None and (len(out.shape) != 3 or tuple(out.shape[1:]) != (h, w)):
+        raise ValueError(f"out must have shape (K, {h}, {w}), got {tuple(out.shape)}")
+    (pt, pl), (pb, pr) = layout.pad_before, layout.pad_after
+    rows_all = reflect_indices(th, pt, pb)  # row p of the padded image is row rows_all[p]
+    cols_all = reflect_indices(tw, pl, pr)
+    is_torch = isinstance(image, torch.Tensor)
+    stack = torch.stack if is_torch else np.stack
 
-    out: np.ndarray | None = None
+    def cut(y: int, x: int) -> ArrayT:
+        i, j, swap = _dihedral_source(k, flip, (h, w), rows_all[y : y + t],
+                                      cols_all[x : x + t])
+        if is_torch:
+            dev = image.device
+            block = image.index_select(-2, torch.from_numpy(i).to(dev))
+            block = block.index_select(-1, torch.from_numpy(j).to(dev))
+            return block.transpose(-2, -1) if swap else block
+        block = image[:, i[:, None], j[None, :]]
+        return block.swapaxes(-2, -1) if swap else block
+
+    origins = layout.origins()
     bar = tqdm(total=len(origins), desc=desc, unit="tile",
                disable=not progress or callback is not None)
     try:
         for start in range(0, len(origins), batch_size):
             chunk = origins[start : start + batch_size]
-            batch = stack([padded[:, y : y + t, x : x + t] for y, x in chunk])
+            batch = stack([cut(y, x) for y, x in chunk])
             result = _to_numpy(fn(batch))  # (N, K, out_tile, out_tile)
-            k = out_channels if out is None else out.shape[0]
+            kk = out_channels if out is None else out.shape[0]
             if (result.ndim != 4 or result.shape[0] != len(chunk)
                     or result.shape[2:] != (out_tile, out_tile)
-                    or (k is not None and result.shape[1] != k)):
-                want = f"({len(chunk)}, {'K' if k is None else k}, {out_tile}, {out_tile})"
+                    or (kk is not None and result.shape[1] != kk)):
+                want = f"({len(chunk)}, {'K' if kk is None else kk}, {out_tile}, {out_tile})"
                 raise ValueError(
                     f"fn must map a batch of shape {tuple(batch.shape)} to {want}, "
                     f"got {result.shape}"
@@ -356,8 +441,18 @@ def tiled_apply(
             if out is None:
                 out = np.empty((result.shape[1], h, w), dtype=result.dtype)
             for (y, x), tile in zip(chunk, result, strict=True):
-                dy, dx = min(s, h - y), min(s, w - x)
-                out[:, y : y + dy, x : x + dx] = tile[:, :dy, :dx]
+                dy, dx = min(s, th - y), min(s, tw - x)
+                i, j, swap = _dihedral_source(k, flip, (h, w), np.arange(y, y + dy),
+                                              np.arange(x, x + dx))
+                block = tile[:, :dy, :dx]
+                if swap:
+                    block = block.swapaxes(-2, -1)
+                (rs, rdown), (cs, cdown) = _as_slice(i), _as_slice(j)
+                block = block[:, ::-1 if rdown else 1, ::-1 if cdown else 1]
+                if add:
+                    out[:, rs, cs] += block
+                else:
+                    out[:, rs, cs] = block
             if callback is not None:
                 callback(len(chunk))
             bar.update(len(chunk))
@@ -367,4 +462,5 @@ def tiled_apply(
     return out
 
 
-__all__ = ["TileLayout", "mirror_pad", "reflect_indices", "tile_layout", "tiled_apply"]
+__all__ = ["DIHEDRAL", "TileLayout", "dihedral", "mirror_pad", "reflect_indices", "tile_layout",
+           "tiled_apply"]

@@ -79,7 +79,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     warmup: int = 50
     clip_grad: float = 1.0
-    precision: str = "fp32"
+    precision: str = "auto"
     # weight map (eq. 2)
     w0: float = 10.0
     sigma: float = 5.0
