@@ -83,8 +83,11 @@ def test_predict_writes_four_outputs_per_image(dataset, run_dir, tmp_path, capsy
     prob = tifffile.imread(out / f"{stems[0]}_prob.tif")
     assert prob.shape == (96, 80) and prob.dtype == np.float32
     assert 0.0 <= prob.min() and prob.max() <= 1.0
+    assert tifffile.memmap(out / f"{stems[0]}_prob.tif", mode="r").shape == (96, 80)
     mask = np.asarray(Image.open(out / f"{stems[0]}_mask.png"))
     assert set(np.unique(mask)) <= {0, 255}
+    np.testing.assert_array_equal(mask == 255, prob > 0.5)  # the instances' foreground
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporaries
     overlay = np.asarray(Image.open(out / f"{stems[0]}_overlay.png"))
     assert overlay.shape == (96, 80, 3)
     # a second run refuses to overwrite, and names the file
@@ -275,3 +278,18 @@ def test_invalid_tile_size_names_neighbours(capsys, run_dir, dataset, tmp_path):
     err = error_of(capsys, ["predict", str(run_dir), str(images), "-o", str(tmp_path / "o"),
                             "--tile", "93"])
     assert "not a valid input" in err and "92" in err
+
+
+def test_streamed_probability_file_equals_in_memory_predict(dataset, run_dir, tmp_path):
+    from tileunet.checkpoint import load_model
+    from tileunet.data import Normalization, read_image
+    from tileunet.predict import predict
+
+    images, _ = dataset
+    one = sorted(images.iterdir())[0]
+    out = tmp_path / "p"
+    assert main(["-q", "predict", str(run_dir), str(one), "-o", str(out), "--tta"]) == 0
+    net, extra = load_model(run_dir)
+    x = Normalization.from_dict(extra["normalization"])(read_image(one))
+    want = predict(net, x, tta=True, progress=False)[1]
+    np.testing.assert_array_equal(tifffile.imread(out / f"{one.stem}_prob.tif"), want)

@@ -123,3 +123,57 @@ def test_seeded_flooding_splits_cells_where_the_probability_dips():
     assert instances_from_probability(q, min_size=1).max() == 1
     with pytest.raises(ValueError, match="seed_threshold"):
         instances_from_probability(p, threshold=0.5, seed_threshold=0.3)
+
+
+# ------------------------------------------------------ large images in groups
+def _noisy_cells(shape, seed=0):
+    from scipy import ndimage as ndi
+    from skimage.segmentation import find_boundaries
+
+    rng = np.random.default_rng(seed)
+    _, truth = synthetic_cells(shape, rng=rng)
+    p = (truth > 0).astype(np.float32)
+    p[find_boundaries(truth)] = 0.3  # the network's dip between touching cells
+    p = ndi.gaussian_filter(p, 1.2) + rng.normal(0, 0.08, p.shape)
+    return np.clip(p, 0, 1).astype(np.float32)
+
+
+def _same_partition(a: np.ndarray, b: np.ndarray) -> bool:
+    """Equal up to renumbering the objects."""
+    if not np.array_equal(a > 0, b > 0):
+        return False
+    pairs = np.unique(np.stack([a[a > 0], b[a > 0]]), axis=1)
+    return len(np.unique(pairs[0])) == pairs.shape[1] == len(np.unique(pairs[1]))
+
+
+@pytest.mark.parametrize("opts", [{}, {"seed_threshold": None}, {"grow_mode": "all"},
+                                  {"grow": 0}])
+def test_groups_of_objects_give_the_whole_image_result(opts):
+    prob = _noisy_cells((300, 260))
+    whole = instances_from_probability(prob, **opts)
+    assert whole.max() > 10
+    for band in (1, 23, 100):
+        parts = instances_from_probability(prob, band_rows=band, **opts)
+        assert _same_partition(whole, parts), band
+        assert np.unique(parts).tolist() == list(range(whole.max() + 1))  # 0..N, no gaps
+
+
+def test_groups_change_the_distance_watershed_only_at_group_seams():
+    prob = _noisy_cells((300, 260), seed=1)
+    whole = instances_from_probability(prob, watershed=True)
+    parts = instances_from_probability(prob, watershed=True, band_rows=23)
+    assert seg_score(parts, whole) > 0.98
+
+
+def test_groups_read_a_memory_map(tmp_path):
+    prob = _noisy_cells((120, 90), seed=2)
+    np.save(tmp_path / "p.npy", prob)
+    mm = np.load(tmp_path / "p.npy", mmap_mode="r")
+    np.testing.assert_array_equal(instances_from_probability(mm, band_rows=16),
+                                  instances_from_probability(prob, band_rows=16))
+
+
+@pytest.mark.parametrize("band", [0, -3, 2.5])
+def test_band_rows_must_be_positive(band):
+    with pytest.raises(ValueError, match="band_rows"):
+        instances_from_probability(np.zeros((5, 5)), band_rows=band)

@@ -107,6 +107,7 @@ def instances_from_probability(
     watershed: bool = False,
     min_distance: int = 5,
     seed_threshold: float | None = 0.9,
+    band_rows: int = 1024,
 ) -> np.ndarray:
     """Instance labels from a foreground-probability map.
 
@@ -152,6 +153,13 @@ def instances_from_probability(
         Probability above which pixels form the seeds of the probability flooding
         (default 0.9); ``None`` uses plain connected components of the threshold.
         Seeds smaller than ``min_size`` are ignored.
+    band_rows : int
+        Images taller than this are processed a group of objects at a time: the
+        objects whose first row lies within ``band_rows`` rows, cropped to the box that
+        holds them, so memory beyond the image and its labels stays small at any size
+        (an 8192 x 8192 map needs about 1 GB in all). Each object is found from its own
+        pixels as on the whole image; only the distance watershed's seeds can differ,
+        where two objects of different groups lie within ``min_distance`` of each other.
 
     Returns
     -------
@@ -180,21 +188,74 @@ def instances_from_probability(
 
     if seed_threshold is not None and not threshold <= float(seed_threshold) < 1.0:
         raise ValueError(f"seed_threshold must be in [threshold, 1), got {seed_threshold!r}")
+    if int(band_rows) != band_rows or band_rows < 1:
+        raise ValueError(f"band_rows must be a positive integer, got {band_rows!r}")
 
-    fg = prob > threshold
-    components, _ = ndi.label(fg)  # 4-connectivity
-    if seed_threshold is not None and not watershed and components.max() > 0:
-        seeds, _ = ndi.label(prob > seed_threshold)
+    fg = _greater(prob, float(threshold))
+    components, n = ndi.label(fg)  # 4-connectivity
+    del fg
+    opts = dict(min_size=int(min_size), watershed=watershed, min_distance=int(min_distance),
+                seed_threshold=seed_threshold)
+    if n == 0:
+        return np.zeros(prob.shape, dtype=np.int32)
+    if prob.shape[0] <= band_rows:
+        labels = _objects(prob, components, 1, n, **opts)
+    else:  # a group of objects at a time, so memory stays bounded on large images
+        labels = np.zeros(prob.shape, dtype=np.int32)
+        top = 0
+        boxes = ndi.find_objects(components)
+        for lo, hi, rows, cols in _object_groups(boxes, band_rows, prob.shape):
+            sub = _objects(prob[rows, cols], components[rows, cols], lo, hi, **opts)
+            hit = sub > 0
+            labels[rows, cols][hit] = sub[hit] + top
+            top += int(sub.max())
+    del components
+    if grow > 0 and labels.max() > 0:
+        labels = _grow(labels, int(grow), grow_mode, band_rows)
+    return labels
+
+
+def _greater(prob: np.ndarray, threshold: float, rows: int = 1024) -> np.ndarray:
+    """``prob > threshold`` a band of rows at a time (no full-size float temporaries)."""
+    out = np.empty(prob.shape, dtype=bool)
+    for y in range(0, prob.shape[0], rows):
+        np.greater(prob[y : y + rows], threshold, out=out[y : y + rows])
+    return out
+
+
+def _object_groups(boxes: list, band_rows: int, shape: tuple[int, int]):
+    """Runs of consecutive component ids whose top rows lie within ``band_rows`` of each
+    other (ids follow the raster order of their first pixel), with the crop that holds
+    them all plus one pixel of background around: ``(lo, hi, rows, cols)``."""
+    h, w = shape
+    i = 0
+    while i < len(boxes):
+        r0 = boxes[i][0].start
+        r1, c0, c1 = boxes[i][0].stop, boxes[i][1].start, boxes[i][1].stop
+        j = i + 1
+        while j < len(boxes) and boxes[j][0].start < r0 + band_rows:
+            r1 = max(r1, boxes[j][0].stop)
+            c0, c1 = min(c0, boxes[j][1].start), max(c1, boxes[j][1].stop)
+            j += 1
+        yield (i + 1, j, slice(max(0, r0 - 1), min(h, r1 + 1)),
+               slice(max(0, c0 - 1), min(w, c1 + 1)))
+        i = j
+
+
+def _objects(prob: np.ndarray, components: np.ndarray, lo: int, hi: int, *, min_size: int,
+             watershed: bool, min_distance: int, seed_threshold: float | None) -> np.ndarray:
+    """Instances (not grown) of the components with ids ``lo..hi``, numbered ``1..N``."""
+    fg = (components >= lo) & (components <= hi)
+    if seed_threshold is not None and not watershed:
+        seeds, _ = ndi.label(fg & (prob > seed_threshold))
         if min_size > 0 and seeds.max() > 0:
             small = np.bincount(seeds.ravel()) < min_size
             small[0] = False
             seeds[small[seeds]] = 0
-        labels = _watershed(-prob.astype(np.float32), seeds, mask=fg).astype(np.int32)
-        orphan = fg & (labels == 0)  # a component without a core keeps its own id
-        if orphan.any():
-            labels[orphan] = components[orphan] + int(labels.max())
-        labels = _relabel_sequential(labels)
-    elif watershed and components.max() > 0:
+        flood = np.negative(prob, dtype=np.float32)
+        labels = _watershed(flood, seeds, mask=fg).astype(np.int32, copy=False)
+        del flood, seeds
+    elif watershed:
         distance = ndi.distance_transform_edt(fg)
         # one label for all of the foreground: with ``labels=components`` the search
         # runs once per component, which costs seconds on a noisy map; a component
@@ -203,29 +264,42 @@ def instances_from_probability(
                                labels=fg.astype(np.uint8), exclude_border=False)
         markers = np.zeros(fg.shape, dtype=np.int32)
         markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1, dtype=np.int32)
-        labels = _watershed(-distance, markers, mask=fg).astype(np.int32)
-        # a component without a seed keeps its own id
-        orphan = fg & (labels == 0)
+        labels = _watershed(-distance, markers, mask=fg).astype(np.int32, copy=False)
+        del distance, markers
+    else:
+        labels = np.where(fg, components, 0).astype(np.int32, copy=False)
+    if seed_threshold is not None or watershed:
+        orphan = fg & (labels == 0)  # a component without a seed keeps its own id
         if orphan.any():
             labels[orphan] = components[orphan] + int(labels.max())
-        labels = _relabel_sequential(labels)
-    else:
-        labels = components.astype(np.int32, copy=False)
-
+    labels = _relabel_sequential(labels)
     if min_size > 0 and labels.max() > 0:
         sizes = np.bincount(labels.ravel())
         small = sizes < min_size
         small[0] = False
         if small.any():
-            labels = np.where(small[labels], 0, labels)
-            labels = _relabel_sequential(labels)
+            labels = _relabel_sequential(np.where(small[labels], 0, labels))
+    return labels
 
-    if grow > 0 and labels.max() > 0:
-        if grow_mode == "gaps":
-            labels = _fill_gaps(labels, int(grow))
-        else:
-            labels = expand_labels(labels, distance=int(grow)).astype(np.int32, copy=False)
-    return labels.astype(np.int32, copy=False)
+
+def _grow(labels: np.ndarray, grow: int, mode: str, band_rows: int) -> np.ndarray:
+    """Grow the objects (see :func:`instances_from_probability`), a band of rows at a
+    time with enough rows of context that every band comes out as on the whole image."""
+    def one(part: np.ndarray) -> np.ndarray:
+        if mode == "gaps":
+            return _fill_gaps(part, grow)
+        return expand_labels(part, distance=grow).astype(np.int32, copy=False)
+
+    h = labels.shape[0]
+    if h <= band_rows:
+        return one(labels)
+    halo = 2 * grow + 1
+    out = np.empty_like(labels)
+    for y0 in range(0, h, band_rows):
+        y1 = min(h, y0 + band_rows)
+        a, b = max(0, y0 - halo), min(h, y1 + halo)
+        out[y0:y1] = one(labels[a:b])[y0 - a : y1 - a]
+    return out
 
 
 def label_mask(prob: np.ndarray) -> np.ndarray:

@@ -3,10 +3,13 @@
 For each input image ``NAME`` (each page ``NAME_pageNNN`` of a stack) it writes to the
 output folder:
 
-* ``NAME_mask.png``: the predicted class per pixel (2 classes: 0 background, 255 cell;
-  more classes: the class index);
+* ``NAME_mask.png``: the predicted class per pixel (2 classes: 0 background, 255 where
+  the foreground probability exceeds the threshold, the same foreground the instances
+  are drawn from; more classes: the most probable class index);
 * ``NAME_prob.tif``: the foreground probability (2 classes) or all class
-  probabilities ``(K, H, W)``, float32;
+  probabilities ``(K, H, W)``, float32, uncompressed: it is written tile by tile as the
+  network produces it (a memory-mapped TIFF), so no full probability array is held in
+  memory, and other programs can memory-map it too;
 * ``NAME_instances.tif``: instance labels (uint16 or uint32; 0 = background), touching
   cells separated where the network predicted the separation border;
 * ``NAME_overlay.png``: the image with the instances' outlines drawn on it.
@@ -21,10 +24,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import tifffile
 from tqdm.auto import tqdm
 
 from tileunet.checkpoint import load_model
-from tileunet.data import DataError, Normalization, list_images, read_pages, save_image
+from tileunet.data import (
+    DataError,
+    Normalization,
+    atomic_write,
+    list_images,
+    read_pages,
+    save_image,
+)
 from tileunet.plots import overlay_rgb
 from tileunet.postprocess import instance_options, instances_from_probability, label_mask
 from tileunet.predict import predict
@@ -98,19 +109,57 @@ def segment_files(model: str | Path, inputs: list[str | Path], out_dir: str | Pa
     for j in tqdm(jobs, desc="images", unit="img", disable=not progress or len(jobs) < 2):
         if j.source not in pages:
             pages = {j.source: read_pages(j.source)}
-        raw = pages[j.source][j.page]
-        image = norm(raw)
-        probs = predict(net, image, tile=tile, batch_size=batch_size, tta=tta, device=dev,
-                        progress=progress, precision=precision)
+        image = norm(pages[j.source][j.page])
         paths = j.outputs(out)
-        k = probs.shape[0]
-        classes = label_mask(probs)
-        fg = probs[1] if k == 2 else 1.0 - probs[0]
-        labels = instances_from_probability(fg, threshold=threshold, **split)
-        inst_dtype = np.uint16 if labels.max() < 65536 else np.uint32
+        k = net.config.num_classes
+        # the probabilities go straight into the output file as the tiles come
+        # (a memory-mapped TIFF), not into a (K, H, W) array in memory
+        probs = _predict_to_tiff(paths["prob"], net, image, tile=tile, batch_size=batch_size,
+                                 tta=tta, device=dev, progress=progress, precision=precision)
+        if k == 2:
+            fg = probs
+            classes = _threshold(fg, threshold)
+        else:
+            classes = label_mask(probs)
+            fg = 1.0 - probs[0]
         save_image(paths["mask"], classes * 255 if k == 2 else classes)
-        save_image(paths["prob"], (probs[1] if k == 2 else probs).astype(np.float32))
-        save_image(paths["instances"], labels.astype(inst_dtype))
+        del classes
+        labels = instances_from_probability(fg, threshold=threshold, **split)
+        del fg, probs
+        inst_dtype = np.uint16 if labels.max() < 65536 else np.uint32
+        save_image(paths["instances"], labels.astype(inst_dtype, copy=False))
         save_image(paths["overlay"], overlay_rgb(image, labels))
+        del labels, image
         written.append(paths)
     return written
+
+
+def _predict_to_tiff(path: Path, net, image: np.ndarray, **kw) -> np.ndarray:
+    """Predict into a memory-mapped float32 TIFF at ``path`` (atomically); returns the map.
+
+    Two classes: the foreground probability ``(H, W)``; more: all classes ``(K, H, W)``.
+    The file is uncompressed, so readers can memory-map it too.
+    """
+    k = net.config.num_classes
+    h, w = image.shape[-2:]
+    shape, axes = ((h, w), "YX") if k == 2 else ((k, h, w), "CYX")
+    held: list[np.ndarray] = []
+
+    def write(tmp: Path) -> None:
+        mm = tifffile.memmap(tmp, shape=shape, dtype=np.float32, photometric="minisblack",
+                             metadata={"axes": axes})
+        predict(net, image, channels=[1] if k == 2 else None,
+                out=mm[None] if k == 2 else mm, **kw)
+        mm.flush()
+        held.append(mm)
+
+    atomic_write(path, write)
+    return held[0]
+
+
+def _threshold(prob: np.ndarray, threshold: float, rows: int = 1024) -> np.ndarray:
+    """``prob > threshold`` as uint8 0/1, a band of rows at a time (no float temporaries)."""
+    mask = np.empty(prob.shape, dtype=np.uint8)
+    for y in range(0, prob.shape[0], rows):
+        np.greater(prob[y : y + rows], threshold, out=mask[y : y + rows], casting="unsafe")
+    return mask
