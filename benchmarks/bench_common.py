@@ -91,9 +91,10 @@ def median_min(values: list[float]) -> str:
     return f"{statistics.median(values):.2f} ({min(values):.2f})"
 
 
-def trained_demo_model(path: Path | None, minutes: float, device: str) -> Path:
+def trained_demo_model(path: Path | None, iterations: int, device: str) -> Path:
     """A model trained on synthetic cells: ``path`` if given, else the demo's network
-    trained for ``minutes`` (kept in ``benchmarks/out/demo_model`` and reused)."""
+    trained for ``iterations`` steps (kept in ``benchmarks/out/demo_model`` and reused;
+    2,000 steps take about 5 minutes on a 2-core CPU, as in ``make demo``)."""
     if path is not None:
         return path
     from tileunet.demo import DEMO_NET, DEMO_TILE
@@ -107,7 +108,7 @@ def trained_demo_model(path: Path | None, minutes: float, device: str) -> Path:
     images, masks = write_synthetic_dataset(data, n_images=12, shape=(256, 256),
                                             rng=np.random.default_rng(0))
     train(TrainConfig(images=str(images), masks=str(masks), out=str(run), val_fraction=0.17,
-                      minutes=minutes, tile=DEMO_TILE, val_every=100, seed=0, device=device,
+                      iterations=iterations, tile=DEMO_TILE, val_every=100, seed=0, device=device,
                       progress=True, **DEMO_NET))
     return run
 

@@ -8,7 +8,7 @@ group of objects at a time, and the overlay is drawn a band of rows at a time.
 
 The image is synthetic cells (written once to ``benchmarks/out/bench_memory``). The
 model is ``--model``, or the demo's network (width 16, depth 4) trained on synthetic
-cells for ``--train-minutes`` (cached in ``benchmarks/out/demo_model``), so the
+cells for ``--train-iterations`` steps (cached in ``benchmarks/out/demo_model``), so the
 instance step sees a realistic number of cells; ``--net paper`` uses the paper's
 network with random weights instead (slow on a CPU: ~25 min for 8192 x 8192). The
 command runs in a child process; its peak resident set size comes from the kernel
@@ -58,7 +58,7 @@ def main() -> int:
     ap.add_argument("--size", type=int, default=8192)
     ap.add_argument("--model", type=Path, help="trained model (default: the demo's network)")
     ap.add_argument("--net", choices=["demo", "paper"], default="demo")
-    ap.add_argument("--train-minutes", type=float, default=3.0)
+    ap.add_argument("--train-iterations", type=int, default=2000)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--limit-gb", type=float, default=2.0)
     args = ap.parse_args()
@@ -79,7 +79,7 @@ def main() -> int:
         torch.manual_seed(0)
         save_model(model, UNet())
     else:
-        model = trained_demo_model(args.model, args.train_minutes, args.device)
+        model = trained_demo_model(args.model, args.train_iterations, args.device)
     out = work / f"pred_{args.size}_{args.net}"
     cmd = [sys.executable, "-m", "tileunet", "-q", "predict", str(model), str(image_path),
            "-o", str(out), "--overwrite", "--device", args.device]

@@ -13,7 +13,7 @@ Claims measured, all in one run on one machine:
    speed-up, and the fraction of the machine's matrix-multiply peak in the precision
    used, measured at the start of the same run.
 2. **Accuracy guard.** A trained model (``--model``, default: the demo's network
-   trained on synthetic cells for ``--train-minutes``) on a synthetic image:
+   trained on synthetic cells for ``--train-iterations`` steps) on a synthetic image:
    ``precision="auto"`` and bf16 against fp32: fraction of pixels with the same class
    and the largest probability difference.
 3. **Scaling.** Seconds against image size for ``--scaling`` sizes, with a PNG plot
@@ -152,7 +152,7 @@ def compile_check(dev: torch.device) -> dict:
 
 
 def guard(args: argparse.Namespace, dev: torch.device) -> dict:
-    run = trained_demo_model(args.model, args.train_minutes, str(dev))
+    run = trained_demo_model(args.model, args.train_iterations, str(dev))
     net, extra = load_model(run, device=dev)
     image, _ = synthetic_image(args.guard_size)
     x = Normalization.from_dict(extra.get("normalization", {}))(image)
@@ -215,7 +215,7 @@ def main() -> int:
     ap.add_argument("--scaling", default="512,1024,2048,4096,8192",
                     help="comma-separated image sides ('' to skip)")
     ap.add_argument("--model", type=Path, help="trained model for the accuracy guard")
-    ap.add_argument("--train-minutes", type=float, default=3.0,
+    ap.add_argument("--train-iterations", type=int, default=2000,
                     help="training of the guard's model when --model is not given")
     ap.add_argument("--guard-size", type=int, default=512)
     ap.add_argument("--compile-check", action="store_true",

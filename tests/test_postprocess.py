@@ -177,3 +177,20 @@ def test_groups_read_a_memory_map(tmp_path):
 def test_band_rows_must_be_positive(band):
     with pytest.raises(ValueError, match="band_rows"):
         instances_from_probability(np.zeros((5, 5)), band_rows=band)
+
+
+def test_flooding_from_seed_rims_equals_flooding_from_whole_seeds():
+    from scipy import ndimage as ndi
+    from skimage.segmentation import watershed
+
+    from tileunet.postprocess import _seed_rims
+
+    for seed in range(3):
+        prob = _noisy_cells((120, 140), seed=seed)
+        fg = prob > 0.5
+        seeds, _ = ndi.label(prob > 0.8)
+        want = watershed(-prob, seeds, mask=fg)
+        rims = seeds.copy()
+        _seed_rims(rims)
+        assert 0 < np.count_nonzero(rims) < np.count_nonzero(seeds)
+        np.testing.assert_array_equal(watershed(-prob, rims, mask=fg), want)
