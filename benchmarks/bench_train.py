@@ -8,16 +8,18 @@ Claims measured, all in one run on one machine:
    it (fp32, NCHW) against tileunet's default (``precision="auto"``, channels-last).
    Alternating blocks of ``--steps`` steps, ``--repeats`` times.
 2. **Same convergence.** ``--iterations`` iterations of a whole training run twice from
-   the same initial weights and the same stream of augmented tiles: the baseline loop
-   (fp32, NCHW, tiles made in the training process between steps, the same learning
-   rate schedule and gradient clipping as tileunet) and :func:`tileunet.train` with its
-   defaults. Both loss curves go into one PNG
+   the same initial weights: the baseline loop (fp32, NCHW, tiles made in the training
+   process between steps, the same learning rate schedule and gradient clipping as
+   tileunet) and :func:`tileunet.train` with its defaults. On a CPU both draw the same
+   stream of augmented tiles; beside a GPU tileunet makes its tiles in worker
+   processes, each with its own random stream, so the tiles differ (same distribution).
+   Both loss curves go into one PNG
    (``benchmarks/figures/train_loss_<device>.png``), with iterations per second of each
    whole run (tile making included).
 3. **Data pipeline.** Augmented tiles per second (random tile, rotation, flips, elastic
-   deformation, grey values; image, target and weight map) from the pipeline
-   tileunet trains with on this device (``workers`` processes beside a GPU, the training
-   process on a CPU), against the steps per second of (1).
+   deformation, grey values; image, target and weight map) from each way tileunet can
+   make them: in the training process, in worker processes, and resampled on the
+   device itself (the default beside a GPU), against the steps per second of (1).
 
 Training data: synthetic cells (``--images`` 512 x 512 images), so it runs anywhere.
 Run ``python benchmarks/bench_train.py`` (CPU: about 25 min) or with ``--device cuda``
@@ -42,9 +44,9 @@ from tileunet import UNet, weighted_cross_entropy
 from tileunet.augment import AugmentConfig
 from tileunet.data import load_samples
 from tileunet.predict import autocast_dtype
-from tileunet.sampler import default_workers, tile_batches
+from tileunet.sampler import default_workers, device_tile_batches, tile_batches
 from tileunet.synthetic import write_synthetic_dataset
-from tileunet.train import TrainConfig, _lr_at, prepare_samples, train
+from tileunet.train import TrainConfig, _augment_on_device, _lr_at, prepare_samples, train
 
 TILE = 572
 
@@ -117,7 +119,7 @@ def baseline_run(args, dev, prepared, cfg: TrainConfig) -> dict:
     for it in range(args.iterations):
         for g in opt.param_groups:
             g["lr"] = _lr_at(cfg, it, it / args.iterations)
-        losses.append(float(step(*next(batches))))
+        losses.append(float(step(*next(batches)).detach()))
     sync(dev)
     seconds = time.perf_counter() - t0
     batches.close()
@@ -139,25 +141,37 @@ def _read_csv(path: Path) -> list[dict]:
         return list(csv.DictReader(fh))
 
 
-def pipeline_speed(args, dev, prepared) -> dict:
+def pipeline_speed(args, dev, prepared, cfg: TrainConfig) -> dict:
+    """Tiles per second from each way of making them; which one tileunet uses here."""
     import os
 
-    workers = default_workers(dev)
     counts = ({int(c) for c in args.pipeline_workers.split(",")} if args.pipeline_workers
-              else {0, workers, max(0, (os.cpu_count() or 1) - 1)})
-    res = {}
+              else {0, default_workers(dev), max(0, (os.cpu_count() or 1) - 1)})
+    makers: dict[str, object] = {}
     for w in sorted(counts):
-        batches = tile_batches(prepared, TILE, AugmentConfig(), 1,
-                               rng=np.random.default_rng(2), workers=w, seed=2)
-        for _ in range(max(4, 2 * w)):  # start the workers, fill their queues
-            next(batches)
+        makers[f"workers={w}"] = lambda w=w: tile_batches(
+            prepared, TILE, AugmentConfig(), 1, rng=np.random.default_rng(2), workers=w,
+            seed=2)
+    makers["device"] = lambda: device_tile_batches(prepared, TILE, AugmentConfig(), 1,
+                                                   rng=np.random.default_rng(2), device=dev)
+    res = {}
+    for name, make in makers.items():
+        batches = make()
+        for _ in range(max(4, 2 * int(name.split("=")[1]) if "=" in name else 4)):
+            next(batches)  # start the workers, fill their queues
+        sync(dev)
         t = time.perf_counter()
         for _ in range(args.tiles):
             next(batches)
-        res[w] = args.tiles / (time.perf_counter() - t)
+        sync(dev)
+        res[name] = args.tiles / (time.perf_counter() - t)
         batches.close()
-        print(f"  pipeline, {w} workers: {res[w]:.1f} tiles/s", file=sys.stderr, flush=True)
-    return {"default_workers": workers, "tiles_per_s": res}
+        print(f"  pipeline, {name}: {res[name]:.1f} tiles/s", file=sys.stderr, flush=True)
+    if _augment_on_device(cfg, dev):
+        default = "device"
+    else:
+        default = f"workers={default_workers(dev) if cfg.workers is None else cfg.workers}"
+    return {"default": default, "tiles_per_s": res}
 
 
 def plot_losses(base: dict, ours: dict, label: str, path: Path) -> None:
@@ -184,7 +198,7 @@ def plot_losses(base: dict, ours: dict, label: str, path: Path) -> None:
             color="C1", label=f"tileunet default ({ours['it_per_s']:.2f} it/s)")
     ax.set_xlabel("iteration")
     ax.set_ylabel("weighted cross-entropy (training tiles)")
-    ax.set_title(f"paper network, 572 tiles, same start and tiles\n{label}", fontsize=8)
+    ax.set_title(f"paper network, 572 tiles, same initial weights\n{label}", fontsize=8)
     ax.legend()
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -245,7 +259,7 @@ def main() -> int:
         fig = FIGURES / f"train_loss_{tag}.png"
         plot_losses(base, ours, where, fig)
         last = max(1, args.iterations // 5)
-        print(f"### {args.iterations} training iterations, same start and tile stream\n")
+        print(f"### {args.iterations} training iterations from the same initial weights\n")
         print("| | it/s (whole run) | mean loss, first 20 % | mean loss, last 20 % |")
         print("|---|---|---|---|")
         n_o = max(1, len(ours["losses"]) // 5)
@@ -256,15 +270,19 @@ def main() -> int:
         print(f"\nplot: {fig.relative_to(FIGURES.parent.parent)}\n")
 
     if "pipeline" not in args.skip:
-        p = results["pipeline"] = pipeline_speed(args, dev, prepared)
+        p = results["pipeline"] = pipeline_speed(args, dev, prepared, cfg)
         step_rate = (statistics.median(results["step"]["rates"]["tileunet"])
                      if "step" in results else float("nan"))
         print("### data pipeline on its own: 572 tiles with elastic deformation\n")
         print("| tile makers | tiles/s | tiles per training step (tileunet default) |")
         print("|---|---|---|")
-        for w, rate in p["tiles_per_s"].items():
-            who = "the training process" if w == 0 else f"{w} worker processes"
-            mark = " (tileunet's default here)" if w == p["default_workers"] else ""
+        for name, rate in p["tiles_per_s"].items():
+            if name == "device":
+                who = f"resampled on the {dev.type.upper()} (`--augment-on device`)"
+            else:
+                w = int(name.split("=")[1])
+                who = "the training process" if w == 0 else f"{w} worker processes"
+            mark = " (tileunet's default here)" if name == p["default"] else ""
             print(f"| {who}{mark} | {rate:.1f} | {rate / step_rate:.1f} |")
         print()
     OUT.mkdir(parents=True, exist_ok=True)

@@ -61,3 +61,18 @@ def test_defaults_and_bad_input():
     assert default_workers(torch.device("cpu")) == 0
     with pytest.raises(ValueError, match="workers"):
         first(1, rng=np.random.default_rng(0), workers=-1)
+
+
+def test_device_batches_equal_the_in_process_ones():
+    from tileunet.sampler import device_tile_batches
+
+    for cfg in (AugmentConfig(), AugmentConfig(enabled=False)):
+        cpu = tile_batches(images(), 36, cfg, 3, rng=np.random.default_rng(7))
+        dev = device_tile_batches(images(), 36, cfg, 3, rng=np.random.default_rng(7),
+                                  device="cpu")
+        for _ in range(3):
+            (x, y, w), (xd, yd, wd) = next(cpu), next(dev)
+            assert xd.shape == x.shape and xd.dtype == x.dtype and yd.dtype == torch.int64
+            torch.testing.assert_close(xd, x, rtol=0, atol=1e-4)
+            torch.testing.assert_close(wd, w, rtol=0, atol=1e-4)
+            assert torch.equal(yd, y)

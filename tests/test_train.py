@@ -201,3 +201,17 @@ def test_training_with_worker_processes(data, tmp_path):
     assert res.iterations == 4 and not res.interrupted
     with pytest.raises(ValueError, match="workers"):
         tiny(data, tmp_path / "x", workers=-1)
+
+
+def test_training_with_tiles_made_on_the_device(data, tmp_path):
+    res = train(tiny(data, tmp_path / "r", iterations=4, augment_on="device"))
+    assert res.iterations == 4 and not res.interrupted
+    with pytest.raises(ValueError, match="augment_on"):
+        tiny(data, tmp_path / "x", augment_on="gpu")
+    with pytest.raises(ValueError, match="bicubic"):
+        tiny(data, tmp_path / "x", augment_on="device",
+             augment=AugmentConfig(interpolation="spline"))
+    cuda = torch.device("cuda")
+    assert train_mod._augment_on_device(tiny(data, tmp_path / "x"), cuda)
+    assert not train_mod._augment_on_device(tiny(data, tmp_path / "x", workers=2), cuda)
+    assert not train_mod._augment_on_device(tiny(data, tmp_path / "x"), torch.device("cpu"))

@@ -43,7 +43,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tile", type=int, default=572, help="input tile size (paper: 572)")
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--workers", type=int,
-                   help="processes making training tiles (default: 0 on CPU, up to 6 with a GPU)")
+                   help="processes making training tiles on the CPU (default: 0 on CPU; "
+                        "with a GPU the tiles are made on it unless this is given)")
+    p.add_argument("--augment-on", choices=("auto", "cpu", "device"), default="auto",
+                   help="where training tiles are resampled: auto (default: on the GPU "
+                        "when training on one), cpu, or device")
     p.add_argument("--lr", type=float, default=0.003)
     p.add_argument("--momentum", type=float, default=0.99)
     p.add_argument("--w0", type=float, default=10.0, help="border weight w0 (paper: 10)")
@@ -209,7 +213,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         iterations=args.iterations, minutes=args.minutes, width=args.width, depth=args.depth,
         num_classes=args.num_classes, padding=args.padding, dropout=args.dropout,
         batch_norm=args.batch_norm, tile=args.tile, batch_size=args.batch_size,
-        workers=args.workers, lr=args.lr,
+        workers=args.workers, augment_on=args.augment_on, lr=args.lr,
         momentum=args.momentum, w0=args.w0, sigma=args.sigma,
         class_weights=parse_class_weights(args.class_weights),
         augment=AugmentConfig(enabled=not args.no_augment), val_every=args.val_every,

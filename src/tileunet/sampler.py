@@ -1,14 +1,19 @@
-"""The training data pipeline: random, augmented tiles, in this process or in workers.
+"""The training data pipeline: random, augmented tiles, in this process, in workers,
+or on the GPU.
 
 Each training step takes ``batch_size`` tiles: an image chosen at random, a random
 tile position, and one draw of :mod:`tileunet.augment` applied to image, target and
 weight map alike. On a GPU a step of the paper's network takes ~10 ms, less than
-augmenting one tile on one CPU core (~20 ms), so there the tiles are made by worker
-processes (PyTorch ``DataLoader``) while the GPU trains. On a CPU the cores are busy
-with the network, and tiles are made in the training process between steps.
+augmenting one tile on one CPU core (~20 ms). There the training images live on the
+GPU and the tiles are resampled there too (:func:`device_tile_batches`: well under a
+millisecond per tile); worker processes (PyTorch ``DataLoader``) are the alternative.
+On a CPU the cores are busy with the network, and tiles are made in the training
+process between steps.
 
-With ``workers=0`` the tiles come from the generator the caller passes in, so a run
-that is interrupted and resumed with the same generator state continues exactly. With
+With ``workers=0`` and on the device the tiles come from the generator the caller
+passes in, so a run that is interrupted and resumed with the same generator state
+continues exactly (the same parameters as ``workers=0``; the device tiles equal the
+CPU ones to float32 rounding). With
 workers, each worker seeds its own generator from ``(seed, start, worker id)``:
 reproducible for a given number of workers, but not bit-identical across a resume.
 """
@@ -24,7 +29,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from tileunet.augment import AugmentConfig, augment_tile
+from tileunet.augment import AugmentConfig, DeviceImage, apply_on_device, augment_tile, make_params
 
 Tile = tuple[np.ndarray, np.ndarray, np.ndarray]  # image (C, T, T), target, weights (T, T)
 
@@ -91,3 +96,20 @@ def tile_batches(samples: list[TrainingImage], tile: int, augment: AugmentConfig
                         worker_init_fn=_quiet_worker, prefetch_factor=4,
                         persistent_workers=False)
     yield from loader
+
+
+def device_tile_batches(samples: list[TrainingImage], tile: int, augment: AugmentConfig,
+                        batch_size: int, *, rng: np.random.Generator,
+                        device: torch.device | str
+                        ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Endless batches like :func:`tile_batches` with ``workers=0`` (the same random
+    draws), resampled on ``device`` from images held there
+    (:func:`tileunet.augment.apply_on_device`; bicubic interpolation only)."""
+    held = [DeviceImage(s.image, s.target, s.weights, device) for s in samples]
+    while True:
+        tiles = []
+        for _ in range(batch_size):
+            src = held[int(rng.integers(len(held)))]
+            params = make_params(tuple(src.shape), tile, rng, augment)
+            tiles.append(apply_on_device(params, src))
+        yield tuple(torch.stack(a) for a in zip(*tiles, strict=True))

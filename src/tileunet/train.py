@@ -38,7 +38,7 @@ from tileunet.metrics import pixel_iou
 from tileunet.model import UNet
 from tileunet.plots import save_loss_figure  # imported up front: a Ctrl-C must not
 from tileunet.predict import autocast_dtype, predict  # land inside a lazy import
-from tileunet.sampler import default_workers, tile_batches
+from tileunet.sampler import default_workers, device_tile_batches, tile_batches
 from tileunet.weights import class_weight_map, training_target, weight_map
 
 log = logging.getLogger(__name__)
@@ -74,6 +74,7 @@ class TrainConfig:
     tile: int = 572
     batch_size: int = 1
     workers: int | None = None  # tile-making processes; None: 0 on CPU, up to 6 beside a GPU
+    augment_on: str = "auto"  # "device": resample tiles on the GPU; "auto": there on CUDA
     lr: float = 0.003
     momentum: float = 0.99
     weight_decay: float = 0.0
@@ -104,6 +105,11 @@ class TrainConfig:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.workers is not None and self.workers < 0:
             raise ValueError(f"workers must be >= 0, got {self.workers}")
+        if self.augment_on not in ("auto", "cpu", "device"):
+            raise ValueError(f"augment_on must be auto, cpu or device, got {self.augment_on!r}")
+        if self.augment_on == "device" and self.augment.interpolation != "bicubic":
+            raise ValueError("augment_on='device' needs interpolation='bicubic', got "
+                             f"{self.augment.interpolation!r}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if (self.val_images is None) != (self.val_masks is None):
@@ -341,10 +347,14 @@ def train(cfg: TrainConfig) -> TrainResult:
         return min(f, 1.0)
 
     rng_state = rng.bit_generator.state  # as of the last completed step (for resume)
-    workers = default_workers(device) if cfg.workers is None else cfg.workers
-    batches = tile_batches(train_p, tile, cfg.augment, cfg.batch_size, rng=rng,
-                           workers=workers, seed=cfg.seed, start=it,
-                           pin_memory=device.type == "cuda")
+    if _augment_on_device(cfg, device):
+        batches = device_tile_batches(train_p, tile, cfg.augment, cfg.batch_size, rng=rng,
+                                      device=device)
+    else:
+        workers = default_workers(device) if cfg.workers is None else cfg.workers
+        batches = tile_batches(train_p, tile, cfg.augment, cfg.batch_size, rng=rng,
+                               workers=workers, seed=cfg.seed, start=it,
+                               pin_memory=device.type == "cuda")
     try:
         net.train()
         while progress_fraction() < 1.0:
@@ -403,6 +413,15 @@ def train(cfg: TrainConfig) -> TrainResult:
     _write_metrics(run / METRICS_FILE, rows)
     _plot_losses(run / LOSS_PLOT, rows)
     return TrainResult(run, it, seconds, val_loss, val_iou, interrupted)
+
+
+def _augment_on_device(cfg: TrainConfig, device: torch.device) -> bool:
+    """Make the training tiles on the training device? ``"auto"``: on a CUDA device,
+    unless worker processes were asked for or the spline interpolation (CPU only)."""
+    if cfg.augment_on == "device":
+        return True
+    return (cfg.augment_on == "auto" and device.type == "cuda" and cfg.workers is None
+            and cfg.augment.interpolation == "bicubic")
 
 
 def _say(msg: str, progress: bool) -> None:
