@@ -462,7 +462,7 @@ def _coordinate_factors(params: AugmentParams) -> tuple[np.ndarray, np.ndarray]:
     cols = [np.ones(size), vx]
     if params.elastic.any():
         m = _spline_matrix(size, params.elastic.shape[1])  # (size, points)
-        mc = np.einsum("ip,cpq->ciq", m, params.elastic)  # (2, size, points)
+        mc = np.matmul(m, params.elastic)  # (2, size, points); einsum costs 0.1 ms here
         rows = [np.concatenate([rows[c], mc[c]], axis=-1) for c in range(2)]
         cols.extend(m.T)
     return np.stack(rows), np.stack(cols)

@@ -357,11 +357,12 @@ def train(cfg: TrainConfig) -> TrainResult:
                                pin_memory=device.type == "cuda")
     try:
         net.train()
+        batch = next(batches)
         while progress_fraction() < 1.0:
             lr = _lr_at(cfg, it, progress_fraction())
             for g in opt.param_groups:
                 g["lr"] = lr
-            x, y, w = (t.to(device, non_blocking=True) for t in next(batches))
+            x, y, w = (t.to(device, non_blocking=True) for t in batch)
             x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
                 logits = net(x)
@@ -376,6 +377,9 @@ def train(cfg: TrainConfig) -> TrainResult:
             opt.step()
             it += 1
             rng_state = rng.bit_generator.state
+            # draw the next tiles before waiting for the loss: on a GPU the work of
+            # making them is queued while the step still runs
+            batch = next(batches)
             value = loss.item()
             ema = value if ema is None else 0.95 * ema + 0.05 * value
             now = time.perf_counter() - t0
