@@ -5,7 +5,8 @@ Claims measured, all in one run on one machine:
 1. **Step speed.** One training step (forward, weighted cross-entropy, backward, SGD
    with momentum) of the paper's network (width 64, depth 5) on a 572 x 572 tile,
    batch 1, on the same pre-made tiles: the baseline as most reimplementations write
-   it (fp32, NCHW) against tileunet's default (``precision="auto"``, channels-last).
+   it (fp32, NCHW) against tileunet's default (``precision="auto"``; channels-last on
+   CUDA, NCHW on a CPU, see :func:`tileunet.train.training_memory_format`).
    Alternating blocks of ``--steps`` steps, ``--repeats`` times.
 2. **Same convergence.** ``--iterations`` iterations of a whole training run twice from
    the same initial weights: the baseline loop (fp32, NCHW, tiles made in the training
@@ -46,7 +47,14 @@ from tileunet.data import load_samples
 from tileunet.predict import autocast_dtype
 from tileunet.sampler import default_workers, device_tile_batches, tile_batches
 from tileunet.synthetic import write_synthetic_dataset
-from tileunet.train import TrainConfig, _augment_on_device, _lr_at, prepare_samples, train
+from tileunet.train import (
+    TrainConfig,
+    _augment_on_device,
+    _lr_at,
+    prepare_samples,
+    train,
+    training_memory_format,
+)
 
 TILE = 572
 
@@ -83,7 +91,8 @@ def step_speed(args, dev, prepared) -> dict:
     batches = tile_batches(prepared, TILE, AugmentConfig(), 1,
                            rng=np.random.default_rng(1), workers=0)
     tiles = [next(batches) for _ in range(4)]
-    variants = {"baseline": (None, False), "tileunet": (amp, True)}
+    ours_cl = training_memory_format(dev) == torch.channels_last
+    variants = {"baseline": (None, False), "tileunet": (amp, ours_cl)}
     steps = {}
     for name, (a, cl) in variants.items():
         net = new_net(0, dev, cl).train()
@@ -101,7 +110,8 @@ def step_speed(args, dev, prepared) -> dict:
             rates[name].append(args.steps / s)
             print(f"  repeat {r + 1}: {name} {args.steps / s:.3f} steps/s", file=sys.stderr,
                   flush=True)
-    return {"amp": "fp32" if amp is None else str(amp), "steps": args.steps,
+    return {"amp": "fp32" if amp is None else str(amp), "channels_last": ours_cl,
+            "steps": args.steps,
             "repeats": args.repeats, "rates": rates,
             "speedup": statistics.median(rates["tileunet"]) / statistics.median(rates["baseline"])}
 
@@ -243,7 +253,8 @@ def main() -> int:
         print("| | steps/s | s/step |")
         print("|---|---|---|")
         for name, label in (("baseline", "baseline (fp32, NCHW)"),
-                            ("tileunet", f"tileunet default ({r['amp']}, channels-last)")):
+                            ("tileunet", f"tileunet default ({r['amp']}, "
+                                         f"{'channels-last' if r['channels_last'] else 'NCHW'})")):
             v = r["rates"][name]
             print(f"| {label} | {statistics.median(v):.3f} ({min(v):.3f}) | "
                   f"{1 / statistics.median(v):.3f} |")

@@ -817,8 +817,9 @@ def apply_on_device(params: AugmentParams, src: DeviceImage
     dev = src.image.device
     h, w = src.shape
     rows, cols = _coordinate_factors(params)
-    coords = torch.einsum("cik,kj->cij", torch.from_numpy(rows).to(dev),
-                          torch.from_numpy(cols).to(dev))  # (2, size, size) float64
+    both = torch.from_numpy(np.concatenate([rows.ravel(), cols.ravel()])).to(dev)  # one copy
+    rows_t, cols_t = both[: rows.size].view(rows.shape), both[rows.size :].view(cols.shape)
+    coords = torch.einsum("cik,kj->cij", rows_t, cols_t)  # (2, size, size) float64
     y, x = _fold_torch(coords[0], h), _fold_torch(coords[1], w)
     target = src.target[(y + 0.5).long(), (x + 0.5).long()]  # nearest source pixel
     hp, wp = h + 2 * _PAD, w + 2 * _PAD
@@ -835,7 +836,7 @@ def _gray_torch(tile: torch.Tensor, params: AugmentParams) -> torch.Tensor:
     """:func:`_gray` on a tensor, without device syncs."""
     if params.gamma == 1.0 and params.contrast == 1.0 and params.brightness == 0.0:
         return tile
-    lo, hi = tile.min(), tile.max()
+    lo, hi = torch.aminmax(tile)
     span = hi - lo
     if params.gamma != 1.0:
         safe = torch.where(span > 0, span, torch.ones_like(span))

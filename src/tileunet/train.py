@@ -310,7 +310,8 @@ def train(cfg: TrainConfig) -> TrainResult:
                width=cfg.width, padding=cfg.padding, dropout=cfg.dropout,
                batch_norm=cfg.batch_norm)
     tile = net.valid_input_size(cfg.tile)
-    net.to(device).to(memory_format=torch.channels_last)
+    layout = training_memory_format(device)
+    net.to(device).to(memory_format=layout)
     opt = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                           weight_decay=cfg.weight_decay)
     extra = {"normalization": cfg.normalization.to_dict(), "train": cfg.to_dict(),
@@ -363,7 +364,7 @@ def train(cfg: TrainConfig) -> TrainResult:
             for g in opt.param_groups:
                 g["lr"] = lr
             x, y, w = (t.to(device, non_blocking=True) for t in batch)
-            x = x.contiguous(memory_format=torch.channels_last)
+            x = x.contiguous(memory_format=layout)
             with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
                 logits = net(x)
             loss = weighted_cross_entropy(logits, y, w)
@@ -417,6 +418,13 @@ def train(cfg: TrainConfig) -> TrainResult:
     _write_metrics(run / METRICS_FILE, rows)
     _plot_losses(run / LOSS_PLOT, rows)
     return TrainResult(run, it, seconds, val_loss, val_iou, interrupted)
+
+
+def training_memory_format(device: torch.device) -> torch.memory_format:
+    """Channels-last on CUDA (cuDNN's fastest convolutions); NCHW on a CPU, where
+    channels-last makes a training step of the paper's network twice as slow (oneDNN's
+    backward pass; ``benchmarks/bench_train.py``), although it speeds up inference."""
+    return torch.channels_last if device.type == "cuda" else torch.contiguous_format
 
 
 def _augment_on_device(cfg: TrainConfig, device: torch.device) -> bool:
