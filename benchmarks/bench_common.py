@@ -16,8 +16,19 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from tileunet import UNet
 
-OUT = Path(__file__).resolve().parent / "out"
-FIGURES = Path(__file__).resolve().parent / "figures"
+_HERE = Path(__file__).resolve().parent
+# TILEUNET_BENCH_DIR redirects results and figures (the tests' quick runs use it)
+_BASE = Path(os.environ["TILEUNET_BENCH_DIR"]) if os.environ.get("TILEUNET_BENCH_DIR") else None
+OUT = _BASE / "out" if _BASE else _HERE / "out"
+FIGURES = _BASE / "figures" if _BASE else _HERE / "figures"
+
+
+def shown(path: Path) -> str:
+    """``path`` relative to the repository when it lies inside it."""
+    try:
+        return str(path.relative_to(_HERE.parent))
+    except ValueError:
+        return str(path)
 
 
 def machine(device: torch.device) -> str:

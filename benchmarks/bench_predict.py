@@ -42,6 +42,7 @@ from bench_common import (
     OUT,
     machine,
     matmul_peak,
+    shown,
     synthetic_image,
     tile_flops,
     timed,
@@ -54,6 +55,10 @@ from tileunet.data import Normalization
 from tileunet.predict import autocast_dtype, choose_tile, default_budget, tile_geometry
 
 NAIVE_TILE = 572
+
+
+def _name(dtype: torch.dtype | None) -> str:
+    return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, str(dtype))
 
 
 def naive_predict(net: UNet, image: np.ndarray, device: torch.device) -> np.ndarray:
@@ -125,7 +130,7 @@ def speed(args: argparse.Namespace, dev: torch.device) -> dict:
     return {
         "size": args.size, "repeats": args.repeats, "tile": tile, "tiles": n_tiles,
         "naive_tiles": naive_tiles(args.size, net), "peak_fp32": peak32,
-        "peak_auto": peak_auto, "auto_dtype": "fp32" if amp is None else str(amp),
+        "peak_auto": peak_auto, "auto_dtype": _name(amp),
         "naive_s": t_naive, "ours_s": t_ours, "naive_mpx_s": mpx / mn, "ours_mpx_s": mpx / mo,
         "naive_gflop": flops_naive / 1e9, "ours_gflop": flops_ours / 1e9,
         "naive_gflops": flops_naive / mn / 1e9, "ours_gflops": flops_ours / mo / 1e9,
@@ -167,7 +172,7 @@ def guard(args: argparse.Namespace, dev: torch.device) -> dict:
     x = Normalization.from_dict(extra.get("normalization", {}))(image)
     ref = predict(net, x, progress=False, precision="fp32")
     res = {"model": str(run), "size": args.guard_size,
-           "auto_dtype": str(autocast_dtype("auto", dev) or "fp32")}
+           "auto_dtype": _name(autocast_dtype("auto", dev))}
     for name in ("auto", "bf16"):
         p = predict(net, x, progress=False, precision=name)
         res[f"{name}_same_class"] = float(np.mean(p.argmax(0) == ref.argmax(0)))
@@ -246,7 +251,7 @@ def main() -> int:
         print("| | tiles | seconds | Mpx/s | GFLOP run | GFLOP/s | of matmul peak |")
         print("|---|---|---|---|---|---|---|")
         for who, key, tiles in (("naive loop (572, fp32, NCHW)", "naive", r["naive_tiles"]),
-                                (f"tileunet default ({r['tile']} tiles, {r['auto_dtype']})",
+                                (f"tileunet default (tile {r['tile']}, {r['auto_dtype']})",
                                  "ours", r["tiles"])):
             t = r[f"{key}_s"]
             print(f"| {who} | {tiles} | {statistics.median(t):.2f} ({min(t):.2f}) | "
@@ -285,7 +290,7 @@ def main() -> int:
                   f"{r['s_per_mpx']:.2f} |")
         fig = FIGURES / f"predict_scaling_{tag}.png"
         plot_scaling(rows, where, fig)
-        print(f"\nplot: {fig.relative_to(FIGURES.parent.parent)}")
+        print(f"\nplot: {shown(fig)}")
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / f"bench_predict_{tag}.json").write_text(json.dumps(results, indent=1))
     return 0

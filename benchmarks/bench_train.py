@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from bench_common import FIGURES, OUT, machine, sync, timed
+from bench_common import FIGURES, OUT, machine, shown, sync, timed
 
 from tileunet import UNet, weighted_cross_entropy
 from tileunet.augment import AugmentConfig
@@ -57,6 +57,7 @@ from tileunet.train import (
 )
 
 TILE = 572
+NET = {"width": 64, "depth": 5}  # the paper's network; --width/--depth for quick checks
 
 
 def make_step(net: UNet, opt: torch.optim.Optimizer, amp: torch.dtype | None,
@@ -82,7 +83,7 @@ def make_step(net: UNet, opt: torch.optim.Optimizer, amp: torch.dtype | None,
 
 def new_net(seed: int, dev: torch.device, channels_last: bool) -> UNet:
     torch.manual_seed(seed)
-    net = UNet().to(dev)
+    net = UNet(**NET).to(dev)
     return net.to(memory_format=torch.channels_last) if channels_last else net
 
 
@@ -227,9 +228,14 @@ def main() -> int:
                     help="comma-separated worker counts (default: 0, tileunet's default, "
                          "all cores but one)")
     ap.add_argument("--images", type=int, default=8)
+    ap.add_argument("--width", type=int, default=64, help="network width (paper: 64)")
+    ap.add_argument("--depth", type=int, default=5, help="network depth (paper: 5)")
     ap.add_argument("--skip", action="append", default=[],
                     choices=["step", "convergence", "pipeline"])
     args = ap.parse_args()
+    global TILE
+    NET.update(width=args.width, depth=args.depth)
+    TILE = UNet(**NET).valid_input_size(572)
     dev = torch.device(args.device)
     torch.set_flush_denormal(True)  # tileunet.train does this; the baseline gets it too
     where = machine(dev)
@@ -241,7 +247,7 @@ def main() -> int:
                                             shape=(512, 512), rng=np.random.default_rng(0))
     cfg = TrainConfig(images=str(images), masks=str(masks), out=str(work / "run"),
                       iterations=args.iterations, val_fraction=0.0, device=str(dev),
-                      progress=False)
+                      tile=TILE, progress=False, **NET)
     prepared = prepare_samples(load_samples(images, masks, cfg.normalization), cfg, None)
     results: dict = {"command": command, "machine": where}
 
@@ -278,7 +284,7 @@ def main() -> int:
               f"{np.mean(base['losses'][:last]):.4f} | {np.mean(base['losses'][-last:]):.4f} |")
         print(f"| `tileunet.train` default | {ours['it_per_s']:.3f} | "
               f"{np.mean(ours['losses'][:n_o]):.4f} | {np.mean(ours['losses'][-n_o:]):.4f} |")
-        print(f"\nplot: {fig.relative_to(FIGURES.parent.parent)}\n")
+        print(f"\nplot: {shown(fig)}\n")
 
     if "pipeline" not in args.skip:
         p = results["pipeline"] = pipeline_speed(args, dev, prepared, cfg)

@@ -1,0 +1,72 @@
+"""Quick runs of the speed and memory benchmarks, so that they keep working.
+
+The figures they print here mean nothing (tiny sizes, a busy machine); the real runs and
+their figures are in ``benchmarks/RESULTS.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tileunet import UNet
+from tileunet.checkpoint import save_model
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture()
+def env(tmp_path):
+    return {**os.environ, "TILEUNET_BENCH_DIR": str(tmp_path / "bench")}
+
+
+@pytest.fixture()
+def tiny_model(tmp_path) -> Path:
+    torch.manual_seed(0)
+    path = tmp_path / "tiny.safetensors"
+    save_model(path, UNet(depth=3, width=4, dropout=0.0))
+    return path
+
+
+def run(script: str, args: list[str], env: dict) -> str:
+    res = subprocess.run([sys.executable, str(BENCH / script), *args], env=env,
+                         capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stderr[-2000:]
+    return res.stdout
+
+
+def test_bench_predict(env, tiny_model, tmp_path):
+    out = run("bench_predict.py", ["--size", "300", "--repeats", "1", "--scaling", "256",
+                                   "--model", str(tiny_model), "--guard-size", "64"], env)
+    assert "speed-up" in out and "of matmul peak" in out and "accuracy guard" in out
+    result = json.loads((tmp_path / "bench" / "out" / "bench_predict_cpu.json").read_text())
+    assert result["speed"]["naive_tiles"] == 1 and result["speed"]["speedup"] > 0
+    assert 0.99 < result["guard"]["auto_same_class"] <= 1.0
+    assert [r["size"] for r in result["scaling"]] == [256]
+    assert (tmp_path / "bench" / "figures" / "predict_scaling_cpu.png").stat().st_size > 0
+
+
+def test_bench_train(env, tmp_path):
+    out = run("bench_train.py", ["--width", "4", "--depth", "3", "--steps", "1", "--repeats",
+                                 "1", "--iterations", "3", "--tiles", "3", "--images", "2",
+                                 "--pipeline-workers", "0"], env)
+    assert "speed-up" in out and "data pipeline" in out
+    result = json.loads((tmp_path / "bench" / "out" / "bench_train_cpu.json").read_text())
+    assert len(result["convergence"]["baseline"]["losses"]) == 3
+    assert set(result["pipeline"]["tiles_per_s"]) == {"workers=0", "device"}
+    assert (tmp_path / "bench" / "figures" / "train_loss_cpu.png").stat().st_size > 0
+
+
+def test_bench_memory(env, tiny_model, tmp_path):
+    out = run("bench_memory.py", ["--size", "600", "--model", str(tiny_model),
+                                  "--limit-gb", "4"], env)
+    assert "peak resident memory" in out and "under the 4 GB limit" in out
+    result = json.loads((tmp_path / "bench" / "out" / "bench_memory_600_demo.json").read_text())
+    assert result["peak_rss"] > 0 and len(result["outputs"]) == 4
