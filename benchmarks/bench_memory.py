@@ -80,7 +80,8 @@ def main() -> int:
         save_model(model, UNet())
     else:
         model = trained_demo_model(args.model, args.train_iterations, args.device)
-    out = work / f"pred_{args.size}_{args.net}"
+    label = args.net if args.model is None else "given-model"
+    out = work / f"pred_{args.size}_{label}"
     cmd = [sys.executable, "-m", "tileunet", "-q", "predict", str(model), str(image_path),
            "-o", str(out), "--overwrite", "--device", args.device]
     print("child: " + shlex.join(["tileunet", *cmd[3:]]), file=sys.stderr, flush=True)
@@ -101,13 +102,13 @@ def main() -> int:
     peak = usage.ru_maxrss * 1024  # kilobytes on Linux
     px = args.size**2
     outputs = {p.name: p.stat().st_size for p in sorted(out.iterdir())}
-    res = {"command": command, "machine": where, "size": args.size, "net": args.net,
+    res = {"command": command, "machine": where, "size": args.size, "net": label,
            "model": str(model), "seconds": seconds, "peak_rss": peak,
            "samples": samples[:: max(1, len(samples) // 200)], "outputs": outputs}
-    (OUT / f"bench_memory_{args.size}_{args.net}.json").write_text(json.dumps(res, indent=1))
+    (OUT / f"bench_memory_{args.size}_{label}.json").write_text(json.dumps(res, indent=1))
     gb = 1e9
     print(f"### `tileunet predict` of a {args.size}×{args.size} image "
-          f"({px / 1e6:.0f} megapixels), {args.net} network, {args.device}\n")
+          f"({px / 1e6:.0f} megapixels), {label} network, {args.device}\n")
     print("| what | value |")
     print("|---|---|")
     print(f"| peak resident memory of the process | **{peak / gb:.2f} GB** |")

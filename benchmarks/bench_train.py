@@ -200,17 +200,24 @@ def plot_losses(base: dict, ours: dict, label: str, path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(6, 4))
     it_b = np.arange(1, len(base["losses"]) + 1)
-    ax.plot(it_b, base["losses"], color="C0", alpha=0.25, lw=0.8)
+    ax.plot(it_b, base["losses"], color="C0", alpha=0.35 if len(it_b) >= 200 else 0.8,
+            lw=0.8, label=None if len(it_b) >= 200 else "baseline, every iteration")
     ax.plot(it_b, ema(base["losses"]), color="C0",
-            label=f"baseline fp32 NCHW ({base['it_per_s']:.2f} it/s)")
-    # tileunet logs every 10th iteration: smooth with the same time constant
-    ax.plot(ours["iterations"], ours["losses"], color="C1", alpha=0.25, lw=0.8)
-    ax.plot(ours["iterations"], ema(ours["losses"], 0.9**10 if len(it_b) > 50 else 0.9),
-            color="C1", label=f"tileunet default ({ours['it_per_s']:.2f} it/s)")
+            label=f"baseline fp32 NCHW ({base['it_per_s']:.2f} it/s), smoothed")
+    # tileunet logs every 10th iteration: smooth with the same time constant, or, for a
+    # short run, show the logged values themselves (the baseline's raw curve is beside)
+    ours_label = f"tileunet default ({ours['it_per_s']:.2f} it/s)"
+    if len(ours["iterations"]) >= 20:
+        ax.plot(ours["iterations"], ours["losses"], color="C1", alpha=0.25, lw=0.8)
+        ax.plot(ours["iterations"], ema(ours["losses"], 0.9**10), color="C1",
+                label=ours_label)
+    else:
+        ax.plot(ours["iterations"], ours["losses"], "o", color="C1",
+                label=ours_label + ", logged every 10th")
     ax.set_xlabel("iteration")
     ax.set_ylabel("weighted cross-entropy (training tiles)")
     ax.set_title(f"paper network, 572 tiles, same initial weights\n{label}", fontsize=8)
-    ax.legend()
+    ax.legend(loc="lower left" if len(it_b) < 200 else "best", fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)

@@ -68,5 +68,6 @@ def test_bench_memory(env, tiny_model, tmp_path):
     out = run("bench_memory.py", ["--size", "600", "--model", str(tiny_model),
                                   "--limit-gb", "4"], env)
     assert "peak resident memory" in out and "under the 4 GB limit" in out
-    result = json.loads((tmp_path / "bench" / "out" / "bench_memory_600_demo.json").read_text())
+    saved = tmp_path / "bench" / "out" / "bench_memory_600_given-model.json"
+    result = json.loads(saved.read_text())
     assert result["peak_rss"] > 0 and len(result["outputs"]) == 4
