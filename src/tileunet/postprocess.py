@@ -14,8 +14,8 @@ from skimage.feature import peak_local_max
 from skimage.segmentation import expand_labels
 from skimage.segmentation import watershed as _watershed
 
-__all__ = ["GROW_MODES", "INSTANCE_METHODS", "instance_options", "instances_from_probability",
-           "label_mask"]
+__all__ = ["GROW_MODES", "INSTANCE_METHODS", "foreground", "instance_options",
+           "instances_from_probability", "label_mask"]
 
 GROW_MODES = ("gaps", "all")
 INSTANCE_METHODS = ("seeded", "components", "watershed")
@@ -191,7 +191,7 @@ def instances_from_probability(
     if int(band_rows) != band_rows or band_rows < 1:
         raise ValueError(f"band_rows must be a positive integer, got {band_rows!r}")
 
-    fg = _greater(prob, float(threshold))
+    fg = foreground(prob, float(threshold))
     components, n = ndi.label(fg)  # 4-connectivity
     del fg
     opts = dict(min_size=int(min_size), watershed=watershed, min_distance=int(min_distance),
@@ -215,8 +215,15 @@ def instances_from_probability(
     return labels
 
 
-def _greater(prob: np.ndarray, threshold: float, rows: int = 1024) -> np.ndarray:
-    """``prob > threshold`` a band of rows at a time (no full-size float temporaries)."""
+def foreground(prob: np.ndarray, threshold: float, rows: int = 1024) -> np.ndarray:
+    """``prob > threshold`` as a bool array, computed a band of rows at a time, so a
+    memory-mapped map is read in pieces and no full-size temporary is made.
+
+    Examples
+    --------
+    >>> foreground(np.array([[0.2, 0.7]]), 0.5)
+    array([[False,  True]])
+    """
     out = np.empty(prob.shape, dtype=bool)
     for y in range(0, prob.shape[0], rows):
         np.greater(prob[y : y + rows], threshold, out=out[y : y + rows])

@@ -37,7 +37,12 @@ from tileunet.data import (
     save_image,
 )
 from tileunet.plots import overlay_rgb
-from tileunet.postprocess import instance_options, instances_from_probability, label_mask
+from tileunet.postprocess import (
+    foreground,
+    instance_options,
+    instances_from_probability,
+    label_mask,
+)
 from tileunet.predict import predict
 from tileunet.train import resolve_device
 
@@ -118,7 +123,7 @@ def segment_files(model: str | Path, inputs: list[str | Path], out_dir: str | Pa
                                  tta=tta, device=dev, progress=progress, precision=precision)
         if k == 2:
             fg = probs
-            classes = _threshold(fg, threshold)
+            classes = foreground(fg, threshold).view(np.uint8)
         else:
             classes = label_mask(probs)
             fg = 1.0 - probs[0]
@@ -155,11 +160,3 @@ def _predict_to_tiff(path: Path, net, image: np.ndarray, **kw) -> np.ndarray:
 
     atomic_write(path, write)
     return held[0]
-
-
-def _threshold(prob: np.ndarray, threshold: float, rows: int = 1024) -> np.ndarray:
-    """``prob > threshold`` as uint8 0/1, a band of rows at a time (no float temporaries)."""
-    mask = np.empty(prob.shape, dtype=np.uint8)
-    for y in range(0, prob.shape[0], rows):
-        np.greater(prob[y : y + rows], threshold, out=mask[y : y + rows], casting="unsafe")
-    return mask

@@ -73,8 +73,11 @@ class TrainConfig:
     # optimisation
     tile: int = 572
     batch_size: int = 1
-    workers: int | None = None  # tile-making processes; None: 0 on CPU, up to 6 beside a GPU
-    augment_on: str = "auto"  # "device": resample tiles on the GPU; "auto": there on CUDA
+    # where training tiles are made: "auto" resamples them on the GPU when training on
+    # CUDA (augment_on="device"), else on the CPU, in the training process or in
+    # `workers` processes (None: 0 on a CPU, up to 6 beside a GPU)
+    workers: int | None = None
+    augment_on: str = "auto"
     lr: float = 0.003
     momentum: float = 0.99
     weight_decay: float = 0.0
