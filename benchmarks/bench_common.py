@@ -98,6 +98,24 @@ def tile_flops(net: UNet, tile: int, device: torch.device) -> int:
     return int(counter.get_total_flops())
 
 
+def pyplot():
+    """matplotlib's pyplot on the Agg backend (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig, path: Path) -> None:
+    """Lay out, write as a 120-dpi PNG (creating the folder) and close ``fig``."""
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    pyplot().close(fig)
+
+
 def median_min(values: list[float]) -> str:
     return f"{statistics.median(values):.2f} ({min(values):.2f})"
 

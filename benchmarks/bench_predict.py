@@ -42,6 +42,8 @@ from bench_common import (
     OUT,
     machine,
     matmul_peak,
+    pyplot,
+    save_figure,
     shown,
     synthetic_image,
     tile_flops,
@@ -197,11 +199,7 @@ def scaling(args: argparse.Namespace, dev: torch.device) -> list[dict]:
 
 
 def plot_scaling(rows: list[dict], label: str, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     mpx = np.array([r["size"] ** 2 / 1e6 for r in rows])
     sec = np.array([r["seconds"] for r in rows])
     fig, ax = plt.subplots(figsize=(5.5, 4))
@@ -215,10 +213,7 @@ def plot_scaling(rows: list[dict], label: str, path: Path) -> None:
     ax.set_ylabel("seconds")
     ax.set_title(f"paper network, default predict\n{label}", fontsize=8)
     ax.legend()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main() -> int:

@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from bench_common import FIGURES, OUT, machine, shown, sync, timed
+from bench_common import FIGURES, OUT, machine, pyplot, save_figure, shown, sync, timed
 
 from tileunet import UNet, weighted_cross_entropy
 from tileunet.augment import AugmentConfig
@@ -186,11 +186,7 @@ def pipeline_speed(args, dev, prepared, cfg: TrainConfig) -> dict:
 
 
 def plot_losses(base: dict, ours: dict, label: str, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     def ema(v: list[float], a: float = 0.9) -> list[float]:
         out, m = [], None
         for x in v:
@@ -218,10 +214,7 @@ def plot_losses(base: dict, ours: dict, label: str, path: Path) -> None:
     ax.set_ylabel("weighted cross-entropy (training tiles)")
     ax.set_title(f"paper network, 572 tiles, same initial weights\n{label}", fontsize=8)
     ax.legend(loc="lower left" if len(it_b) < 200 else "best", fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main() -> int:
