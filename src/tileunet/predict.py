@@ -478,7 +478,7 @@ def predict(
             probs = probs.index_select(1, select.to(probs.device))
         if scale != 1.0:
             probs = probs * scale
-        return probs.float()
+        return probs
 
     was_training = net.training
     restore_format = channels_last and all(
@@ -493,8 +493,7 @@ def predict(
             net.to(memory_format=torch.channels_last)
         strict = _strict_fp32(dev) if amp is None else contextlib.nullcontext()
         with torch.inference_mode(), strict:
-            xt = torch.from_numpy(x)
-            xt = xt.to(dev, dtype) if dev.type != "cpu" or xt.dtype != dtype else xt
+            xt = torch.from_numpy(x).to(dev, dtype)  # no copy when already there
             for i, transform in enumerate(transforms):
                 tiled_apply(run, xt, margin=m, in_tile=tile, out_tile=out_tile,
                             stride=stride, batch_size=int(batch_size),
