@@ -5,8 +5,8 @@ Each training step takes ``batch_size`` tiles: an image chosen at random, a rand
 tile position, and one draw of :mod:`tileunet.augment` applied to image, target and
 weight map alike. On a GPU a step of the paper's network takes ~10 ms, less than
 augmenting one tile on one CPU core (~20 ms). There the training images live on the
-GPU and the tiles are resampled there too (:func:`device_tile_batches`: well under a
-millisecond per tile); worker processes (PyTorch ``DataLoader``) are the alternative.
+GPU and the tiles are resampled there too (:func:`device_tile_batches`: about 1 ms
+per tile, mostly Python); worker processes (PyTorch ``DataLoader``) are the alternative.
 On a CPU the cores are busy with the network, and tiles are made in the training
 process between steps.
 
