@@ -88,6 +88,17 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
 
 
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="write a trained model as ONNX",
+                       description="ONNX graph: a batch of input tiles -> class "
+                                   "probabilities of the valid output (tile geometry and "
+                                   "normalisation in the file's metadata).")
+    p.add_argument("model", help="run directory or model.safetensors")
+    p.add_argument("-o", "--out", required=True, help=".onnx file to write")
+    p.add_argument("--tile", type=int, help="input tile side (default: the training tile)")
+    p.add_argument("--overwrite", action="store_true")
+
+
 def _add_weights(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("weights", help="draw the paper's weight map of a mask",
                        description="Writes the mask next to a heat map of w(x) (Fig. 3d).")
@@ -142,7 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_demo, _add_train, _add_predict, _add_evaluate, _add_weights, _add_sizes):
+    for add in (_add_demo, _add_train, _add_predict, _add_evaluate, _add_export, _add_weights,
+                _add_sizes):
         add(sub)
     return parser
 
@@ -178,6 +190,22 @@ def cmd_sizes(args: argparse.Namespace) -> int:
         print(f"{n:6d} -> {out:6d}   {kept}")
     if not rows:
         print(f"no valid size up to {args.max}; the smallest is {net.min_input_size()}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from tileunet.export import export_onnx
+
+    out = Path(args.out)
+    _refuse_existing([out], args.overwrite)
+    try:
+        meta = export_onnx(args.model, out, tile=args.tile)
+    except RuntimeError as e:  # the optional packages are missing
+        print(f"tileunet: error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {out}: input tiles (N, C, {meta['tile']}, {meta['tile']}) -> probabilities "
+          f"(N, {meta['classes']}, {meta['output']}, {meta['output']}); margin "
+          f"{meta['margin']}, stride {meta['stride']}")
     return 0
 
 
@@ -279,7 +307,8 @@ def _refuse_existing(paths: list[Path], overwrite: bool) -> None:
 
 
 COMMANDS = {"sizes": cmd_sizes, "weights": cmd_weights, "train": cmd_train,
-            "predict": cmd_predict, "evaluate": cmd_evaluate, "demo": cmd_demo}
+            "predict": cmd_predict, "evaluate": cmd_evaluate, "demo": cmd_demo,
+            "export": cmd_export}
 
 
 def main(argv: list[str] | None = None) -> int:
