@@ -165,7 +165,8 @@ def instances_from_probability(
     Returns
     -------
     numpy.ndarray
-        ``(H, W)`` int32, 0 = background, objects numbered ``1..N``.
+        ``(H, W)`` int32, 0 = background, objects numbered ``1..N`` in the raster order
+        of their first pixel.
 
     Examples
     --------
@@ -211,9 +212,34 @@ def instances_from_probability(
             labels[rows, cols][hit] = sub[hit] + top
             top += int(sub.max())
     del components
+    labels = _raster_order(labels)
     if grow > 0 and labels.max() > 0:
         labels = _grow(labels, int(grow), grow_mode, band_rows)
     return labels
+
+
+def _raster_order(labels: np.ndarray) -> np.ndarray:
+    """Renumber objects ``1..N`` in the raster order of their first pixel.
+
+    A numbering that depends on the objects alone, not on how they were found, so a
+    block-wise labelling (:mod:`tileunet.blockwise`) can reproduce it, growth ties
+    (which go to the lower id) included.
+    """
+    n = int(labels.max()) if labels.size else 0
+    if n < 2:
+        return labels
+    w = labels.shape[1]
+    first = np.full(n + 1, np.iinfo(np.int64).max, dtype=np.int64)
+    for k, box in enumerate(ndi.find_objects(labels), start=1):
+        if box is not None:
+            r0, cols = box[0].start, box[1]
+            first[k] = r0 * w + cols.start + int(np.argmax(labels[r0, cols] == k))
+    order = np.argsort(first[1:], kind="stable") + 1  # ids by first pixel
+    lut = np.zeros(n + 1, dtype=labels.dtype)
+    lut[order] = np.arange(1, n + 1, dtype=labels.dtype)
+    if np.array_equal(lut[1:], np.arange(1, n + 1)):
+        return labels
+    return lut[labels]
 
 
 def foreground(prob: np.ndarray, threshold: float, rows: int = 1024) -> np.ndarray:

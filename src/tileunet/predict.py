@@ -362,6 +362,7 @@ def predict(
     precision: str = "auto",
     channels: Sequence[int] | None = None,
     out: Any = None,
+    context: bool = False,
 ) -> np.ndarray:
     """Class probabilities for every pixel of an image of any size.
 
@@ -415,6 +416,15 @@ def predict(
     out : array-like, optional
         ``(len(channels), H, W)`` float32 array to write the result into (anything
         that takes NumPy slice assignment and ``+=``); it is returned.
+    context : bool
+        ``image`` is a block of a larger image that already carries ``net.margin``
+        pixels of context on every side (mirrored where it met the larger image's
+        border): the result covers the inner ``(H - 2 * margin, W - 2 * margin)``
+        pixels and equals that part of the larger image's prediction, provided the
+        block's inner part starts at a multiple of ``net.size_step`` (for
+        ``padding="same"``: of the tile's stride, with the same ``tile``) in the larger
+        image. This is how :mod:`tileunet.blockwise` predicts images larger than
+        memory. Not with ``tta``.
 
     Returns
     -------
@@ -431,6 +441,13 @@ def predict(
     cfg = net.config
     x = _as_image(image, cfg.in_channels)  # (C, H, W)
     h, w = x.shape[1:]
+    if context:
+        if tta:
+            raise ValueError("tta is not available with context=True")
+        if min(h, w) <= 2 * net.margin:
+            raise ValueError(f"an image with context must be larger than 2 * margin = "
+                             f"{2 * net.margin} on each side, got {h}x{w}")
+        h, w = h - 2 * net.margin, w - 2 * net.margin  # the part that is predicted
     dev = _net_device(net) if device is None else torch.device(device)
     amp = autocast_dtype(precision, dev)  # validates precision
     dtype = next(net.parameters()).dtype
@@ -498,7 +515,7 @@ def predict(
                 tiled_apply(run, xt, margin=m, in_tile=tile, out_tile=out_tile,
                             stride=stride, batch_size=int(batch_size),
                             out_channels=len(keep), callback=bar.update,
-                            transform=transform, out=out, add=i > 0)
+                            transform=transform, out=out, add=i > 0, context=context)
     finally:
         bar.close()
         net.train(was_training)

@@ -327,6 +327,7 @@ def tiled_apply(
     transform: tuple[int, bool] = (0, False),
     out: Any = None,
     add: bool = False,
+    context: bool = False,
 ) -> Any:
     """Apply ``fn`` to an image of any size, tile by tile, with mirrored borders.
 
@@ -374,6 +375,13 @@ def tiled_apply(
         dtype ``fn`` returns.
     add : bool
         Add the output tiles to ``out`` instead of overwriting it.
+    context : bool
+        ``image`` already carries ``margin`` pixels of context on every side, such as a
+        block cut from a larger image with its halo: nothing is mirrored in front, the
+        first tile starts at the image's own top-left corner, and the result covers the
+        inner ``(H - 2 * margin, W - 2 * margin)`` pixels (only the last tiles, which
+        overhang, read mirrored pixels, for outputs that are not kept). Only with the
+        identity ``transform``.
 
     Returns
     -------
@@ -398,15 +406,26 @@ def tiled_apply(
         raise ValueError("add=True needs an out array to add to")
     k, flip = int(transform[0]) % 4, bool(transform[1])
     _, h, w = image.shape
-    th, tw = (w, h) if k % 2 else (h, w)  # the transformed image
+    if context:
+        if (k, flip) != (0, False):
+            raise ValueError("context=True works with the identity transform only")
+        if min(h, w) <= 2 * margin:
+            raise ValueError(f"an image with context must be larger than 2 * margin = "
+                             f"{2 * margin} on each side, got {h}x{w}")
+    oh, ow = (h - 2 * margin, w - 2 * margin) if context else (h, w)  # the result
+    th, tw = (ow, oh) if k % 2 else (oh, ow)  # the transformed result
     layout = tile_layout((th, tw), in_tile=in_tile, out_tile=out_tile, margin=margin,
                          stride=stride)
     s, t = layout.stride, layout.in_tile
-    if out is not None and (len(out.shape) != 3 or tuple(out.shape[1:]) != (h, w)):
-        raise ValueError(f"out must have shape (K, {h}, {w}), got {tuple(out.shape)}")
-    (pt, pl), (pb, pr) = layout.pad_before, layout.pad_after
-    rows_all = reflect_indices(th, pt, pb)  # row p of the padded image is row rows_all[p]
-    cols_all = reflect_indices(tw, pl, pr)
+    if out is not None and (len(out.shape) != 3 or tuple(out.shape[1:]) != (oh, ow)):
+        raise ValueError(f"out must have shape (K, {oh}, {ow}), got {tuple(out.shape)}")
+    if context:  # the padded image is the image, continued by mirroring to the last tile
+        (ph, pw) = layout.padded_hw
+        rows_all, cols_all = reflect_indices(h, 0, ph - h), reflect_indices(w, 0, pw - w)
+    else:
+        (pt, pl), (pb, pr) = layout.pad_before, layout.pad_after
+        rows_all = reflect_indices(th, pt, pb)  # padded row p is image row rows_all[p]
+        cols_all = reflect_indices(tw, pl, pr)
     is_torch = isinstance(image, torch.Tensor)
     stack = torch.stack if is_torch else np.stack
 
@@ -439,10 +458,10 @@ def tiled_apply(
                     f"got {result.shape}"
                 )
             if out is None:
-                out = np.empty((result.shape[1], h, w), dtype=result.dtype)
+                out = np.empty((result.shape[1], oh, ow), dtype=result.dtype)
             for (y, x), tile in zip(chunk, result, strict=True):
                 dy, dx = min(s, th - y), min(s, tw - x)
-                i, j, swap = _dihedral_source(k, flip, (h, w), np.arange(y, y + dy),
+                i, j, swap = _dihedral_source(k, flip, (oh, ow), np.arange(y, y + dy),
                                               np.arange(x, x + dx))
                 block = tile[:, :dy, :dx]
                 if swap:
