@@ -121,6 +121,31 @@ def _to_cyx(arr: Any, axes: str, source: Path) -> Any:
     return arr.transpose(order)
 
 
+@functools.lru_cache(maxsize=8)
+def _tiff_level0(path: str) -> Any:
+    _, _, zarr = _dask()
+    z = zarr.open(tifffile.imread(path, aszarr=True, series=0, level=0), mode="r")
+    return z["0"] if not hasattr(z, "shape") else z
+
+
+class _TiffArray:
+    """A TIFF's first series as an array that reads only the pieces asked for, through
+    tifffile's zarr interface; it pickles as its path (the open file stays in each
+    process), so the blocks can be read on the workers of a cluster."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        z = _tiff_level0(path)
+        self.shape, self.dtype, self.ndim = tuple(z.shape), np.dtype(z.dtype), z.ndim
+        self.chunks = tuple(z.chunks)
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        return np.asarray(_tiff_level0(self.path)[index])
+
+    def __reduce__(self) -> tuple:
+        return (_TiffArray, (self.path,))
+
+
 def open_image(path: str | Path) -> Any:
     """A large image as a lazy ``(C, H, W)`` dask array, nothing read yet.
 
@@ -145,11 +170,10 @@ def open_image(path: str | Path) -> Any:
         try:
             with tifffile.TiffFile(p) as tif:
                 axes = tif.series[0].axes
-            store = tifffile.imread(p, aszarr=True, series=0, level=0)
-            z = zarr.open(store, mode="r")
+            lazy = _TiffArray(str(p.absolute()))
         except (tifffile.TiffFileError, ValueError, OSError, KeyError) as e:
             raise DataError(f"{p}: not a readable TIFF ({e})") from None
-        return _to_cyx(da.from_zarr(z), axes, p)
+        return _to_cyx(da.from_array(lazy, chunks=lazy.chunks, asarray=True), axes, p)
     if not p.is_dir():
         raise DataError(f"{p}: not a zarr store or a TIFF file")
     try:
@@ -317,13 +341,13 @@ def _halo(net: UNet) -> int:
     return net.margin + net.size_step
 
 
-def block_size(net: UNet, block: int, hw: tuple[int, int]) -> int:
+def block_size(net: UNet, block: int) -> int:
     """``block`` rounded up to the network's pooling step and to at least the halo."""
     step = net.size_step
     if int(block) != block or block < 1:
         raise ValueError(f"block must be a positive integer, got {block!r}")
     b = max(int(block), _halo(net))
-    return min(math.ceil(b / step) * step, max(hw[0], hw[1], step))
+    return math.ceil(b / step) * step
 
 
 def _chunks(n: int, block: int, least: int) -> tuple[int, ...]:
@@ -412,7 +436,7 @@ def predict_blocks(model: UNet | str | Path, image: Any, *, block: int = DEFAULT
         raise ValueError("block-wise prediction needs a network with padding='valid'")
     _, h, w = (int(n) for n in image.shape)
     m, step, halo = net.margin, net.size_step, _halo(net)
-    b = block_size(net, block, (h, w))
+    b = block_size(net, block)
     rows, cols = _chunks(h, b, halo + 2 * step), _chunks(w, b, halo + 2 * step)
     image = image.rechunk(((image.shape[0],), rows, cols))
     roff, coff = _offsets(rows), _offsets(cols)
@@ -622,8 +646,8 @@ def segment_to_zarr(
         raise DataError(f"{source}: has {c} channel(s), the model expects "
                         f"{net.config.in_channels}")
     k = net.config.num_classes
-    b = block_size(net, block, (h, w))
-    reach = min(int(max_object), b)
+    b = block_size(net, block)
+    reach = min(int(max_object), h, w)  # a reach past the image sees all of it
     grow = 2
     client, own_client = scheduler, False
     if isinstance(scheduler, str):
@@ -666,7 +690,8 @@ def segment_to_zarr(
         # 3. objects named by their first pixel, from windows reaching `reach` further
         stored = da.from_zarr(str(tmp), component="probability")
         fg = stored if k == 2 else 1.0 - stored[0]
-        fg = fg.rechunk((_chunks(h, b, reach), _chunks(w, b, reach)))
+        lb = max(b, reach)  # blocks at least as large as the reach (dask needs that)
+        fg = fg.rechunk((_chunks(h, lb, reach), _chunks(w, lb, reach)))
         offs = (_offsets(fg.chunks[0]), _offsets(fg.chunks[1]))
 
         def name(p: np.ndarray, loc: tuple) -> tuple[np.ndarray, int]:

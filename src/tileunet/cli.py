@@ -69,7 +69,9 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
                        description="Overlap-tile prediction of images of any size.")
     p.add_argument("model", help="run directory or model.safetensors")
     p.add_argument("images", nargs="+", help="image files or folders")
-    p.add_argument("-o", "--out", required=True, help="output folder")
+    p.add_argument("-o", "--out", required=True,
+                   help="output folder; or NAME.zarr to segment one image larger than "
+                        "memory block by block (zarr, OME-Zarr or TIFF input)")
     p.add_argument("--tta", action="store_true", help="average over 8 flips/rotations")
     p.add_argument("--tile", type=int, help="input tile size (default: from a memory budget)")
     p.add_argument("--batch-size", type=int)
@@ -86,6 +88,16 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
                         "fp32 elsewhere")
     p.add_argument("--device", default="auto")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    g = p.add_argument_group("images larger than memory (-o NAME.zarr)")
+    g.add_argument("--block", type=int, default=2048,
+                   help="block side in pixels (default 2048; memory per block grows with "
+                        "its square)")
+    g.add_argument("--max-object", type=int, default=256,
+                   help="objects up to this many pixels beyond their block are labelled "
+                        "exactly across block borders (default 256)")
+    g.add_argument("--scheduler", metavar="ADDRESS",
+                   help="run on this dask.distributed scheduler (e.g. tcp://host:8786); "
+                        "default: this machine")
 
 
 def _add_export(sub: argparse._SubParsersAction) -> None:
@@ -259,8 +271,33 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from tileunet.blockwise import is_zarr_path
     from tileunet.segment import segment_files
 
+    if is_zarr_path(args.out):
+        from tileunet.blockwise import segment_to_zarr
+
+        if len(args.images) != 1:
+            raise ValueError(f"{args.out}: a .zarr output takes one input image, got "
+                             f"{len(args.images)}")
+        if args.tta:
+            raise ValueError("--tta is not available for block-wise (.zarr) prediction")
+        out = segment_to_zarr(args.model, args.images[0], args.out, block=args.block,
+                              max_object=args.max_object, tile=args.tile,
+                              batch_size=args.batch_size, threshold=args.threshold,
+                              instances=args.instances, min_distance=args.min_distance,
+                              precision=args.precision, device=args.device,
+                              scheduler=args.scheduler, overwrite=args.overwrite,
+                              progress=not args.quiet)
+        if not args.quiet:
+            print(f"wrote {out} (probability, mask, labels)")
+        return 0
+    for item in args.images:
+        if is_zarr_path(item):
+            raise ValueError(f"{item}: a zarr input is segmented block by block; "
+                             "give an output named NAME.zarr")
+    if args.scheduler:
+        raise ValueError("--scheduler needs a .zarr output (block-wise prediction)")
     segment_files(args.model, args.images, args.out, tta=args.tta, tile=args.tile,
                   batch_size=args.batch_size, threshold=args.threshold,
                   instances=args.instances, min_distance=args.min_distance,

@@ -1,0 +1,206 @@
+"""Block-wise prediction with dask into zarr: equal to the in-memory path, bit for bit."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("dask")
+zarr = pytest.importorskip("zarr")
+import tifffile  # noqa: E402
+
+from tileunet import UNet, predict  # noqa: E402
+from tileunet.blockwise import (  # noqa: E402
+    _channel_stats,
+    _Runner,
+    block_size,
+    linear_percentiles,
+    open_image,
+    predict_blocks,
+    segment_to_zarr,
+)
+from tileunet.checkpoint import save_model  # noqa: E402
+from tileunet.cli import main  # noqa: E402
+from tileunet.data import DataError, Normalization  # noqa: E402
+from tileunet.postprocess import instances_from_probability  # noqa: E402
+from tileunet.synthetic import synthetic_cells  # noqa: E402
+
+
+@pytest.fixture
+def net() -> UNet:
+    torch.manual_seed(0)
+    return UNet(depth=3, width=4, dropout=0.0).eval()
+
+
+def _zarr(path, a, chunks):
+    z = zarr.open_array(str(path), mode="w", shape=a.shape, chunks=chunks, dtype=a.dtype)
+    z[...] = a
+    return path
+
+
+@pytest.mark.parametrize("block", [8, 24, 40, 1000])  # 8 and 24 are below the 44 px tile
+def test_blocks_equal_the_in_memory_prediction(net, rng, block):
+    img = rng.random((1, 150, 133)).astype(np.float32)
+    full = predict(net, img, tile=64, batch_size=2, progress=False)
+    lazy = predict_blocks(net, img, block=block, tile=64, batch_size=2)
+    assert lazy.shape == full.shape and lazy.numblocks[1] >= 1
+    np.testing.assert_array_equal(lazy.compute(scheduler="sync"), full)
+
+
+def test_block_size_is_aligned_to_the_pooling_step(net):
+    assert block_size(net, 8) % net.size_step == 0
+    assert block_size(net, 8) >= net.margin + net.size_step
+    assert block_size(net, 100) == 100
+    assert block_size(net, 101) == 104
+    with pytest.raises(ValueError, match="block"):
+        block_size(net, 0)
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 1000, 12345])
+def test_linear_percentiles_match_numpy(rng, n):
+    x = (rng.normal(size=n) * 100).astype(np.float32)
+    s = np.sort(x)
+    got = linear_percentiles(n, [1.0, 99.8, 50.0, 0.0, 100.0], lambda r: s[r])
+    np.testing.assert_array_equal(got, np.percentile(x, [1.0, 99.8, 50.0, 0.0, 100.0]))
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.float32, np.int16])
+def test_normalisation_statistics_are_exact(rng, dtype):
+    img = (rng.normal(size=(2, 97, 61)) * 300).astype(dtype)
+    import dask.array as da
+
+    arr = da.from_array(img, chunks=(2, 30, 25))
+    for method in ("percentile", "minmax"):
+        norm = Normalization(method)
+        ranges = _channel_stats(arr, norm, _Runner(None, progress=False))
+        for c, (lo, hi) in enumerate(ranges):
+            ch = img[c].astype(np.float32)
+            if method == "percentile":
+                want = [float(v) for v in np.percentile(ch, [norm.low, norm.high])]
+            else:
+                want = [float(ch.min()), float(ch.max())]
+            assert (lo, hi) == tuple(want)
+
+
+def test_open_image_reads_zarr_ome_zarr_and_tiled_tiff(tmp_path, rng):
+    img = rng.integers(0, 4000, (90, 70), dtype=np.uint16)
+    a = open_image(_zarr(tmp_path / "a.zarr", img, (32, 32)))
+    np.testing.assert_array_equal(a.compute(), img[None])
+    tifffile.imwrite(tmp_path / "t.tif", img, tile=(32, 32), bigtiff=True)
+    np.testing.assert_array_equal(open_image(tmp_path / "t.tif").compute(), img[None])
+    rgb = rng.integers(0, 255, (64, 48, 3), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "rgb.tif", rgb, tile=(32, 32))
+    np.testing.assert_array_equal(open_image(tmp_path / "rgb.tif").compute(),
+                                  rgb.transpose(2, 0, 1))
+    # OME-Zarr (NGFF 0.4 layout): a group with multiscales metadata, TCZYX
+    g = zarr.open_group(str(tmp_path / "o.ome.zarr"), mode="w", zarr_format=2)
+    g.attrs["multiscales"] = [{"version": "0.4", "datasets": [{"path": "0"}],
+                               "axes": [{"name": n} for n in "tczyx"]}]
+    z = g.create_array("0", shape=(1, 1, 1, 90, 70), chunks=(1, 1, 1, 32, 32),
+                       dtype="uint16")
+    z[...] = img[None, None, None]
+    np.testing.assert_array_equal(open_image(tmp_path / "o.ome.zarr").compute(), img[None])
+
+
+def test_open_image_errors_name_the_file(tmp_path):
+    with pytest.raises(DataError, match="no such file"):
+        open_image(tmp_path / "missing.zarr")
+    (tmp_path / "x.tif").write_bytes(b"not a tiff")
+    with pytest.raises(DataError, match=r"x\.tif: not a readable TIFF"):
+        open_image(tmp_path / "x.tif")
+    z = zarr.open_array(str(tmp_path / "stack.zarr"), mode="w", shape=(3, 2, 20, 20),
+                        dtype="uint8")
+    with pytest.raises(DataError, match="stack.zarr"):
+        open_image(tmp_path / "stack.zarr")
+    del z
+
+
+@pytest.fixture
+def cells_model(tmp_path, net):
+    path = tmp_path / "model.safetensors"
+    save_model(path, net, {"normalization": Normalization().to_dict()})
+    return path
+
+
+def _in_memory(net, img, **kw):
+    x = Normalization()(img)
+    prob = predict(net, x, tile=64, batch_size=2, progress=False)[1]
+    return prob, instances_from_probability(prob, **kw)
+
+
+@pytest.mark.parametrize("block, max_object", [(24, 200), (48, 24)])
+def test_segment_to_zarr_equals_the_in_memory_outputs(tmp_path, rng, net, cells_model,
+                                                      block, max_object):
+    # a random network on cells gives a map with many small objects: a hard case
+    img, _ = synthetic_cells((130, 110), rng=rng, cell_radius=8)
+    src = _zarr(tmp_path / "img.zarr", (img * 1000).astype(np.uint16), (40, 40))
+    out = segment_to_zarr(cells_model, src, tmp_path / "out.zarr", block=block, tile=64,
+                          batch_size=2, max_object=max_object, progress=False)
+    g = zarr.open_group(str(out), mode="r")
+    prob, labels = _in_memory(net, (img * 1000).astype(np.uint16))
+    np.testing.assert_array_equal(g["probability"][...], prob)
+    np.testing.assert_array_equal(g["mask"][...], (prob > 0.5) * 255)
+    meta = g.attrs["tileunet"]
+    if meta["cut_objects"] == 0:
+        np.testing.assert_array_equal(g["labels"][...], labels)
+    else:  # objects reaching further than max_object may be cut at block borders
+        assert np.mean((g["labels"][...] > 0) == (labels > 0)) > 0.99
+    assert meta["objects"] >= labels.max() > 0
+    assert not any(p.name.endswith(".tmp") for p in tmp_path.iterdir())
+
+
+def test_segment_on_a_local_cluster_of_two_workers(tmp_path, rng, net, cells_model):
+    distributed = pytest.importorskip("distributed")
+    img, _ = synthetic_cells((120, 100), rng=rng, cell_radius=8)
+    src = tmp_path / "img.tif"
+    tifffile.imwrite(src, (img * 255).astype(np.uint8), tile=(32, 32))
+    prob, labels = _in_memory(net, (img * 255).astype(np.uint8))
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster:
+        with distributed.Client(cluster) as client:
+            rc = main(["-q", "predict", str(cells_model), str(src), "-o",
+                       str(tmp_path / "out.zarr"), "--block", "32", "--tile", "64",
+                       "--batch-size", "2", "--scheduler", cluster.scheduler_address])
+            assert rc == 0
+            workers = client.scheduler_info()["workers"]
+            assert len(workers) == 2
+    g = zarr.open_group(str(tmp_path / "out.zarr"), mode="r")
+    # the workers run PyTorch on one thread each, so sums can round differently (1 ulp)
+    np.testing.assert_allclose(g["probability"][...], prob, rtol=0, atol=1e-6)
+    assert np.mean(g["labels"][...] == labels) > 0.999
+
+
+def test_cli_zarr_output_errors(tmp_path, cells_model, capsys):
+    img = np.zeros((40, 40), np.uint8)
+    src = _zarr(tmp_path / "img.zarr", img, (20, 20))
+    assert main(["-q", "predict", str(cells_model), str(src), "-o", str(tmp_path / "o")]) == 2
+    assert "give an output named NAME.zarr" in capsys.readouterr().err
+    assert main(["-q", "predict", str(cells_model), str(src), str(src), "-o",
+                 str(tmp_path / "o.zarr")]) == 2
+    assert "one input image" in capsys.readouterr().err
+    (tmp_path / "o.zarr").mkdir()
+    assert main(["-q", "predict", str(cells_model), str(src), "-o",
+                 str(tmp_path / "o.zarr")]) == 2
+    assert "already exists" in capsys.readouterr().err
+    rgb = _zarr(tmp_path / "rgb.zarr", np.zeros((3, 40, 40), np.uint8), (3, 20, 20))
+    assert main(["-q", "predict", str(cells_model), str(rgb), "-o",
+                 str(tmp_path / "p.zarr")]) == 2
+    err = capsys.readouterr().err
+    assert "rgb.zarr: has 3 channel(s), the model expects 1" in err
+    assert not (tmp_path / "p.zarr").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".p.zarr")]
+
+
+def test_overwrite_replaces_a_store_whole(tmp_path, rng, cells_model):
+    src = _zarr(tmp_path / "img.zarr", rng.integers(0, 255, (50, 40), dtype=np.uint8),
+                (25, 25))
+    out = tmp_path / "o.zarr"
+    for _ in range(2):
+        assert main(["-q", "predict", str(cells_model), str(src), "-o", str(out),
+                     "--overwrite", "--block", "24"]) == 0
+    g = zarr.open_group(str(out), mode="r")
+    assert sorted(g.keys()) == ["labels", "mask", "probability"]
+    assert json.loads(json.dumps(g.attrs["tileunet"]))["block"] >= 24
