@@ -62,6 +62,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from the run's checkpoint")
+    p.add_argument("--devices", type=int, default=1, metavar="N",
+                   help="train in N processes with DistributedDataParallel: one per GPU, "
+                        "or N CPU processes without CUDA (starts torchrun; the same as "
+                        "`torchrun --nproc_per_node N -m tileunet train ...`)")
 
 
 def _add_predict(sub: argparse._SubParsersAction) -> None:
@@ -246,6 +250,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if args.minutes is None and args.iterations is None:
         raise ValueError("train: give --minutes or --iterations (or both)")
+    if args.devices < 1:
+        raise ValueError(f"--devices must be >= 1, got {args.devices}")
+    if args.devices > 1 and "LOCAL_RANK" not in os.environ:
+        return _torchrun(args.devices, args.argv)
     cfg = TrainConfig(
         images=args.images, masks=args.masks, out=args.out, val_fraction=args.val_fraction,
         val_images=args.val_images, val_masks=args.val_masks,
@@ -260,6 +268,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         precision=args.precision, device=args.device, seed=args.seed, resume=args.resume,
         progress=not args.quiet)
     res = train(cfg)
+    if os.environ.get("RANK", "0") != "0":
+        return 130 if res.interrupted else 0
     val = (f", val loss {res.val_loss:.4f}, val pixel IoU {res.val_iou:.4f}"
            if res.val_iou is not None else "")
     print(f"{'interrupted' if res.interrupted else 'trained'}: {res.iterations} iterations "
@@ -268,6 +278,23 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"resume with: tileunet train ... --out {res.run_dir} --resume", file=sys.stderr)
         return 130
     return 0
+
+
+def _torchrun(devices: int, argv: list[str]) -> int:
+    """Start ``devices`` training processes with torchrun (this command in each)."""
+    import subprocess
+
+    import torch
+
+    if torch.cuda.is_available() and devices > torch.cuda.device_count():
+        raise ValueError(f"--devices {devices}: this machine has "
+                         f"{torch.cuda.device_count()} GPU(s)")
+    env = dict(os.environ)
+    # CPU processes share the cores; GPU processes need few threads each
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // devices)))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           f"--nproc_per_node={devices}", "-m", "tileunet", *argv]
+    return subprocess.call(cmd, env=env)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -350,6 +377,7 @@ COMMANDS = {"sizes": cmd_sizes, "weights": cmd_weights, "train": cmd_train,
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     np.seterr(all="ignore")

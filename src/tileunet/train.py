@@ -10,13 +10,14 @@ without warm-up and clipping. ``docs/design.md`` records the measurements behind
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import json
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from tileunet import ddp
 from tileunet.augment import AugmentConfig
 from tileunet.checkpoint import (
     CHECKPOINT_FILE,
@@ -152,6 +154,8 @@ class TrainResult:
     val_loss: float | None
     val_iou: float | None
     interrupted: bool
+    #: the trained network (in eval mode, on the training device); not a file
+    net: UNet | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -272,6 +276,11 @@ def train(cfg: TrainConfig) -> TrainResult:
     config in its metadata), ``checkpoint.safetensors`` (for ``resume``),
     ``metrics.csv`` and ``loss.png``. Ctrl-C saves a checkpoint and returns with
     ``interrupted=True``.
+
+    Started by torchrun (several processes, see :mod:`tileunet.ddp`), each process
+    trains a copy of the network on its own random tiles (``batch_size`` tiles each, so
+    a step sees ``batch_size x processes`` tiles), DistributedDataParallel averages the
+    gradients, and only rank 0 writes the run directory and shows progress.
     """
     run = Path(cfg.out)
     ckpt_path = run / CHECKPOINT_FILE
@@ -281,13 +290,25 @@ def train(cfg: TrainConfig) -> TrainResult:
     elif run.exists() and any(run.iterdir()):
         raise DataError(f"{run}: already holds files; use --resume to continue that run "
                         "or choose another output folder")
-    device = resolve_device(cfg.device)
+    ranks, device = ddp.setup(resolve_device(cfg.device))
+    try:
+        return _train(cfg, ranks, device, run, ckpt_path)
+    finally:
+        ddp.teardown()
+
+
+def _train(cfg: TrainConfig, ranks: ddp.Ranks, device: torch.device, run: Path,
+           ckpt_path: Path) -> TrainResult:
+    ddp.barrier(ranks)  # every rank has checked the run folder before rank 0 writes to it
+    main = ranks.main
+    show = cfg.progress and main
     amp = autocast_dtype(cfg.precision, device)
     # Denormal floats appear in the gradients of ReLU nets and slow x86 CPUs down up to
     # 10x for whole phases of training (measured here); flushing them costs no accuracy.
     torch.set_flush_denormal(True)
-    torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
+    torch.manual_seed(cfg.seed)  # the same initial weights on every rank
+    seed = ranks.seed(cfg.seed)
+    rng = np.random.default_rng(seed)
 
     samples = load_samples(cfg.images, cfg.masks, cfg.normalization,
                            num_classes=cfg.num_classes)
@@ -303,11 +324,17 @@ def train(cfg: TrainConfig) -> TrainResult:
                              num_classes=cfg.num_classes)
     else:
         train_s, val_s = split_samples(samples, cfg.val_fraction, cfg.seed)
-    run.mkdir(parents=True, exist_ok=True)
-    (run / "cache").mkdir(exist_ok=True)
-    train_p = prepare_samples(train_s, cfg, run / "cache", ignore=ignore)
-    val_p = prepare_samples(val_s, cfg, run / "cache", desc="weight maps (val)",
-                            ignore=ignore)
+    # rank 0 computes the weight maps into the cache; the other ranks then read them
+    if main:
+        run.mkdir(parents=True, exist_ok=True)
+        (run / "cache").mkdir(exist_ok=True)
+    prep_cfg = cfg if show else replace(cfg, progress=False)
+    for turn in (True, False):
+        if turn == main:
+            train_p = prepare_samples(train_s, prep_cfg, run / "cache", ignore=ignore)
+            val_p = prepare_samples(val_s, prep_cfg, run / "cache", desc="weight maps (val)",
+                                    ignore=ignore)
+        ddp.barrier(ranks)
 
     net = UNet(in_channels=chans.pop(), num_classes=cfg.num_classes, depth=cfg.depth,
                width=cfg.width, padding=cfg.padding, dropout=cfg.dropout,
@@ -325,8 +352,21 @@ def train(cfg: TrainConfig) -> TrainResult:
     rows: list[dict[str, Any]] = []
     if cfg.resume:
         state, rows = _load_checkpoint(ckpt_path, net, opt, run)
-        rng.bit_generator.state = state["rng"]
-    _write_json(run / CONFIG_FILE, {"model": net.config.to_dict(), **extra})
+        per_rank = state.get("rng_ranks")
+        if main:
+            rng.bit_generator.state = state["rng"]
+        elif per_rank is not None and len(per_rank) == ranks.world:
+            rng.bit_generator.state = per_rank[ranks.rank]
+        else:  # another number of processes than before: a fresh stream per rank
+            rng = np.random.default_rng([seed, int(state["iteration"])])
+    model: torch.nn.Module = net
+    if ranks.distributed:
+        model = torch.nn.parallel.DistributedDataParallel(
+            net, device_ids=[device.index] if device.type == "cuda" else None)
+        torch.manual_seed(seed)  # dropout masks differ between ranks, like their tiles
+    if main:
+        _write_json(run / CONFIG_FILE, {"model": net.config.to_dict(), **extra,
+                                        "processes": ranks.world})
 
     it, seconds = int(state["iteration"]), float(state["seconds"])
     total_s = cfg.minutes * 60 if cfg.minutes is not None else None
@@ -335,10 +375,11 @@ def train(cfg: TrainConfig) -> TrainResult:
     time_format = "{l_bar}{bar}| {n_fmt}/{total_fmt} s [{elapsed}<{remaining}{postfix}]"
     bar = tqdm(total=round(total_s) if by_time else cfg.iterations,
                initial=min(round(seconds), round(total_s)) if by_time else it,
-               desc="train", unit="s" if by_time else "it", disable=not cfg.progress,
+               desc="train", unit="s" if by_time else "it", disable=not show,
                dynamic_ncols=True, bar_format=time_format if by_time else None)
     ema = None
     interrupted = False
+    stack = contextlib.ExitStack()
     val_loss = val_iou = None
     t0 = time.perf_counter() - seconds
 
@@ -348,7 +389,8 @@ def train(cfg: TrainConfig) -> TrainResult:
             f = max(f, it / cfg.iterations)
         if total_s is not None:
             f = max(f, (time.perf_counter() - t0) / total_s)
-        return min(f, 1.0)
+        # all ranks follow rank 0's clock: the same learning rate, the same last step
+        return ddp.broadcast_float(min(f, 1.0), ranks, device)
 
     rng_state = rng.bit_generator.state  # as of the last completed step (for resume)
     if _augment_on_device(cfg, device):
@@ -357,23 +399,26 @@ def train(cfg: TrainConfig) -> TrainResult:
     else:
         workers = default_workers(device) if cfg.workers is None else cfg.workers
         batches = tile_batches(train_p, tile, cfg.augment, cfg.batch_size, rng=rng,
-                               workers=workers, seed=cfg.seed, start=it,
+                               workers=workers, seed=seed, start=it,
                                pin_memory=device.type == "cuda")
     try:
+        stack.enter_context(ddp.terminate_as_interrupt(ranks))
         net.train()
         batch = next(batches)
-        while progress_fraction() < 1.0:
-            lr = _lr_at(cfg, it, progress_fraction())
+        frac = progress_fraction()
+        while frac < 1.0:
+            lr = _lr_at(cfg, it, frac)
             for g in opt.param_groups:
                 g["lr"] = lr
             x, y, w = (t.to(device, non_blocking=True) for t in batch)
             x = x.contiguous(memory_format=layout)
             with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-                logits = net(x)
+                logits = model(x)
             loss = weighted_cross_entropy(logits, y, w)
-            if not torch.isfinite(loss):
+            mean_loss = ddp.mean(loss.detach(), ranks)  # what all ranks together see
+            if not torch.isfinite(mean_loss):
                 raise FloatingPointError(
-                    f"loss became {loss.item()} at iteration {it}; lower --lr")
+                    f"loss became {mean_loss.item()} at iteration {it}; lower --lr")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.clip_grad > 0:
@@ -384,7 +429,7 @@ def train(cfg: TrainConfig) -> TrainResult:
             # draw the next tiles before waiting for the loss: on a GPU the work of
             # making them is queued while the step still runs
             batch = next(batches)
-            value = loss.item()
+            value = mean_loss.item()
             ema = value if ema is None else 0.95 * ema + 0.05 * value
             now = time.perf_counter() - t0
             if by_time:
@@ -392,35 +437,44 @@ def train(cfg: TrainConfig) -> TrainResult:
             else:
                 bar.update(1)
             bar.set_postfix(it=it, loss=f"{ema:.4f}", lr=f"{lr:.2e}", refresh=False)
-            done = progress_fraction() >= 1.0
-            validated = bool(val_p) and (it % cfg.val_every == 0 or done)
+            frac = progress_fraction()
+            done = frac >= 1.0
+            validated = main and bool(val_p) and (it % cfg.val_every == 0 or done)
             if validated:
-                val_loss, val_iou = validate(net, val_p, tile, cfg, device, amp)
+                val_loss, val_iou = validate(net, val_p, tile, prep_cfg, device, amp)
                 net.train()
                 _say(f"iteration {it}: train loss {ema:.4f}, val loss {val_loss:.4f}, "
-                     f"val pixel IoU {val_iou:.4f}", cfg.progress)
-            if it % 10 == 0 or done or validated:
+                     f"val pixel IoU {val_iou:.4f}", show)
+            if main and (it % 10 == 0 or done or validated):
                 rows.append({"iteration": it, "seconds": round(now, 2), "train_loss": value,
                              "train_loss_ema": ema, "lr": lr,
                              "val_loss": val_loss if validated else "",
                              "val_iou": val_iou if validated else ""})
-            if it % cfg.val_every == 0 and not done:  # let people watch the run
+            if main and it % cfg.val_every == 0 and not done:  # let people watch the run
                 _write_metrics(run / METRICS_FILE, rows)
                 _plot_losses(run / LOSS_PLOT, rows)
     except KeyboardInterrupt:
         interrupted = True
-        _say(f"interrupted at iteration {it}: saving a checkpoint to {ckpt_path}", True)
+        if main:
+            _say(f"interrupted at iteration {it}: saving a checkpoint to {ckpt_path}", True)
     finally:
+        stack.close()
         bar.close()
         batches.close()  # stops the worker processes, if any
     seconds = time.perf_counter() - t0
     state = {"iteration": it, "seconds": seconds, "rng": rng_state}
     net.eval()
-    _save_checkpoint(ckpt_path, net, opt, state, rows)
-    save_model(run / MODEL_FILE, net, extra)
-    _write_metrics(run / METRICS_FILE, rows)
-    _plot_losses(run / LOSS_PLOT, rows)
-    return TrainResult(run, it, seconds, val_loss, val_iou, interrupted)
+    if ranks.distributed and not interrupted:  # (an interrupted rank may be alone)
+        ddp.check_same_weights(net, ranks)
+        state["rng_ranks"] = ddp.gather_objects(rng_state, ranks)
+    if main:
+        _save_checkpoint(ckpt_path, net, opt, state, rows)
+        save_model(run / MODEL_FILE, net, extra)
+        _write_metrics(run / METRICS_FILE, rows)
+        _plot_losses(run / LOSS_PLOT, rows)
+    if not interrupted:
+        ddp.barrier(ranks)  # the files are written when any rank returns
+    return TrainResult(run, it, seconds, val_loss, val_iou, interrupted, net)
 
 
 def training_memory_format(device: torch.device) -> torch.memory_format:
