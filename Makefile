@@ -27,13 +27,14 @@ test-all: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-# about 1.5 hours on a 2-core CPU; each script's docstring says what it measures
+# about 1.75 hours on a 2-core CPU; each script's docstring says what it measures
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_weights.py
 	$(BIN)/python benchmarks/bench_augment.py
 	$(BIN)/python benchmarks/bench_predict.py
 	$(BIN)/python benchmarks/bench_train.py
 	$(BIN)/python benchmarks/bench_memory.py
+	$(BIN)/python benchmarks/bench_blockwise.py
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache

@@ -71,3 +71,15 @@ def test_bench_memory(env, tiny_model, tmp_path):
     saved = tmp_path / "bench" / "out" / "bench_memory_600_given-model.json"
     result = json.loads(saved.read_text())
     assert result["peak_rss"] > 0 and len(result["outputs"]) == 4
+
+
+def test_bench_blockwise(env, tmp_path):
+    torch.manual_seed(0)
+    model = tmp_path / "tiny_norm.safetensors"
+    save_model(model, UNet(depth=3, width=4, dropout=0.0),
+               {"normalization": {"method": "percentile", "low": 1.0, "high": 99.8}})
+    out = run("bench_blockwise.py", ["--size", "600", "--block", "200", "--model", str(model),
+                                     "--workers", "2", "--limit-gb", "4"], env)
+    assert "peak resident memory of a worker" in out and "under the 4 GB limit" in out
+    result = json.loads((tmp_path / "bench" / "out" / "bench_blockwise_600_w2.json").read_text())
+    assert result["peak_rss"] > 0 and result["worker_peak_rss"] > 0 and result["objects"] >= 0

@@ -192,6 +192,13 @@ def test_cli_zarr_output_errors(tmp_path, cells_model, capsys):
     assert "rgb.zarr: has 3 channel(s), the model expects 1" in err
     assert not (tmp_path / "p.zarr").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".p.zarr")]
+    bad = np.ones((40, 40), np.float32)
+    bad[3, 4] = np.nan
+    src = _zarr(tmp_path / "nan.zarr", bad, (20, 20))
+    assert main(["-q", "predict", str(cells_model), str(src), "-o",
+                 str(tmp_path / "q.zarr")]) == 2
+    assert "nan.zarr: the image has NaN or infinite values" in capsys.readouterr().err
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".q.zarr")]
 
 
 def test_overwrite_replaces_a_store_whole(tmp_path, rng, cells_model):

@@ -412,8 +412,11 @@ def predict_blocks(model: UNet | str | Path, image: Any, *, block: int = DEFAULT
     block : int
         Block side, rounded up to a multiple of ``net.size_step`` and to more than the
         margin; any block size gives the same result.
-    tile, batch_size, device, precision, channels
+    tile, batch_size, precision, channels
         As for :func:`tileunet.predict`, per block (``tta`` is not available).
+    device : str, optional
+        ``"auto"``, ``"cpu"``, ``"cuda:1"`` ...; resolved where the blocks run. Default:
+        where the network is (for a path: ``"auto"``).
     ranges, normalization
         Per-channel ``(lo, hi)`` and the method, applied to each window as
         :class:`tileunet.data.Normalization` would on the whole image.
@@ -425,6 +428,10 @@ def predict_blocks(model: UNet | str | Path, image: Any, *, block: int = DEFAULT
     """
     _, da, _ = _dask()
     net = _resolve_net(model, device)
+    if isinstance(model, UNet) and device is not None:
+        from tileunet.train import resolve_device
+
+        net.to(resolve_device(device))
     if not isinstance(image, da.Array):
         image = da.from_array(np.asarray(image))
     if image.ndim == 2:
@@ -451,8 +458,8 @@ def predict_blocks(model: UNet | str | Path, image: Any, *, block: int = DEFAULT
         if ranges is not None:
             window = _normalize_block(window, ranges, normalization)
         probs = predict(_resolve_net(model, device), window, context=True, tile=tile,
-                        batch_size=batch_size, device=device if isinstance(model, UNet)
-                        else None, precision=precision, channels=keep, progress=False)
+                        batch_size=batch_size, precision=precision, channels=keep,
+                        progress=False)
         return probs[:, : y1 - y0, : x1 - x0]
 
     return da.map_overlap(fn, image, depth={0: 0, 1: halo, 2: halo}, boundary="none",
@@ -635,7 +642,7 @@ def segment_to_zarr(
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out}: already exists (use --overwrite to replace it)")
     model_path = str(Path(model).absolute())
-    dev = resolve_device(device)
+    resolve_device(device)  # a clear error before any work
     net, extra = load_model(model_path, device="cpu")  # geometry and normalisation
     norm = Normalization.from_dict(extra.get("normalization", {}))
     if tile is not None:
@@ -659,7 +666,10 @@ def segment_to_zarr(
     try:
         # 1. exact normalisation statistics of the whole image
         blocks = image.rechunk(((c,), _chunks(h, b, 1), _chunks(w, b, 1)))
-        ranges = _channel_stats(blocks, norm, run)
+        try:
+            ranges = _channel_stats(blocks, norm, run)
+        except DataError as e:
+            raise DataError(f"{source}: {e}") from None
         # 2. probabilities and mask, block by block, straight into the store
         root = zarr.open_group(str(tmp), mode="w")
         pshape, pchunks = ((h, w), (b, b)) if k == 2 else ((k, h, w), (k, b, b))
@@ -668,8 +678,9 @@ def segment_to_zarr(
         root.create_array("labels", shape=(h, w), chunks=(b, b), dtype="uint32")
         scratch = zarr.open_group(str(tmp / "_names"), mode="w")
         scratch.create_array("names", shape=(h, w), chunks=(b, b), dtype="uint64")
+        # each worker resolves "auto" itself: a CPU-only client may drive GPU workers
         probs = predict_blocks(model_path, image, block=b, tile=tile, batch_size=batch_size,
-                               device=str(dev), precision=precision,
+                               device=device, precision=precision,
                                channels=[1] if k == 2 else None, ranges=ranges,
                                normalization=norm.method)
         roff, coff = _offsets(probs.chunks[1]), _offsets(probs.chunks[2])
