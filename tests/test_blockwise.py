@@ -48,6 +48,8 @@ def test_blocks_equal_the_in_memory_prediction(net, rng, block):
     lazy = predict_blocks(net, img, block=block, tile=64, batch_size=2)
     assert lazy.shape == full.shape and lazy.numblocks[1] >= 1
     np.testing.assert_array_equal(lazy.compute(scheduler="sync"), full)
+    # dask's default scheduler runs blocks in threads that share the network
+    np.testing.assert_array_equal(lazy.compute(scheduler="threads", num_workers=4), full)
 
 
 def test_block_size_is_aligned_to_the_pooling_step(net):

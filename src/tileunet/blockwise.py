@@ -47,6 +47,7 @@ import logging
 import math
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -394,6 +395,17 @@ def _resolve_net(model: UNet | str | Path, device: str | None) -> UNet:
     return _cached_model(str(model), str(resolve_device(device or "auto")))[0]
 
 
+_PREDICT_LOCK = threading.Lock()
+
+
+def _predict_window(net: UNet, window: np.ndarray, **kw: Any) -> np.ndarray:
+    """One block at a time per process: :func:`predict` switches the network's mode and
+    memory layout while it runs, so threads must not share it (dask's default scheduler
+    runs blocks in threads); PyTorch uses all cores for one block anyway."""
+    with _PREDICT_LOCK:
+        return predict(net, window, context=True, progress=False, **kw)
+
+
 def predict_blocks(model: UNet | str | Path, image: Any, *, block: int = DEFAULT_BLOCK,
                    tile: int | None = None, batch_size: int | None = None,
                    device: str | None = None, precision: str = "auto",
@@ -457,9 +469,8 @@ def predict_blocks(model: UNet | str | Path, image: Any, *, block: int = DEFAULT
         window = piece[:, r[:, None], c[None, :]]
         if ranges is not None:
             window = _normalize_block(window, ranges, normalization)
-        probs = predict(_resolve_net(model, device), window, context=True, tile=tile,
-                        batch_size=batch_size, precision=precision, channels=keep,
-                        progress=False)
+        probs = _predict_window(_resolve_net(model, device), window, tile=tile,
+                                batch_size=batch_size, precision=precision, channels=keep)
         return probs[:, : y1 - y0, : x1 - x0]
 
     return da.map_overlap(fn, image, depth={0: 0, 1: halo, 2: halo}, boundary="none",
