@@ -98,8 +98,11 @@ def test_ctrl_c_on_the_command_line_saves_and_resumes(tmp_path):
     args = [sys.executable, "-m", "tileunet", "-q", "train", "--images", str(images),
             "--masks", str(masks), "--out", str(run), "--width", "4", "--depth", "3",
             "--tile", "92", "--val-every", "5"]
+    # a shell that runs this suite in the background hands SIGINT down as ignored;
+    # a person's Ctrl-C reaches a foreground process with the default disposition
     proc = subprocess.Popen([*args, "--iterations", "100000"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while not (run / "metrics.csv").exists() and time.monotonic() < deadline:
         time.sleep(0.2)
