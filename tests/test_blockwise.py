@@ -213,3 +213,56 @@ def test_overwrite_replaces_a_store_whole(tmp_path, rng, cells_model):
     g = zarr.open_group(str(out), mode="r")
     assert sorted(g.keys()) == ["labels", "mask", "probability"]
     assert json.loads(json.dumps(g.attrs["tileunet"]))["block"] >= 24
+
+
+def test_image_scale_from_tiff_and_ome_zarr(tmp_path):
+    from tileunet.blockwise import image_scale
+
+    img = np.zeros((20, 30), np.uint8)
+    tifffile.imwrite(tmp_path / "ij.tif", img, imagej=True, resolution=(1 / 0.5, 1 / 0.25),
+                     metadata={"unit": "um"})
+    sy, sx, unit = image_scale(tmp_path / "ij.tif")
+    assert (sy, sx, unit) == (pytest.approx(0.25), pytest.approx(0.5), "micrometer")
+    tifffile.imwrite(tmp_path / "plain.tif", img)
+    assert image_scale(tmp_path / "plain.tif") == (1.0, 1.0, None)
+    tifffile.imwrite(tmp_path / "cm.tif", img, resolution=(1e4, 2e4), resolutionunit="CENTIMETER")
+    sy, sx, unit = image_scale(tmp_path / "cm.tif")
+    assert (sy, sx, unit) == (pytest.approx(0.5), pytest.approx(1.0), "micrometer")
+
+
+def _ome_image(path, img, scale=(0.4, 0.3), unit="micrometer"):
+    g = zarr.open_group(str(path), mode="w", zarr_format=2)
+    g.attrs["multiscales"] = [{
+        "version": "0.4", "name": "img",
+        "axes": [{"name": "c", "type": "channel"}, {"name": "y", "type": "space", "unit": unit},
+                 {"name": "x", "type": "space", "unit": unit}],
+        "datasets": [{"path": "0", "coordinateTransformations": [
+            {"type": "scale", "scale": [1.0, *scale]}]}]}]
+    z = g.create_array("0", shape=(1, *img.shape), chunks=(1, 32, 32), dtype=img.dtype)
+    z[...] = img[None]
+    return path
+
+
+def test_ome_zarr_in_and_out(tmp_path, rng, net, cells_model):
+    models = pytest.importorskip("ome_zarr_models.v04")
+    img, _ = synthetic_cells((90, 80), rng=rng, cell_radius=8)
+    img = (img * 255).astype(np.uint8)
+    src = _ome_image(tmp_path / "img.ome.zarr", img)
+    assert main(["-q", "predict", str(cells_model), str(src), "-o",
+                 str(tmp_path / "pred.ome.zarr"), "--block", "32", "--tile", "64",
+                 "--batch-size", "2"]) == 0
+    g = zarr.open_group(str(tmp_path / "pred.ome.zarr"), mode="r")
+    image = models.Image.from_zarr(g)  # validates the NGFF 0.4 metadata
+    scale = image.attributes.multiscales[0].datasets[0].coordinateTransformations[0].scale
+    assert list(scale) == [1.0, 0.4, 0.3]
+    assert image.labels.attributes.labels == ["instances", "mask"]
+    for name in ("instances", "mask"):
+        label = models.ImageLabel.from_zarr(g[f"labels/{name}"])
+        ms = label.attributes.multiscales[0]
+        assert list(ms.datasets[0].coordinateTransformations[0].scale) == [0.4, 0.3]
+        assert ms.axes[0].unit == "micrometer"
+    prob, labels = _in_memory(net, img)
+    np.testing.assert_array_equal(g["0"][0], prob)
+    np.testing.assert_array_equal(g["labels/mask/0"][...], (prob > 0.5) * 255)
+    if g.attrs["tileunet"]["cut_objects"] == 0:
+        np.testing.assert_array_equal(g["labels/instances/0"][...], labels)

@@ -538,6 +538,109 @@ class _Runner:
 
 
 # ---------------------------------------------------------------------- segment
+PLAIN_PATHS = {"probability": "probability", "mask": "mask", "labels": "labels"}
+OME_PATHS = {"probability": "0", "mask": "labels/mask/0", "labels": "labels/instances/0"}
+#: NGFF units for the length units microscopy files use
+_UNITS = {"micron": "micrometer", "microns": "micrometer", "um": "micrometer",
+          "\u00b5m": "micrometer", "\u03bcm": "micrometer", "micrometer": "micrometer",
+          "nm": "nanometer", "nanometer": "nanometer", "mm": "millimeter",
+          "millimeter": "millimeter", "cm": "centimeter", "centimeter": "centimeter",
+          "m": "meter", "meter": "meter", "angstrom": "angstrom"}
+
+
+def image_scale(path: str | Path) -> tuple[float, float, str | None]:
+    """Pixel size ``(y, x, unit)`` stored with an image (1, 1, None when there is none).
+
+    From an OME-Zarr image's first dataset, an OME-TIFF's ``PhysicalSizeY/X``, or a
+    TIFF's resolution tags (with ImageJ's unit, or centimetres / inches).
+    """
+    p = Path(path)
+    try:
+        if p.suffix.lower() in TIFF_SUFFIXES:
+            return _tiff_scale(p)
+        if p.is_dir():
+            return _zarr_scale(p)
+    except (KeyError, IndexError, TypeError, ValueError, ZeroDivisionError):
+        logger.warning("%s: unreadable pixel size; using 1 per pixel", p)
+    return 1.0, 1.0, None
+
+
+def _zarr_scale(p: Path) -> tuple[float, float, str | None]:
+    _, _, zarr = _dask()
+    z = zarr.open(str(p), mode="r")
+    attrs = dict(z.attrs)
+    ms = (attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales") or [None])[0]
+    if not ms:
+        return 1.0, 1.0, None
+    axes = [a if isinstance(a, dict) else {"name": a} for a in ms.get("axes", [])]
+    names = [a["name"] for a in axes]
+    scale = [1.0] * len(names)
+    for t in ms["datasets"][0].get("coordinateTransformations", []):
+        if t.get("type") == "scale":
+            scale = [float(v) for v in t["scale"]]
+    iy, ix = names.index("y"), names.index("x")
+    unit = axes[ix].get("unit")
+    return scale[iy], scale[ix], _UNITS.get(str(unit).lower(), unit) if unit else None
+
+
+def _tiff_scale(p: Path) -> tuple[float, float, str | None]:
+    import re
+
+    with tifffile.TiffFile(p) as tif:
+        if tif.is_ome and tif.ome_metadata:
+            xml = tif.ome_metadata
+            got = {}
+            for ax in ("X", "Y"):
+                m = re.search(rf'PhysicalSize{ax}="([^"]+)"', xml)
+                if m:
+                    got[ax] = float(m.group(1))
+            if "X" in got:
+                m = re.search(r'PhysicalSizeXUnit="([^"]+)"', xml)
+                unit = _UNITS.get(m.group(1).lower(), "micrometer") if m else "micrometer"
+                return got.get("Y", got["X"]), got["X"], unit
+        page = tif.pages.first
+        tags = page.tags
+        if "XResolution" not in tags:
+            return 1.0, 1.0, None
+        xr, yr = tags["XResolution"].value, tags.get("YResolution", tags["XResolution"]).value
+        sx, sy = xr[1] / xr[0], yr[1] / yr[0]  # units per pixel
+        ij = tif.imagej_metadata or {}
+        if ij.get("unit"):
+            unit = _UNITS.get(str(ij["unit"]).lower())
+            return (sy, sx, unit) if unit else (1.0, 1.0, None)
+        res_unit = int(tags["ResolutionUnit"].value) if "ResolutionUnit" in tags else 2
+        if res_unit == 3:  # centimetre (inches are dots per inch of print, not a pixel size)
+            return sy * 1e4, sx * 1e4, "micrometer"
+    return 1.0, 1.0, None
+
+
+def _write_ngff(root: Any, k: int, scale: tuple[float, float, str | None]) -> None:
+    """OME-Zarr 0.4 metadata: the probabilities as the image, mask and instances as its
+    label images (``image-label``), all with the input's pixel size."""
+    sy, sx, unit = scale
+
+    def space(name: str) -> dict:
+        return {"name": name, "type": "space", **({"unit": unit} if unit else {})}
+
+    def multiscales(name: str, channel: bool) -> list:
+        axes = ([{"name": "c", "type": "channel"}] if channel else []) + [space("y"),
+                                                                            space("x")]
+        s = ([1.0] if channel else []) + [float(sy), float(sx)]
+        return [{"version": "0.4", "name": name, "axes": axes,
+                 "datasets": [{"path": "0", "coordinateTransformations": [
+                     {"type": "scale", "scale": s}]}]}]
+
+    root.attrs["multiscales"] = multiscales("probability", True)
+    root.attrs["omero"] = {"channels": [
+        {"label": "foreground" if k == 2 else f"class {i}", "active": True,
+         "color": "FFFFFF", "window": {"start": 0.0, "end": 1.0, "min": 0.0, "max": 1.0}}
+        for i in range(1 if k == 2 else k)]}
+    labels = root["labels"]
+    labels.attrs["labels"] = ["instances", "mask"]
+    for name in ("instances", "mask"):
+        g = labels[name]
+        g.attrs["multiscales"] = multiscales(name, False)
+        g.attrs["image-label"] = {"version": "0.4", "source": {"image": "../../"}}
 def _have(i: int, n_blocks: int, depth: int) -> tuple[int, int]:
     """Halo pixels a block got before and after it (``boundary="none"``)."""
     return (depth if i > 0 else 0), (depth if i < n_blocks - 1 else 0)
@@ -605,6 +708,7 @@ def segment_to_zarr(
     scheduler: str | Any | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    ome: bool | None = None,
 ) -> Path:
     """Segment an image larger than memory into a zarr store: ``tileunet predict ... -o X.zarr``.
 
@@ -634,6 +738,11 @@ def segment_to_zarr(
         Address of a dask.distributed scheduler (or a client); default this process.
         Workers must be able to read ``model`` and ``source`` and write beside ``out``
         under the same paths.
+    ome : bool, optional
+        Write OME-Zarr (NGFF 0.4, zarr format 2), which napari and other NGFF viewers
+        open with the image's pixel size: the probabilities are the image ``(c, y, x)``
+        at the root, ``mask`` and ``instances`` its label images under ``labels/``.
+        Default: when ``out`` ends in ``.ome.zarr``.
     Other parameters
         As for :func:`tileunet.segment.segment_files`.
     """
@@ -652,6 +761,8 @@ def segment_to_zarr(
         raise ValueError(f"{out}: block-wise output must be a zarr store named *.zarr")
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out}: already exists (use --overwrite to replace it)")
+    if ome is None:
+        ome = out.name.lower().endswith(".ome.zarr")
     model_path = str(Path(model).absolute())
     resolve_device(device)  # a clear error before any work
     net, extra = load_model(model_path, device="cpu")  # geometry and normalisation
@@ -682,11 +793,14 @@ def segment_to_zarr(
         except DataError as e:
             raise DataError(f"{source}: {e}") from None
         # 2. probabilities and mask, block by block, straight into the store
-        root = zarr.open_group(str(tmp), mode="w")
-        pshape, pchunks = ((h, w), (b, b)) if k == 2 else ((k, h, w), (k, b, b))
-        root.create_array("probability", shape=pshape, chunks=pchunks, dtype="float32")
-        root.create_array("mask", shape=(h, w), chunks=(b, b), dtype="uint8")
-        root.create_array("labels", shape=(h, w), chunks=(b, b), dtype="uint32")
+        kp = 1 if k == 2 else k  # probability channels stored
+        chan = ome or k != 2  # the probability array has a channel axis
+        paths = OME_PATHS if ome else PLAIN_PATHS
+        root = zarr.open_group(str(tmp), mode="w", zarr_format=2 if ome else 3)
+        root.create_array(paths["probability"], shape=(kp, h, w) if chan else (h, w),
+                          chunks=(kp, b, b) if chan else (b, b), dtype="float32")
+        root.create_array(paths["mask"], shape=(h, w), chunks=(b, b), dtype="uint8")
+        root.create_array(paths["labels"], shape=(h, w), chunks=(b, b), dtype="uint32")
         scratch = zarr.open_group(str(tmp / "_names"), mode="w")
         scratch.create_array("names", shape=(h, w), chunks=(b, b), dtype="uint64")
         # each worker resolves "auto" itself: a CPU-only client may drive GPU workers
@@ -701,17 +815,19 @@ def segment_to_zarr(
             _, i, j = loc
             ys, xs = slice(roff[i], roff[i + 1]), slice(coff[j], coff[j + 1])
             g = zarr.open_group(store, mode="r+")
-            if k == 2:
-                g["probability"][ys, xs] = p[0]
-                g["mask"][ys, xs] = (p[0] > threshold).view(np.uint8) * np.uint8(255)
+            if chan:
+                g[paths["probability"]][:, ys, xs] = p
             else:
-                g["probability"][:, ys, xs] = p
-                g["mask"][ys, xs] = np.argmax(p, axis=0).astype(np.uint8)
+                g[paths["probability"]][ys, xs] = p[0]
+            if k == 2:
+                g[paths["mask"]][ys, xs] = (p[0] > threshold).view(np.uint8) * np.uint8(255)
+            else:
+                g[paths["mask"]][ys, xs] = np.argmax(p, axis=0).astype(np.uint8)
 
         run(probs, write_probs, "predict")
         # 3. objects named by their first pixel, from windows reaching `reach` further
-        stored = da.from_zarr(str(tmp), component="probability")
-        fg = stored if k == 2 else 1.0 - stored[0]
+        stored = da.from_zarr(str(tmp), component=paths["probability"])
+        fg = (stored[0] if chan else stored) if k == 2 else 1.0 - stored[0]
         lb = max(b, reach)  # blocks at least as large as the reach (dask needs that)
         fg = fg.rechunk((_chunks(h, lb, reach), _chunks(w, lb, reach)))
         offs = (_offsets(fg.chunks[0]), _offsets(fg.chunks[1]))
@@ -742,12 +858,14 @@ def segment_to_zarr(
             seq = np.searchsorted(all_names, p).astype(np.int32) + 1
             seq[p == 0] = 0
             grown = _grow(seq, grow, "gaps", band_rows=max(seq.shape[0], 1))
-            zarr.open_group(store, mode="r+")["labels"][
+            zarr.open_group(store, mode="r+")[paths["labels"]][
                 offs2[0][i] : offs2[0][i + 1], offs2[1][j] : offs2[1][j + 1]] = grown[
                 top : grown.shape[0] - bottom, left : grown.shape[1] - right].astype(np.uint32)
 
         run(names, relabel, "labels", depth=halo)
         shutil.rmtree(tmp / "_names")
+        if ome:
+            _write_ngff(root, k, image_scale(source))
         root.attrs["tileunet"] = {
             "model": model_path, "source": str(Path(source).absolute()),
             "threshold": float(threshold), "instances": instances,

@@ -75,7 +75,8 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("images", nargs="+", help="image files or folders")
     p.add_argument("-o", "--out", required=True,
                    help="output folder; or NAME.zarr to segment one image larger than "
-                        "memory block by block (zarr, OME-Zarr or TIFF input)")
+                        "memory block by block (zarr, OME-Zarr or TIFF input); NAME.ome.zarr "
+                        "writes OME-Zarr (NGFF 0.4) with the input's pixel size")
     p.add_argument("--tta", action="store_true", help="average over 8 flips/rotations")
     p.add_argument("--tile", type=int, help="input tile size (default: from a memory budget)")
     p.add_argument("--batch-size", type=int)
