@@ -106,13 +106,24 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_export(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="write a trained model as ONNX",
-                       description="ONNX graph: a batch of input tiles -> class "
-                                   "probabilities of the valid output (tile geometry and "
-                                   "normalisation in the file's metadata).")
+    p = sub.add_parser("export", help="write a trained model as ONNX or a bioimage.io package",
+                       description="onnx: a batch of input tiles -> class probabilities of "
+                                   "the valid output (tile geometry and normalisation in the "
+                                   "file's metadata). bioimageio: a BioImage Model Zoo "
+                                   "package (format 0.5) for deepImageJ, ilastik, QuPath, "
+                                   "napari and bioimageio.core.")
     p.add_argument("model", help="run directory or model.safetensors")
-    p.add_argument("-o", "--out", required=True, help=".onnx file to write")
-    p.add_argument("--tile", type=int, help="input tile side (default: the training tile)")
+    p.add_argument("-o", "--out", required=True,
+                   help=".onnx file, or for bioimageio a folder (or .zip) to write")
+    p.add_argument("--format", choices=("onnx", "bioimageio"), default="onnx")
+    p.add_argument("--tile", type=int, help="onnx: input tile side (default: the training "
+                                            "tile); bioimageio: side of the test tile")
+    p.add_argument("--sample", help="bioimageio: image to cut the test tile from "
+                                    "(default: synthetic cells)")
+    p.add_argument("--name", help="bioimageio: model name")
+    p.add_argument("--author", action="append", default=[],
+                   help="bioimageio: an author (repeatable; default: your user name)")
+    p.add_argument("--license", default="CC-BY-4.0", help="bioimageio: SPDX licence id")
     p.add_argument("--overwrite", action="store_true")
 
 
@@ -214,6 +225,15 @@ def cmd_export(args: argparse.Namespace) -> int:
     from tileunet.export import export_onnx
 
     out = Path(args.out)
+    if args.format == "bioimageio":
+        from tileunet.zoo import export_bioimageio
+
+        written = export_bioimageio(args.model, out, sample=args.sample, name=args.name,
+                                    authors=args.author or None, license=args.license,
+                                    tile=args.tile, overwrite=args.overwrite)
+        print(f"wrote {written} (bioimage.io model format 0.5; check it with "
+              f"`bioimageio test {written}`)")
+        return 0
     _refuse_existing([out], args.overwrite)
     try:
         meta = export_onnx(args.model, out, tile=args.tile)
