@@ -231,8 +231,9 @@ def cmd_export(args: argparse.Namespace) -> int:
         written = export_bioimageio(args.model, out, sample=args.sample, name=args.name,
                                     authors=args.author or None, license=args.license,
                                     tile=args.tile, overwrite=args.overwrite)
+        rdf = written if written.suffix.lower() == ".zip" else written / "rdf.yaml"
         print(f"wrote {written} (bioimage.io model format 0.5; check it with "
-              f"`bioimageio test {written}`)")
+              f"`bioimageio test {rdf}`)")
         return 0
     _refuse_existing([out], args.overwrite)
     try:
