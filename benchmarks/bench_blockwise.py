@@ -26,17 +26,14 @@ import argparse
 import json
 import os
 import shlex
-import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 import zarr
 from bench_common import OUT, machine, synthetic_image, trained_demo_model
-from bench_memory import rss_sampler
+from bench_memory import print_samples, run_measured
 
 from tileunet.tiling import DIHEDRAL, dihedral
 
@@ -91,16 +88,7 @@ def main() -> int:
                                env={"OMP_NUM_THREADS": str(threads)})
         cmd += ["--scheduler", cluster.scheduler_address]
     print("child: " + shlex.join(["tileunet", *cmd[3:]]), file=sys.stderr, flush=True)
-    samples: list[tuple[float, int]] = []
-    stop = threading.Event()
-    t = time.perf_counter()
-    child = subprocess.Popen(cmd)
-    sampler = threading.Thread(target=rss_sampler, args=(child.pid, samples, stop))
-    sampler.start()
-    _, status, usage = os.wait4(child.pid, 0)
-    seconds = time.perf_counter() - t
-    stop.set()
-    sampler.join()
+    code, seconds, peak_rss, samples = run_measured(cmd)
     worker_peak = None
     if cluster is not None:
         from distributed import Client
@@ -112,11 +100,9 @@ def main() -> int:
 
             worker_peak = max(client.run(peak).values())
         cluster.close()
-    code = os.waitstatus_to_exitcode(status)
     if code != 0:
         print(f"tileunet predict failed with exit status {code}", file=sys.stderr)
         return 1
-    peak_rss = usage.ru_maxrss * 1024
     px = args.size**2
     g = zarr.open_group(str(out), mode="r")
     meta = dict(g.attrs["tileunet"])
@@ -144,13 +130,7 @@ def main() -> int:
           f"--max-object) |")
     verdict = "under" if peak_rss < args.limit_gb * gb else "OVER"
     print(f"\npeak {peak_rss / gb:.2f} GB: {verdict} the {args.limit_gb:g} GB limit")
-    if samples:
-        ts = np.array([s[0] for s in samples])
-        rs = np.array([s[1] for s in samples])
-        step = max(1, len(ts) // 12)
-        marks = ", ".join(f"{t:.0f} s: {r / gb:.2f} GB" for t, r in
-                          zip(ts[::step], rs[::step], strict=True))
-        print(f"resident memory over time (sampled): {marks}")
+    print_samples(samples)
     return 0 if peak_rss < args.limit_gb * gb else 2
 
 

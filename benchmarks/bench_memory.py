@@ -53,6 +53,34 @@ def rss_sampler(pid: int, samples: list[tuple[float, int]], stop: threading.Even
         stop.wait(0.2)
 
 
+def run_measured(cmd: list[str]) -> tuple[int, float, int, list[tuple[float, int]]]:
+    """Run ``cmd`` as a child; its exit code, wall time, peak RSS (bytes, from ``wait4``)
+    and its resident memory sampled every 0.2 s."""
+    samples: list[tuple[float, int]] = []
+    stop = threading.Event()
+    t = time.perf_counter()
+    child = subprocess.Popen(cmd)
+    sampler = threading.Thread(target=rss_sampler, args=(child.pid, samples, stop))
+    sampler.start()
+    _, status, usage = os.wait4(child.pid, 0)
+    seconds = time.perf_counter() - t
+    stop.set()
+    sampler.join()
+    return os.waitstatus_to_exitcode(status), seconds, usage.ru_maxrss * 1024, samples
+
+
+def print_samples(samples: list[tuple[float, int]]) -> None:
+    """A dozen of the sampled resident sizes, over the run."""
+    if not samples:
+        return
+    ts = np.array([s[0] for s in samples])
+    rs = np.array([s[1] for s in samples])
+    step = max(1, len(ts) // 12)
+    marks = ", ".join(f"{t:.0f} s: {r / 1e9:.2f} GB" for t, r in
+                      zip(ts[::step], rs[::step], strict=True))
+    print(f"resident memory over time (sampled): {marks}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=8192)
@@ -85,21 +113,10 @@ def main() -> int:
     cmd = [sys.executable, "-m", "tileunet", "-q", "predict", str(model), str(image_path),
            "-o", str(out), "--overwrite", "--device", args.device]
     print("child: " + shlex.join(["tileunet", *cmd[3:]]), file=sys.stderr, flush=True)
-    samples: list[tuple[float, int]] = []
-    stop = threading.Event()
-    t = time.perf_counter()
-    child = subprocess.Popen(cmd)
-    sampler = threading.Thread(target=rss_sampler, args=(child.pid, samples, stop))
-    sampler.start()
-    _, status, usage = os.wait4(child.pid, 0)
-    seconds = time.perf_counter() - t
-    stop.set()
-    sampler.join()
-    code = os.waitstatus_to_exitcode(status)
+    code, seconds, peak, samples = run_measured(cmd)
     if code != 0:
         print(f"tileunet predict failed with exit status {code}", file=sys.stderr)
         return 1
-    peak = usage.ru_maxrss * 1024  # kilobytes on Linux
     px = args.size**2
     outputs = {p.name: p.stat().st_size for p in sorted(out.iterdir())}
     res = {"command": command, "machine": where, "size": args.size, "net": label,
@@ -118,13 +135,7 @@ def main() -> int:
     print(f"| outputs | {', '.join(f'{k} ({v / 1e6:.0f} MB)' for k, v in outputs.items())} |")
     verdict = "under" if peak < args.limit_gb * gb else "OVER"
     print(f"\npeak {peak / gb:.2f} GB: {verdict} the {args.limit_gb:g} GB limit")
-    if samples:
-        ts = np.array([s[0] for s in samples])
-        rs = np.array([s[1] for s in samples])
-        marks = ", ".join(f"{t:.0f} s: {r / gb:.2f} GB" for t, r in
-                          zip(ts[:: max(1, len(ts) // 12)], rs[:: max(1, len(rs) // 12)],
-                              strict=True))
-        print(f"resident memory over time (sampled): {marks}")
+    print_samples(samples)
     return 0 if peak < args.limit_gb * gb else 2
 
 

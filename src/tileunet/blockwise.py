@@ -57,7 +57,7 @@ import tifffile
 from scipy import ndimage as ndi
 from tqdm.auto import tqdm
 
-from tileunet.data import DataError, Normalization
+from tileunet.data import DataError, Normalization, rescale
 from tileunet.model import UNet
 from tileunet.postprocess import _grow, instances_from_probability
 from tileunet.predict import predict
@@ -325,14 +325,8 @@ def _normalize_block(block: np.ndarray, ranges: list[tuple[float, float]],
                      method: str) -> np.ndarray:
     """The arithmetic of :class:`Normalization`, with ranges found on the whole image."""
     x = block.astype(np.float32, copy=True)
-    if method == "none":
-        return x
-    for c, (lo, hi) in zip(x, ranges, strict=True):
-        if hi > lo:
-            c -= lo
-            c /= hi - lo
-        else:
-            c[...] = 0.0
+    if method != "none":
+        rescale(x, ranges)
     return x
 
 

@@ -411,17 +411,15 @@ class Normalization:
         if self.method == "none":
             return x
         channels = x if x.ndim == 3 else x[None]
-        for c in channels:  # views: normalised in place
+        ranges = []
+        for c in channels:
             lo, hi = float(c.min()), float(c.max())
             if self.method == "percentile" and hi > lo:
                 p_lo, p_hi = np.percentile(c, [self.low, self.high])
                 if p_hi > p_lo:
                     lo, hi = float(p_lo), float(p_hi)
-            if hi > lo:
-                c -= lo
-                c /= hi - lo
-            else:
-                c[...] = 0.0
+            ranges.append((lo, hi))
+        rescale(channels, ranges)
         return x
 
     def to_dict(self) -> dict:
@@ -436,6 +434,19 @@ class Normalization:
             raise ValueError(f"unknown normalization keys {sorted(unknown)}, "
                              f"expected method, low, high")
         return cls(**d)
+
+
+def rescale(channels: np.ndarray, ranges: list[tuple[float, float]]) -> None:
+    """In place: channel ``c`` of float32 ``(C, H, W)`` to ``(c - lo) / (hi - lo)``, or to
+    zeros where ``hi <= lo``; the arithmetic of :class:`Normalization`, shared with the
+    block-wise path (:mod:`tileunet.blockwise`), which finds the ranges on a whole image
+    larger than memory."""
+    for c, (lo, hi) in zip(channels, ranges, strict=True):
+        if hi > lo:
+            c -= lo
+            c /= hi - lo
+        else:
+            c[...] = 0.0
 
 
 # --------------------------------------------------------------------------- labels
