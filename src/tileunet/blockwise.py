@@ -147,6 +147,11 @@ class _TiffArray:
         return (_TiffArray, (self.path,))
 
 
+def _multiscales(attrs: dict) -> list | None:
+    """OME-Zarr ``multiscales`` of a group's attributes (NGFF 0.4, or 0.5 under "ome")."""
+    return attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales")
+
+
 def open_image(path: str | Path) -> Any:
     """A large image as a lazy ``(C, H, W)`` dask array, nothing read yet.
 
@@ -188,7 +193,7 @@ def open_image(path: str | Path) -> Any:
                             f"{z.shape}")
         return _to_cyx(da.from_zarr(z), axes, p)
     attrs = dict(z.attrs)
-    multiscales = attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales")
+    multiscales = _multiscales(attrs)
     if not multiscales:
         raise DataError(f"{p}: a zarr group without OME-Zarr 'multiscales' metadata; "
                         "give the path of the image array inside it")
@@ -563,7 +568,7 @@ def _zarr_scale(p: Path) -> tuple[float, float, str | None]:
     _, _, zarr = _dask()
     z = zarr.open(str(p), mode="r")
     attrs = dict(z.attrs)
-    ms = (attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales") or [None])[0]
+    ms = (_multiscales(attrs) or [None])[0]
     if not ms:
         return 1.0, 1.0, None
     axes = [a if isinstance(a, dict) else {"name": a} for a in ms.get("axes", [])]
@@ -740,7 +745,6 @@ def segment_to_zarr(
     Other parameters
         As for :func:`tileunet.segment.segment_files`.
     """
-    from tileunet.checkpoint import load_model
     from tileunet.postprocess import instance_options
     from tileunet.train import resolve_device
 
@@ -758,8 +762,8 @@ def segment_to_zarr(
     if ome is None:
         ome = out.name.lower().endswith(".ome.zarr")
     model_path = str(Path(model).absolute())
-    resolve_device(device)  # a clear error before any work
-    net, extra = load_model(model_path, device="cpu")  # geometry and normalisation
+    # loaded once here (a clear error before any work); predict_blocks finds it cached
+    net, extra = _cached_model(model_path, str(resolve_device(device)))
     norm = Normalization.from_dict(extra.get("normalization", {}))
     if tile is not None:
         net.output_size(tile)  # a clear error before any work
