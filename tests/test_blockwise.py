@@ -253,14 +253,26 @@ def test_ome_zarr_in_and_out(tmp_path, rng, net, cells_model):
                  "--batch-size", "2"]) == 0
     g = zarr.open_group(str(tmp_path / "pred.ome.zarr"), mode="r")
     image = models.Image.from_zarr(g)  # validates the NGFF 0.4 metadata
-    scale = image.attributes.multiscales[0].datasets[0].coordinateTransformations[0].scale
-    assert list(scale) == [1.0, 0.4, 0.3]
+    # a pyramid: 90x80 halved while larger than a block (32) -> 45x40, 22x20
+    datasets = image.attributes.multiscales[0].datasets
+    assert [d.path for d in datasets] == ["0", "1", "2"]
+    assert [list(d.coordinateTransformations[0].scale) for d in datasets] == [
+        [1.0, 0.4, 0.3], [1.0, 0.8, 0.6], [1.0, 1.6, 1.2]]
+    assert [g[d.path].shape for d in datasets] == [(1, 90, 80), (1, 45, 40), (1, 22, 20)]
     assert image.labels.attributes.labels == ["instances", "mask"]
     for name in ("instances", "mask"):
         label = models.ImageLabel.from_zarr(g[f"labels/{name}"])
         ms = label.attributes.multiscales[0]
-        assert list(ms.datasets[0].coordinateTransformations[0].scale) == [0.4, 0.3]
+        assert [list(d.coordinateTransformations[0].scale) for d in ms.datasets] == [
+            [0.4, 0.3], [0.8, 0.6], [1.6, 1.2]]
         assert ms.axes[0].unit == "micrometer"
+        full = g[f"labels/{name}/0"][...]  # labels keep their values: every other pixel
+        np.testing.assert_array_equal(g[f"labels/{name}/1"][...], full[::2, ::2])
+        np.testing.assert_array_equal(g[f"labels/{name}/2"][...], full[:88:4, :80:4])
+    p0, p1, p2 = (g[str(n)][0].astype(np.float64) for n in range(3))  # probabilities: means
+    np.testing.assert_allclose(p1, p0.reshape(45, 2, 40, 2).mean(axis=(1, 3)), atol=1e-6)
+    np.testing.assert_allclose(p2, p1[:44].reshape(22, 2, 20, 2).mean(axis=(1, 3)),
+                               atol=1e-6)
     prob, labels = _in_memory(net, img)
     np.testing.assert_array_equal(g["0"][0], prob)
     np.testing.assert_array_equal(g["labels/mask/0"][...], (prob > 0.5) * 255)

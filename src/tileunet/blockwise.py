@@ -613,9 +613,67 @@ def _tiff_scale(p: Path) -> tuple[float, float, str | None]:
     return 1.0, 1.0, None
 
 
-def _write_ngff(root: Any, k: int, scale: tuple[float, float, str | None]) -> None:
+def _pyramid_levels(h: int, w: int, block: int) -> int:
+    """How many times the OME-Zarr output is halved: until a level fits in one block,
+    or a side would drop under 16 px."""
+    n = 0
+    while max(h, w) > block and min(h, w) // 2 >= 16:
+        h, w, n = h // 2, w // 2, n + 1
+    return n
+
+
+def _halve(a: np.ndarray, mean: bool) -> np.ndarray:
+    """2x2 mean (probabilities) or the top-left pixel of each 2x2 cell (masks, labels:
+    no values that were not there) over the last two axes; an odd last row/column is
+    dropped, as the level's size is the floor of half."""
+    hh, ww = a.shape[-2] // 2 * 2, a.shape[-1] // 2 * 2
+    a = a[..., :hh, :ww]
+    if not mean:
+        return a[..., ::2, ::2]
+    cells = a.reshape(*a.shape[:-2], hh // 2, 2, ww // 2, 2)
+    return cells.mean(axis=(-3, -1), dtype=np.float64).astype(a.dtype)
+
+
+def _level_path(path: str, level: int) -> str:
+    """``"labels/mask/0"`` -> ``"labels/mask/<level>"``."""
+    head, _, _ = path.rpartition("/")
+    return f"{head}/{level}" if head else str(level)
+
+
+def _write_pyramid(store: str, paths: dict, block: int, run: Any) -> int:
+    """Halved levels ``1, 2, ...`` beside each level-0 array of an OME-Zarr output, each
+    computed block by block from the level above; returns how many were written."""
+    _, da, zarr = _dask()
+    root = zarr.open_group(store, mode="r+")
+    h, w = root[paths["labels"]].shape
+    levels = _pyramid_levels(h, w, block)
+    for level in range(1, levels + 1):
+        h, w = h // 2, w // 2
+        for path in paths.values():
+            src = root[_level_path(path, level - 1)]
+            root.create_array(_level_path(path, level), shape=(*src.shape[:-2], h, w),
+                              chunks=(*src.shape[:-2], block, block), dtype=src.dtype)
+
+        def halve(_: np.ndarray, loc: tuple, level: int = level) -> None:
+            i, j = loc
+            g = zarr.open_group(store, mode="r+")
+            for key, path in paths.items():
+                src = g[_level_path(path, level - 1)]
+                part = src[..., 2 * i * block : 2 * (i + 1) * block,
+                           2 * j * block : 2 * (j + 1) * block]
+                g[_level_path(path, level)][..., i * block : (i + 1) * block,
+                                            j * block : (j + 1) * block] = _halve(
+                    part, mean=key == "probability")
+
+        run(da.zeros((h, w), chunks=block, dtype=np.uint8), halve, f"level {level}")
+    return levels
+
+
+def _write_ngff(root: Any, k: int, scale: tuple[float, float, str | None],
+                levels: int = 0) -> None:
     """OME-Zarr 0.4 metadata: the probabilities as the image, mask and instances as its
-    label images (``image-label``), all with the input's pixel size."""
+    label images (``image-label``), all with the input's pixel size, level ``l`` of
+    each at ``2**l`` times that."""
     sy, sx, unit = scale
 
     def space(name: str) -> dict:
@@ -624,10 +682,10 @@ def _write_ngff(root: Any, k: int, scale: tuple[float, float, str | None]) -> No
     def multiscales(name: str, channel: bool) -> list:
         axes = ([{"name": "c", "type": "channel"}] if channel else []) + [space("y"),
                                                                             space("x")]
-        s = ([1.0] if channel else []) + [float(sy), float(sx)]
-        return [{"version": "0.4", "name": name, "axes": axes,
-                 "datasets": [{"path": "0", "coordinateTransformations": [
-                     {"type": "scale", "scale": s}]}]}]
+        return [{"version": "0.4", "name": name, "axes": axes, "datasets": [
+            {"path": str(level), "coordinateTransformations": [{"type": "scale", "scale": (
+                [1.0] if channel else []) + [float(sy) * 2**level, float(sx) * 2**level]}]}
+            for level in range(levels + 1)]}]
 
     root.attrs["multiscales"] = multiscales("probability", True)
     root.attrs["omero"] = {"channels": [
@@ -862,8 +920,9 @@ def segment_to_zarr(
 
         run(names, relabel, "labels", depth=halo)
         shutil.rmtree(tmp / "_names")
-        if ome:
-            _write_ngff(root, k, image_scale(source))
+        if ome:  # a pyramid of halved levels, so viewers can show a large output whole
+            levels = _write_pyramid(store, paths, b, run)
+            _write_ngff(root, k, image_scale(source), levels)
         root.attrs["tileunet"] = {
             "model": model_path, "source": str(Path(source).absolute()),
             "threshold": float(threshold), "instances": instances,

@@ -28,7 +28,7 @@ import contextlib
 import functools
 import logging
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -358,7 +358,7 @@ def predict(
     batch_size: int | None = None,
     tta: bool = False,
     device: torch.device | str | None = None,
-    progress: bool = True,
+    progress: bool | Callable[..., Any] = True,
     precision: str = "auto",
     channels: Sequence[int] | None = None,
     out: Any = None,
@@ -400,8 +400,9 @@ def predict(
         mapped back before averaging (the paper averaged rotated versions).
     device : torch.device or str, optional
         Where to run; the network is moved there. Default: where the network is.
-    progress : bool
-        Show a tqdm bar over the tiles.
+    progress : bool or tqdm-like class
+        Show a tqdm bar over the tiles; a class with tqdm's interface (for example
+        ``napari.utils.progress``) is used instead of tqdm itself.
     precision : {"auto", "fp32", "bf16"}
         ``"auto"`` (default) runs the network under ``torch.autocast`` with bfloat16 on
         GPUs that support it and on CPUs with native bf16 instructions (AVX512-BF16,
@@ -500,8 +501,9 @@ def predict(
     was_training = net.training
     restore_format = channels_last and all(
         p.is_contiguous() for p in net.parameters() if p.ndim == 4)
-    bar = tqdm(total=len(transforms) * n_tiles, desc="predict", unit="tile",
-               disable=not progress)
+    bar_class = progress if callable(progress) else tqdm
+    bar = bar_class(total=len(transforms) * n_tiles, desc="predict", unit="tile",
+                    disable=not progress)
     if out is None:
         out = np.empty((len(keep), h, w), dtype=np.float32)
     try:

@@ -1,0 +1,148 @@
+"""The napari plugin in a real viewer: found by napari through its entry point, the widget
+run on an image layer in a worker thread with progress bars, and the reader opening a
+prediction store. Needs napari with a Qt binding and a display: a running X server
+(``DISPLAY``) or Xvfb, started here; skipped where either is missing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tileunet import UNet
+from tileunet.checkpoint import save_model
+from tileunet.data import Normalization
+from tileunet.napari_plugin import segment_layer
+
+pytest.importorskip("napari")
+pytest.importorskip("qtpy")
+
+
+@pytest.fixture(scope="module")
+def display():
+    """A display for Qt: the one in ``DISPLAY``, else a private Xvfb server."""
+    if os.environ.get("DISPLAY"):
+        yield os.environ["DISPLAY"]
+        return
+    if shutil.which("Xvfb") is None:
+        pytest.skip("no display and no Xvfb")
+    # -displayfd: Xvfb picks a free display number and writes it to the pipe when ready
+    read, write = os.pipe()
+    proc = subprocess.Popen(["Xvfb", "-displayfd", str(write), "-screen", "0", "1280x900x24",
+                             "-nolisten", "tcp"], pass_fds=(write,),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    os.close(write)
+    with os.fdopen(read) as f:
+        number = f.readline().strip()
+    if not number:
+        proc.kill()
+        pytest.skip("Xvfb did not start")
+    os.environ["DISPLAY"] = f":{number}"
+    try:
+        yield os.environ["DISPLAY"]
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        del os.environ["DISPLAY"]
+
+
+@pytest.fixture
+def viewer(display, monkeypatch):
+    """A napari viewer; an exception raised in a Qt slot fails the test (without a hook,
+    PyQt aborts the whole process)."""
+    import napari
+
+    raised: list[BaseException] = []
+    monkeypatch.setattr(sys, "excepthook", lambda typ, exc, tb: raised.append(exc))
+    v = napari.Viewer(show=False)
+    yield v
+    v.close()
+    assert not raised, f"exception in a Qt slot: {raised[0]!r}"
+
+
+def _wait(cond, seconds: float = 120.0) -> None:
+    from qtpy.QtWidgets import QApplication
+
+    app, end = QApplication.instance(), time.monotonic() + seconds
+    while not cond():
+        if time.monotonic() > end:
+            raise TimeoutError("the viewer did not get there in time")
+        app.processEvents()
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def model(tmp_path) -> Path:
+    torch.manual_seed(0)
+    path = tmp_path / "m.safetensors"
+    save_model(path, UNet(depth=3, width=4, dropout=0.0).eval(),
+               {"normalization": Normalization().to_dict()})
+    return path
+
+
+def test_widget_segments_the_selected_layer_in_a_thread_with_progress(viewer, model, rng):
+    from napari.utils import progress
+
+    data = (rng.random((90, 70)) * 4000).astype(np.uint16)
+    viewer.add_image(data, name="cells", scale=(0.5, 0.25))
+    _, widget = viewer.window.add_plugin_dock_widget("tileunet", "Segment (U-Net)")
+    bars: list[tuple[str, int | None]] = []
+    progress._all_instances.events.changed.connect(
+        lambda e: bars.extend((b.desc, b.total) for b in e.added))
+    widget.image.value = viewer.layers["cells"]
+    widget.model.value = model
+    worker = widget()  # returns at once; the network runs in a worker thread
+    assert worker is not None
+    _wait(lambda: len(viewer.layers) == 3 and not progress._all_instances)
+
+    (want_prob, _, _), (want_labels, _, _) = segment_layer(viewer.layers["cells"], model,
+                                                           progress=progress)
+    prob, labels = viewer.layers["cells probability"], viewer.layers["cells instances"]
+    assert type(prob).__name__ == "Image" and type(labels).__name__ == "Labels"
+    np.testing.assert_array_equal(prob.data, want_prob)
+    np.testing.assert_array_equal(labels.data, want_labels)
+    assert labels.data.max() > 0
+    np.testing.assert_array_equal(prob.scale, [0.5, 0.25])
+    np.testing.assert_array_equal(labels.scale, [0.5, 0.25])
+    # napari bars for the tiles (with their count) and for the instance step
+    tiles = [total for desc, total in bars if desc == "tileunet: predict"]
+    assert len(tiles) == 1 and tiles[0] >= 1
+    assert ("tileunet: instances", 0) in bars  # no count: a busy bar
+
+
+def test_widget_reports_a_layer_that_does_not_fit_and_adds_nothing(viewer, model):
+    viewer.add_image(np.zeros((3, 40, 40), np.float32), name="stack")
+    _, widget = viewer.window.add_plugin_dock_widget("tileunet", "Segment (U-Net)")
+    widget.image.value = viewer.layers["stack"]
+    widget.model.value = model
+    errors: list[BaseException] = []
+    worker = widget()
+    worker.errored.connect(errors.append)
+    _wait(lambda: bool(errors))
+    assert "layer 'stack': shape (3, 40, 40) does not fit" in str(errors[0])
+    assert len(viewer.layers) == 1
+
+
+def test_viewer_opens_a_prediction_store_with_the_reader(viewer, model, rng, tmp_path):
+    tifffile = pytest.importorskip("tifffile")
+    from tileunet.blockwise import segment_to_zarr
+
+    img = (rng.random((60, 50)) * 4000).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "img.tif", img, resolution=(2.0, 2.0), imagej=True,
+                     metadata={"unit": "um"})
+    out = segment_to_zarr(model, tmp_path / "img.tif", tmp_path / "pred.ome.zarr", block=24,
+                          tile=44, progress=False)
+    layers = viewer.open(str(out), plugin="tileunet")
+    assert [ly.name for ly in layers] == ["pred probability", "pred instances", "pred mask"]
+    assert [type(ly).__name__ for ly in layers] == ["Image", "Labels", "Labels"]
+    np.testing.assert_array_equal(layers[1].scale, [0.5, 0.5])
+    assert layers[1].multiscale and [d.shape for d in layers[1].data] == [(60, 50), (30, 25)]
+    assert np.asarray(layers[1].data[0]).max() > 0
