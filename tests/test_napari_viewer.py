@@ -146,3 +146,25 @@ def test_viewer_opens_a_prediction_store_with_the_reader(viewer, model, rng, tmp
     np.testing.assert_array_equal(layers[1].scale, [0.5, 0.5])
     assert layers[1].multiscale and [d.shape for d in layers[1].data] == [(60, 50), (30, 25)]
     assert np.asarray(layers[1].data[0]).max() > 0
+
+
+def test_napari_ome_zarr_opens_the_ome_zarr_output(viewer, model, rng, tmp_path):
+    """An independent NGFF reader (the napari-ome-zarr plugin) finds the image, both
+    label images, the pyramid and the pixel size in what ``predict`` writes."""
+    pytest.importorskip("napari_ome_zarr")
+    tifffile = pytest.importorskip("tifffile")
+    from tileunet.blockwise import segment_to_zarr
+
+    img = (rng.random((60, 50)) * 4000).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "img.tif", img, resolution=(2.0, 2.0), imagej=True,
+                     metadata={"unit": "um"})
+    out = segment_to_zarr(model, tmp_path / "img.tif", tmp_path / "pred.ome.zarr", block=24,
+                          tile=44, progress=False)
+    layers = viewer.open(str(out), plugin="napari-ome-zarr")
+    kinds = sorted((type(ly).__name__, ly.name.rsplit("/", 1)[-1]) for ly in layers)
+    assert kinds == [("Image", "probability: foreground"), ("Labels", "instances"),
+                     ("Labels", "mask")]
+    for ly in layers:
+        assert ly.multiscale and [d.shape[-2:] for d in ly.data] == [(60, 50), (30, 25)]
+        np.testing.assert_array_equal(ly.scale[-2:], [0.5, 0.5])
+        assert [str(u) for u in ly.units[-2:]] == ["micrometer", "micrometer"]
