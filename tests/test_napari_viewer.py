@@ -101,7 +101,10 @@ def test_widget_segments_the_selected_layer_in_a_thread_with_progress(viewer, mo
     widget.model.value = model
     worker = widget()  # returns at once; the network runs in a worker thread
     assert worker is not None
+    assert not widget.call_button.enabled  # one click, one run
     _wait(lambda: len(viewer.layers) == 3 and not progress._all_instances)
+    _wait(lambda: widget.call_button.enabled)
+    assert widget.call_button.text == "Segment"
 
     (want_prob, _, _), (want_labels, _, _) = segment_layer(viewer.layers["cells"], model,
                                                            progress=progress)
@@ -128,6 +131,7 @@ def test_widget_reports_a_layer_that_does_not_fit_and_adds_nothing(viewer, model
     worker.errored.connect(errors.append)
     _wait(lambda: bool(errors))
     assert "layer 'stack': shape (3, 40, 40) does not fit" in str(errors[0])
+    _wait(lambda: widget.call_button.enabled)  # ready for another try
     assert len(viewer.layers) == 1
 
 

@@ -26,6 +26,7 @@ from tileunet.checkpoint import load_model
 from tileunet.data import Normalization
 from tileunet.postprocess import INSTANCE_METHODS, instance_options, instances_from_probability
 from tileunet.predict import predict
+from tileunet.train import resolve_device
 
 __all__ = ["get_reader", "read_output", "segment_layer", "segment_widget"]
 
@@ -41,7 +42,7 @@ def _bar_class():
 
 def segment_layer(image: Any, model: str | Path, threshold: float = 0.5,
                   instances: str = "seeded", tta: bool = False,
-                  progress: Any = None) -> list[tuple]:
+                  progress: Any = None, device: str = "auto") -> list[tuple]:
     """Probability and instance layers for an image layer (napari ``LayerDataTuple`` s).
 
     Parameters
@@ -54,9 +55,11 @@ def segment_layer(image: Any, model: str | Path, threshold: float = 0.5,
         As for ``tileunet predict``.
     progress : tqdm-like class, optional
         The progress bars' class; default napari's where napari is installed, else tqdm.
+    device : str
+        ``"auto"`` (a GPU when PyTorch sees one), ``"cpu"``, ``"cuda:1"``, ...
     """
     split = instance_options(instances)
-    net, extra = load_model(model)
+    net, extra = load_model(model, resolve_device(device))
     norm = Normalization.from_dict(extra.get("normalization", {}))
     data = np.asarray(image.data)
     if getattr(image, "rgb", False) and data.ndim == 3:
@@ -147,6 +150,22 @@ def _start_soon(worker: Any) -> None:
     QTimer.singleShot(0, worker.start)
 
 
+_IDLE, _BUSY = "Segment", "Segmenting\u2026"
+
+
+def _busy_while_running(gui: Any) -> None:
+    """Grey out the button while a run is under way, so one click makes one run."""
+    def running(worker: Any) -> None:
+        gui.call_button.enabled, gui.call_button.text = False, _BUSY
+
+        def done() -> None:
+            gui.call_button.enabled, gui.call_button.text = True, _IDLE
+
+        worker.finished.connect(done)
+
+    gui.called.connect(running)
+
+
 def _make_widget():
     from magicgui import magic_factory
     from napari.layers import Image
@@ -164,7 +183,7 @@ def _make_widget():
         return worker
 
     return magic_factory(
-        segment, call_button="Segment",
+        segment, call_button=_IDLE, widget_init=_busy_while_running,
         model={"label": "model (.safetensors, or a run folder)", "mode": "r",
                "filter": "*.safetensors"},
         threshold={"min": 0.0, "max": 0.99, "step": 0.05},
