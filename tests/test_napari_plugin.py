@@ -57,6 +57,17 @@ def test_widget_function_adds_probability_and_instances(model, rng):
     assert pmeta["name"] == "cells probability" and lmeta["name"] == "cells instances"
 
 
+def test_widget_function_segments_a_pyramid_at_full_resolution(model, rng):
+    net, path = model
+    data = (rng.random((64, 48)) * 4000).astype(np.uint16)
+    layer = SimpleNamespace(data=[data, data[::2, ::2]], multiscale=True, name="pyr",
+                            scale=(1.0, 1.0), rgb=False)
+    (prob, _, _), (labels, _, _) = segment_layer(layer, path)
+    want = predict(net, Normalization()(data), progress=False)[1]
+    np.testing.assert_array_equal(prob, want)
+    assert labels.shape == (64, 48)
+
+
 def test_widget_function_rejects_a_layer_that_does_not_fit(model):
     _, path = model
     layer = SimpleNamespace(data=np.zeros((2, 30, 30)), name="two", scale=(1, 1, 1), rgb=False)

@@ -48,7 +48,8 @@ def segment_layer(image: Any, model: str | Path, threshold: float = 0.5,
     Parameters
     ----------
     image : napari.layers.Image (or anything with ``data``, ``name``, ``scale``, ``rgb``)
-        A 2-D image, ``(C, H, W)`` for multi-channel models, or RGB ``(H, W, 3)``.
+        A 2-D image, ``(C, H, W)`` for multi-channel models, or RGB ``(H, W, 3)``; of a
+        multiscale layer, the full-resolution level.
     model : path
         Run folder or model file written by ``tileunet train``.
     threshold, instances, tta
@@ -61,12 +62,13 @@ def segment_layer(image: Any, model: str | Path, threshold: float = 0.5,
     split = instance_options(instances)
     net, extra = load_model(model, resolve_device(device))
     norm = Normalization.from_dict(extra.get("normalization", {}))
-    data = np.asarray(image.data)
+    # a pyramid (e.g. an OME-Zarr opened in napari) is segmented at full resolution
+    data = np.asarray(image.data[0] if getattr(image, "multiscale", False) else image.data)
     if getattr(image, "rgb", False) and data.ndim == 3:
         data = np.moveaxis(data, -1, 0)  # (H, W, 3) -> (3, H, W)
     chans = 1 if data.ndim == 2 else data.shape[0]
     if data.ndim not in (2, 3) or chans != net.config.in_channels:
-        raise ValueError(f"layer {image.name!r}: shape {np.shape(image.data)} does not fit a "
+        raise ValueError(f"layer {image.name!r}: shape {data.shape} does not fit a "
                          f"model with {net.config.in_channels} input channel(s)")
     scale = tuple(getattr(image, "scale", (1.0, 1.0)))[-2:]
     bar = progress or _bar_class()
