@@ -30,6 +30,7 @@ pytest.importorskip("qtpy")
 def display():
     """A display for Qt: the one in ``DISPLAY``, else a private Xvfb server."""
     if os.environ.get("DISPLAY"):
+        _qt_starts()
         yield os.environ["DISPLAY"]
         return
     if shutil.which("Xvfb") is None:
@@ -47,11 +48,24 @@ def display():
         pytest.skip("Xvfb did not start")
     os.environ["DISPLAY"] = f":{number}"
     try:
+        _qt_starts()
         yield os.environ["DISPLAY"]
     finally:
         proc.terminate()
         proc.wait(10)
         del os.environ["DISPLAY"]
+
+
+def _qt_starts() -> None:
+    """Skip unless Qt can open a window on the display: a missing system library (say
+    libxcb-cursor0) makes Qt abort the process, so try in a child process first."""
+    probe = subprocess.run([sys.executable, "-c", "from qtpy.QtWidgets import QApplication, "
+                            "QWidget; app = QApplication([]); QWidget().show()"],
+                           capture_output=True, text=True, timeout=120)
+    if probe.returncode != 0:
+        lines = (probe.stderr.strip() or "no message").splitlines()
+        why = next((ln for ln in lines if "could not" in ln.lower()), lines[-1])
+        pytest.skip(f"Qt cannot start on this display: {why.strip()}")
 
 
 @pytest.fixture
