@@ -178,8 +178,12 @@ def test_segment_on_a_local_cluster_of_two_workers(tmp_path, rng, net, cells_mod
 def test_cli_zarr_output_errors(tmp_path, cells_model, capsys):
     img = np.zeros((40, 40), np.uint8)
     src = _zarr(tmp_path / "img.zarr", img, (20, 20))
-    assert main(["-q", "predict", str(cells_model), str(src), "-o", str(tmp_path / "o")]) == 2
-    assert "give an output named NAME.zarr" in capsys.readouterr().err
+    bad = tmp_path / "bad.zarr"
+    bad.mkdir()  # a folder named like a store, with nothing in it
+    assert main(["-q", "predict", str(cells_model), str(bad), "-o", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"tileunet: error: {bad}") and err.count("\n") == 1, err
+    assert not (tmp_path / "o").exists()
     assert main(["-q", "predict", str(cells_model), str(src), str(src), "-o",
                  str(tmp_path / "o.zarr")]) == 2
     assert "one input image" in capsys.readouterr().err
@@ -278,3 +282,16 @@ def test_ome_zarr_in_and_out(tmp_path, rng, net, cells_model):
     np.testing.assert_array_equal(g["labels/mask/0"][...], (prob > 0.5) * 255)
     if g.attrs["tileunet"]["cut_objects"] == 0:
         np.testing.assert_array_equal(g["labels/instances/0"][...], labels)
+
+
+def test_ome_zarr_input_to_tiff_and_png_outputs(tmp_path, rng, net, cells_model):
+    """An OME-Zarr (or zarr) image that fits in memory also gives the usual file outputs."""
+    img, _ = synthetic_cells((70, 60), rng=rng, cell_radius=8)
+    img = (img * 255).astype(np.uint8)
+    src = _ome_image(tmp_path / "img.ome.zarr", img)
+    assert main(["-q", "predict", str(cells_model), str(src), "-o", str(tmp_path / "out"),
+                 "--tile", "64", "--batch-size", "2"]) == 0
+    prob, labels = _in_memory(net, img)
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "out" / "img_prob.tif"), prob)
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "out" / "img_instances.tif"), labels)
+    assert (tmp_path / "out" / "img_overlay.png").is_file()

@@ -405,3 +405,12 @@ def test_real_dsb_sample_non_contiguous_ids(shared_data):
     (s,) = load_samples(root / "images", root / "masks")
     assert np.unique(s.labels).size - 1 == 125 and s.labels.max() == 183
     assert 0.9 < np.percentile(s.image, 99.8) < 1.1  # uint16 holding 0..235, not /65535
+
+
+@pytest.mark.parametrize("name, stem", [
+    ("cells.tif", "cells"), ("cells.ome.tif", "cells"), ("cells.ome.zarr", "cells"),
+    ("a.b.png", "a.b"), ("plain", "plain"), (".ome.zarr", ".ome"), ("x.OME.TIFF", "x")])
+def test_image_stem_names_outputs_without_format_suffixes(name, stem):
+    from tileunet.data import image_stem
+
+    assert image_stem(name) == stem

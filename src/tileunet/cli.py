@@ -72,7 +72,8 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="segment images with a trained model",
                        description="Overlap-tile prediction of images of any size.")
     p.add_argument("model", help="run directory or model.safetensors")
-    p.add_argument("images", nargs="+", help="image files or folders")
+    p.add_argument("images", nargs="+",
+                   help="image files (PNG, JPEG, TIFF, zarr, OME-Zarr) or folders")
     p.add_argument("-o", "--out", required=True,
                    help="output folder; or NAME.zarr to segment one image larger than "
                         "memory block by block (zarr, OME-Zarr or TIFF input); NAME.ome.zarr "
@@ -341,10 +342,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(f"wrote {out} (probability, mask, labels)")
         return 0
-    for item in args.images:
-        if is_zarr_path(item):
-            raise ValueError(f"{item}: a zarr input is segmented block by block; "
-                             "give an output named NAME.zarr")
     if args.scheduler:
         raise ValueError("--scheduler needs a .zarr output (block-wise prediction)")
     segment_files(args.model, args.images, args.out, tta=args.tta, tile=args.tile,

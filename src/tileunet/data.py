@@ -112,6 +112,19 @@ def _read_tiff(path: Path) -> list[np.ndarray]:
     return [np.ascontiguousarray(p) for p in data]
 
 
+def _is_zarr_store(path: Path) -> bool:
+    """A folder named ``*.zarr``: a zarr array or an OME-Zarr image, read as one image."""
+    return path.is_dir() and path.name.lower().endswith(".zarr")
+
+
+def image_stem(path: _PathLike) -> str:
+    """The name outputs are called after: ``cells`` for ``cells.tif``, ``cells.ome.tif``,
+    ``cells.zarr`` and ``cells.ome.zarr``."""
+    name = Path(path).name
+    stem = name.rsplit(".", 1)[0] if "." in name else name
+    return stem[:-4] if stem.lower().endswith(".ome") and len(stem) > 4 else stem
+
+
 def read_pages(path: _PathLike) -> list[np.ndarray]:
     """Read every page of an image file.
 
@@ -119,7 +132,8 @@ def read_pages(path: _PathLike) -> list[np.ndarray]:
     ----------
     path : str or path-like
         A PNG, JPEG or TIFF file (8/16/32-bit, float; LZW, deflate and other TIFF
-        compressions through ``imagecodecs``).
+        compressions through ``imagecodecs``), or a zarr array / OME-Zarr image (a
+        folder named ``*.zarr``, read whole; needs ``tileunet[dask]``).
 
     Returns
     -------
@@ -140,6 +154,11 @@ def read_pages(path: _PathLike) -> list[np.ndarray]:
     path = Path(path)
     if not path.exists():
         raise _fail(path, "no such file")
+    if _is_zarr_store(path):
+        from tileunet.blockwise import open_image  # needs the dask extra
+
+        image = open_image(path).compute()  # (C, H, W)
+        return [image[0] if image.shape[0] == 1 else image]
     if path.is_dir():
         raise _fail(path, "is a folder, expected an image file")
     suffix = path.suffix.lower()
@@ -217,6 +236,8 @@ def list_images(path: _PathLike) -> list[Path]:
     path = Path(path)
     if not path.exists():
         raise _fail(path, "no such file or folder")
+    if _is_zarr_store(path):
+        return [path]
     if path.is_file():
         if path.suffix.lower() not in IMAGE_SUFFIXES:
             raise _fail(path, f"unsupported suffix {path.suffix!r}, expected one of "

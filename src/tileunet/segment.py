@@ -32,6 +32,7 @@ from tileunet.data import (
     DataError,
     Normalization,
     atomic_write,
+    image_stem,
     list_images,
     read_pages,
     save_image,
@@ -71,8 +72,9 @@ def plan_jobs(inputs: list[str | Path], in_channels: int) -> list[Job]:
             chans = 1 if page.ndim == 2 else page.shape[0]
             if chans != in_channels:
                 raise DataError(f"{f}: has {chans} channel(s), the model expects {in_channels}")
-        names = [f.stem] if len(pages) == 1 else [f"{f.stem}_page{i:03d}"
-                                                  for i in range(len(pages))]
+        stem = image_stem(f)
+        names = [stem] if len(pages) == 1 else [f"{stem}_page{i:03d}"
+                                                for i in range(len(pages))]
         jobs.extend(Job(f, i, n) for i, n in enumerate(names))
     seen: dict[str, Path] = {}
     for j in jobs:
