@@ -665,7 +665,7 @@ def _write_pyramid(store: str, paths: dict, block: int, run: Any) -> int:
                                             j * block : (j + 1) * block] = _halve(
                     part, mean=key == "probability")
 
-        run(da.zeros((h, w), chunks=block, dtype=np.uint8), halve, f"level {level}")
+        run(da.zeros((h, w), chunks=block, dtype=np.uint8), halve, f"pyramid {level}/{levels}")
     return levels
 
 
