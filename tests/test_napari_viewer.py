@@ -149,16 +149,21 @@ def test_widget_reports_a_layer_that_does_not_fit_and_adds_nothing(viewer, model
     assert len(viewer.layers) == 1
 
 
-def test_viewer_opens_a_prediction_store_with_the_reader(viewer, model, rng, tmp_path):
+@pytest.fixture
+def ome_store(model, rng, tmp_path) -> Path:
+    """``predict -o pred.ome.zarr`` of a 60x50 TIFF with 0.5 um pixels (2 levels)."""
     tifffile = pytest.importorskip("tifffile")
     from tileunet.blockwise import segment_to_zarr
 
     img = (rng.random((60, 50)) * 4000).astype(np.uint16)
     tifffile.imwrite(tmp_path / "img.tif", img, resolution=(2.0, 2.0), imagej=True,
                      metadata={"unit": "um"})
-    out = segment_to_zarr(model, tmp_path / "img.tif", tmp_path / "pred.ome.zarr", block=24,
-                          tile=44, progress=False)
-    layers = viewer.open(str(out), plugin="tileunet")
+    return segment_to_zarr(model, tmp_path / "img.tif", tmp_path / "pred.ome.zarr",
+                           block=24, tile=44, progress=False)
+
+
+def test_viewer_opens_a_prediction_store_with_the_reader(viewer, ome_store):
+    layers = viewer.open(str(ome_store), plugin="tileunet")
     assert [ly.name for ly in layers] == ["pred probability", "pred instances", "pred mask"]
     assert [type(ly).__name__ for ly in layers] == ["Image", "Labels", "Labels"]
     np.testing.assert_array_equal(layers[1].scale, [0.5, 0.5])
@@ -166,19 +171,11 @@ def test_viewer_opens_a_prediction_store_with_the_reader(viewer, model, rng, tmp
     assert np.asarray(layers[1].data[0]).max() > 0
 
 
-def test_napari_ome_zarr_opens_the_ome_zarr_output(viewer, model, rng, tmp_path):
+def test_napari_ome_zarr_opens_the_ome_zarr_output(viewer, ome_store):
     """An independent NGFF reader (the napari-ome-zarr plugin) finds the image, both
     label images, the pyramid and the pixel size in what ``predict`` writes."""
     pytest.importorskip("napari_ome_zarr")
-    tifffile = pytest.importorskip("tifffile")
-    from tileunet.blockwise import segment_to_zarr
-
-    img = (rng.random((60, 50)) * 4000).astype(np.uint16)
-    tifffile.imwrite(tmp_path / "img.tif", img, resolution=(2.0, 2.0), imagej=True,
-                     metadata={"unit": "um"})
-    out = segment_to_zarr(model, tmp_path / "img.tif", tmp_path / "pred.ome.zarr", block=24,
-                          tile=44, progress=False)
-    layers = viewer.open(str(out), plugin="napari-ome-zarr")
+    layers = viewer.open(str(ome_store), plugin="napari-ome-zarr")
     kinds = sorted((type(ly).__name__, ly.name.rsplit("/", 1)[-1]) for ly in layers)
     assert kinds == [("Image", "probability: foreground"), ("Labels", "instances"),
                      ("Labels", "mask")]
