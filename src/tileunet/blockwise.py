@@ -57,7 +57,7 @@ import tifffile
 from scipy import ndimage as ndi
 from tqdm.auto import tqdm
 
-from tileunet.data import DataError, Normalization, rescale
+from tileunet.data import DataError, Normalization, is_zarr_path, rescale
 from tileunet.model import UNet
 from tileunet.postprocess import _grow, instances_from_probability
 from tileunet.predict import predict
@@ -87,11 +87,6 @@ def _dask():
 
 
 # ---------------------------------------------------------------------- reading
-def is_zarr_path(path: str | Path) -> bool:
-    """True for a path that names a zarr store (``*.zarr``), existing or not."""
-    return str(path).rstrip("/").lower().endswith(".zarr")
-
-
 def _to_cyx(arr: Any, axes: str, source: Path) -> Any:
     """Reorder a dask array with named axes to ``(C, Y, X)``; other axes must be 1 long."""
     axes = axes.upper()

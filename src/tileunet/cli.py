@@ -321,7 +321,7 @@ def _torchrun(devices: int, argv: list[str]) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from tileunet.blockwise import is_zarr_path
+    from tileunet.data import is_zarr_path
     from tileunet.segment import segment_files
 
     if is_zarr_path(args.out):

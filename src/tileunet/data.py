@@ -112,9 +112,14 @@ def _read_tiff(path: Path) -> list[np.ndarray]:
     return [np.ascontiguousarray(p) for p in data]
 
 
+def is_zarr_path(path: _PathLike) -> bool:
+    """True for a path that names a zarr store (``*.zarr``), existing or not."""
+    return str(path).rstrip("/").lower().endswith(".zarr")
+
+
 def _is_zarr_store(path: Path) -> bool:
     """A folder named ``*.zarr``: a zarr array or an OME-Zarr image, read as one image."""
-    return path.is_dir() and path.name.lower().endswith(".zarr")
+    return path.is_dir() and is_zarr_path(path)
 
 
 def image_stem(path: _PathLike) -> str:
