@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import zarr
-from bench_common import OUT, machine, synthetic_image, trained_demo_model
+from bench_common import OUT, announce, synthetic_image, trained_demo_model
 from bench_memory import print_samples, run_measured
 
 from tileunet.tiling import DIHEDRAL, dihedral
@@ -67,9 +67,7 @@ def main() -> int:
     args = ap.parse_args()
     work = OUT / "bench_blockwise"
     work.mkdir(parents=True, exist_ok=True)
-    command = "python benchmarks/bench_blockwise.py " + shlex.join(sys.argv[1:])
-    where = machine(torch.device(args.device))
-    print(f"command: `{command}`\nmachine: {where}\n")
+    command, where = announce(torch.device(args.device))
     image = work / f"cells_{args.size}.zarr"
     if not image.exists():
         print(f"writing a synthetic {args.size}² zarr image ...", file=sys.stderr, flush=True)

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import os
 import platform
+import shlex
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,6 +31,15 @@ def shown(path: Path) -> str:
         return str(path.relative_to(_HERE.parent))
     except ValueError:
         return str(path)
+
+
+def announce(device: torch.device) -> tuple[str, str]:
+    """Print, and return, the command line that repeats this run and the machine line."""
+    command = (f"python benchmarks/{Path(sys.argv[0]).name} "
+               + shlex.join(sys.argv[1:])).rstrip()
+    where = machine(device)
+    print(f"command: `{command}`\nmachine: {where}\n")
+    return command, where
 
 
 def machine(device: torch.device) -> str:

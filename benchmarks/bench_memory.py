@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import tifffile
 import torch
-from bench_common import OUT, machine, synthetic_image, trained_demo_model
+from bench_common import OUT, announce, synthetic_image, trained_demo_model
 
 from tileunet import UNet
 from tileunet.checkpoint import save_model
@@ -92,9 +92,7 @@ def main() -> int:
     args = ap.parse_args()
     work = OUT / "bench_memory"
     work.mkdir(parents=True, exist_ok=True)
-    command = "python benchmarks/bench_memory.py " + shlex.join(sys.argv[1:])
-    where = machine(torch.device(args.device))
-    print(f"command: `{command}`\nmachine: {where}\n")
+    command, where = announce(torch.device(args.device))
 
     image_path = work / f"cells_{args.size}.tif"
     if not image_path.exists():

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import shlex
 import statistics
 import sys
 import time
@@ -40,7 +39,7 @@ import torch
 from bench_common import (
     FIGURES,
     OUT,
-    machine,
+    announce,
     matmul_peak,
     pyplot,
     save_figure,
@@ -234,10 +233,8 @@ def main() -> int:
     args = ap.parse_args()
     args.scaling = [int(s) for s in args.scaling.split(",") if s.strip()]
     dev = torch.device(args.device)
-    where = machine(dev)
+    command, where = announce(dev)
     tag = "cuda" if dev.type == "cuda" else "cpu"
-    command = "python benchmarks/bench_predict.py " + shlex.join(sys.argv[1:])
-    print(f"command: `{command}`\nmachine: {where}\n")
     results: dict = {"command": command, "machine": where}
     if "speed" not in args.skip:
         r = results["speed"] = speed(args, dev)

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import statistics
 import sys
 import time
@@ -39,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from bench_common import FIGURES, OUT, machine, pyplot, save_figure, shown, sync, timed
+from bench_common import FIGURES, OUT, announce, pyplot, save_figure, shown, sync, timed
 
 from tileunet import UNet, weighted_cross_entropy
 from tileunet.augment import AugmentConfig
@@ -238,10 +237,8 @@ def main() -> int:
     TILE = UNet(**NET).valid_input_size(572)
     dev = torch.device(args.device)
     torch.set_flush_denormal(True)  # tileunet.train does this; the baseline gets it too
-    where = machine(dev)
+    command, where = announce(dev)
     tag = "cuda" if dev.type == "cuda" else "cpu"
-    command = "python benchmarks/bench_train.py " + shlex.join(sys.argv[1:])
-    print(f"command: `{command}`\nmachine: {where}\n")
     work = OUT / f"bench_train_{tag}"
     images, masks = write_synthetic_dataset(work / "data", n_images=args.images,
                                             shape=(512, 512), rng=np.random.default_rng(0))
