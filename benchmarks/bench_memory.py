@@ -11,9 +11,10 @@ model is ``--model``, or the demo's network (width 16, depth 4) trained on synth
 cells for ``--train-iterations`` steps (cached in ``benchmarks/out/demo_model``), so the
 instance step sees a realistic number of cells; ``--net paper`` uses the paper's
 network with random weights instead (slow on a CPU: ~25 min for 8192 x 8192). The
-command runs in a child process; its peak resident set size comes from the kernel
-(``wait4``'s ``ru_maxrss``), and its resident memory is also sampled every 0.2 s to
-show which stage peaks.
+command runs in a child process started by a small launcher (``measure_child.py``), so
+that its peak resident set size from the kernel (``wait4``'s ``ru_maxrss``) counts the
+command's pages alone; its resident memory is also sampled every 0.2 s to show which
+stage peaks.
 
 Run ``python benchmarks/bench_memory.py``; the table goes to stdout.
 """
@@ -22,12 +23,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
 import subprocess
 import sys
-import threading
-import time
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -38,35 +37,19 @@ from bench_common import OUT, announce, synthetic_image, trained_demo_model
 from tileunet import UNet
 from tileunet.checkpoint import save_model
 
-
-def rss_sampler(pid: int, samples: list[tuple[float, int]], stop: threading.Event) -> None:
-    t0 = time.perf_counter()
-    while not stop.is_set():
-        try:
-            with open(f"/proc/{pid}/status") as fh:
-                for line in fh:
-                    if line.startswith("VmRSS:"):
-                        samples.append((time.perf_counter() - t0, int(line.split()[1]) * 1024))
-                        break
-        except OSError:
-            break
-        stop.wait(0.2)
+LAUNCHER = Path(__file__).with_name("measure_child.py")
 
 
 def run_measured(cmd: list[str]) -> tuple[int, float, int, list[tuple[float, int]]]:
-    """Run ``cmd`` as a child; its exit code, wall time, peak RSS (bytes, from ``wait4``)
-    and its resident memory sampled every 0.2 s."""
-    samples: list[tuple[float, int]] = []
-    stop = threading.Event()
-    t = time.perf_counter()
-    child = subprocess.Popen(cmd)
-    sampler = threading.Thread(target=rss_sampler, args=(child.pid, samples, stop))
-    sampler.start()
-    _, status, usage = os.wait4(child.pid, 0)
-    seconds = time.perf_counter() - t
-    stop.set()
-    sampler.join()
-    return os.waitstatus_to_exitcode(status), seconds, usage.ru_maxrss * 1024, samples
+    """Run ``cmd`` through the small launcher ``measure_child.py`` (so that its peak
+    counts only its own pages, not this process's); its exit code, wall time, peak
+    RSS (bytes, from ``wait4``) and its resident memory sampled every 0.2 s."""
+    with tempfile.TemporaryDirectory() as tmp:
+        result = Path(tmp) / "result.json"
+        subprocess.run([sys.executable, "-S", str(LAUNCHER), str(result), "--", *cmd],
+                       check=True)
+        res = json.loads(result.read_text())
+    return res["exit"], res["seconds"], res["peak_rss"], [tuple(s) for s in res["samples"]]
 
 
 def print_samples(samples: list[tuple[float, int]]) -> None:

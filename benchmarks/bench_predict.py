@@ -53,7 +53,8 @@ from bench_common import (
 from tileunet import UNet, predict
 from tileunet.checkpoint import load_model
 from tileunet.data import Normalization
-from tileunet.predict import autocast_dtype, choose_tile, default_budget, tile_geometry
+from tileunet.device import autocast_dtype
+from tileunet.predict import choose_tile, default_budget, tile_geometry
 
 NAIVE_TILE = 572
 

@@ -6,7 +6,7 @@ Claims measured, all in one run on one machine:
    with momentum) of the paper's network (width 64, depth 5) on a 572 x 572 tile,
    batch 1, on the same pre-made tiles: the baseline as most reimplementations write
    it (fp32, NCHW) against tileunet's default (``precision="auto"``; channels-last on
-   CUDA, NCHW on a CPU, see :func:`tileunet.train.training_memory_format`).
+   CUDA, NCHW on a CPU, see :func:`tileunet.device.training_memory_format`).
    Alternating blocks of ``--steps`` steps, ``--repeats`` times.
 2. **Same convergence.** ``--iterations`` iterations of a whole training run twice from
    the same initial weights: the baseline loop (fp32, NCHW, tiles made in the training
@@ -43,7 +43,7 @@ from bench_common import FIGURES, OUT, announce, pyplot, save_figure, shown, syn
 from tileunet import UNet, weighted_cross_entropy
 from tileunet.augment import AugmentConfig
 from tileunet.data import load_samples
-from tileunet.predict import autocast_dtype
+from tileunet.device import autocast_dtype, training_memory_format
 from tileunet.sampler import default_workers, device_tile_batches, tile_batches
 from tileunet.synthetic import write_synthetic_dataset
 from tileunet.train import (
@@ -52,7 +52,6 @@ from tileunet.train import (
     _lr_at,
     prepare_samples,
     train,
-    training_memory_format,
 )
 
 TILE = 572

@@ -24,10 +24,11 @@ import torch
 from tileunet.augment import AugmentConfig
 from tileunet.checkpoint import load_model
 from tileunet.data import Normalization, read_image, save_image
+from tileunet.device import resolve_device
 from tileunet.plots import overlay_rgb
 from tileunet.postprocess import instances_from_probability
 from tileunet.predict import predict
-from tileunet.train import TrainConfig, resolve_device, train
+from tileunet.train import TrainConfig, train
 
 ABLATIONS = {
     "full": "the paper's recipe",

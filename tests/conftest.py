@@ -30,3 +30,55 @@ def shared_data() -> Path:
     if not DATA_DIR.is_dir():
         pytest.skip(f"shared data not found at {DATA_DIR}")
     return DATA_DIR.resolve()
+
+
+# ------------------------------------------------- the hardware that tests see
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--cpu-bf16", choices=("detect", "yes", "no", "flip"), default="detect",
+        help="what tileunet.device.cpu_has_native_bf16() answers in this test run: the "
+             "real detection, a CPU with native bf16, one without, or the opposite of "
+             "this machine (to run the other branch of precision='auto')")
+
+
+def _real_cpu_bf16() -> bool:
+    import tileunet.device
+
+    return tileunet.device.detect_cpu_bf16()
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    mode = config.getoption("--cpu-bf16")
+    return (f"tileunet: this CPU has native bf16: {_real_cpu_bf16()}; "
+            f"tests see: {_seen_cpu_bf16(mode)}")
+
+
+def _seen_cpu_bf16(mode: str) -> bool:
+    return {"detect": _real_cpu_bf16(), "yes": True, "no": False,
+            "flip": not _real_cpu_bf16()}[mode]
+
+
+@pytest.fixture(autouse=True)
+def _cpu_bf16_as_asked(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch):
+    """Apply --cpu-bf16 to every test (in this process)."""
+    import tileunet.device
+
+    mode = request.config.getoption("--cpu-bf16")
+    if mode != "detect":
+        seen = _seen_cpu_bf16(mode)
+        monkeypatch.setattr(tileunet.device, "cpu_has_native_bf16", lambda: seen)
+
+
+@pytest.fixture(params=[True, False], ids=["cpu-with-bf16", "cpu-without-bf16"])
+def cpu_bf16(request: pytest.FixtureRequest, _cpu_bf16_as_asked,
+             monkeypatch: pytest.MonkeyPatch) -> bool:
+    """Run the test twice: as on a CPU with native bf16 and as on one without.
+
+    bf16 autocast works on every CPU (emulated where the instructions are missing, and
+    slower), so both branches of ``precision="auto"`` run on any machine; use tiny
+    networks.
+    """
+    import tileunet.device
+
+    monkeypatch.setattr(tileunet.device, "cpu_has_native_bf16", lambda: request.param)
+    return request.param

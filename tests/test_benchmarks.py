@@ -83,3 +83,24 @@ def test_bench_blockwise(env, tmp_path):
     assert "peak resident memory of a worker" in out and "under the 4 GB limit" in out
     result = json.loads((tmp_path / "bench" / "out" / "bench_blockwise_600_w2.json").read_text())
     assert result["peak_rss"] > 0 and result["worker_peak_rss"] > 0 and result["objects"] >= 0
+
+
+def test_measured_child_peak_excludes_the_callers_pages(tmp_path):
+    """A child started from a process holding 400 MB must not report those 400 MB
+    (Linux carries the resident high-water mark across exec)."""
+    script = f"""
+import sys
+sys.path.insert(0, {str(BENCH)!r})
+import numpy as np
+from bench_memory import run_measured
+held = np.ones(400 * 2**20 // 8)  # 400 MiB resident here
+code, seconds, peak, samples = run_measured(
+    [sys.executable, "-c", "import numpy as np; a = np.ones(50 * 2**20 // 8); a.sum()"])
+print(code, peak, len(samples), held[-1])
+"""
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=300, check=True)
+    code, peak, n_samples, _ = res.stdout.split()
+    assert int(code) == 0 and int(n_samples) >= 1
+    # 50 MiB array + Python and NumPy (~40 MB); never the caller's 400 MiB
+    assert 50 * 2**20 < int(peak) < 250 * 2**20

@@ -41,11 +41,13 @@ def _zarr(path, a, chunks):
     return path
 
 
+# the same tiles in the same precision: the same arithmetic, bit for bit, in either
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
 @pytest.mark.parametrize("block", [8, 24, 40, 1000])  # 8 and 24 are below the 44 px tile
-def test_blocks_equal_the_in_memory_prediction(net, rng, block):
+def test_blocks_equal_the_in_memory_prediction(net, rng, block, precision):
     img = rng.random((1, 150, 133)).astype(np.float32)
-    full = predict(net, img, tile=64, batch_size=2, progress=False)
-    lazy = predict_blocks(net, img, block=block, tile=64, batch_size=2)
+    full = predict(net, img, tile=64, batch_size=2, precision=precision, progress=False)
+    lazy = predict_blocks(net, img, block=block, tile=64, batch_size=2, precision=precision)
     assert lazy.shape == full.shape and lazy.numblocks[1] >= 1
     np.testing.assert_array_equal(lazy.compute(scheduler="sync"), full)
     # dask's default scheduler runs blocks in threads that share the network
@@ -127,9 +129,9 @@ def cells_model(tmp_path, net):
     return path
 
 
-def _in_memory(net, img, **kw):
+def _in_memory(net, img, precision="auto", **kw):
     x = Normalization()(img)
-    prob = predict(net, x, tile=64, batch_size=2, progress=False)[1]
+    prob = predict(net, x, tile=64, batch_size=2, precision=precision, progress=False)[1]
     return prob, instances_from_probability(prob, **kw)
 
 
@@ -159,13 +161,15 @@ def test_segment_on_a_local_cluster_of_two_workers(tmp_path, rng, net, cells_mod
     img, _ = synthetic_cells((120, 100), rng=rng, cell_radius=8)
     src = tmp_path / "img.tif"
     tifffile.imwrite(src, (img * 255).astype(np.uint8), tile=(32, 32))
-    prob, labels = _in_memory(net, (img * 255).astype(np.uint8))
+    # the workers are other processes, which see the real hardware: pin the precision
+    prob, labels = _in_memory(net, (img * 255).astype(np.uint8), precision="fp32")
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                   dashboard_address=None) as cluster:
         with distributed.Client(cluster) as client:
             rc = main(["-q", "predict", str(cells_model), str(src), "-o",
                        str(tmp_path / "out.zarr"), "--block", "32", "--tile", "64",
-                       "--batch-size", "2", "--scheduler", cluster.scheduler_address])
+                       "--batch-size", "2", "--precision", "fp32",
+                       "--scheduler", cluster.scheduler_address])
             assert rc == 0
             workers = client.scheduler_info()["workers"]
             assert len(workers) == 2

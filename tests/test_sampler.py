@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -55,6 +56,13 @@ def test_worker_batches_are_reproducible_for_a_seed():
     for p, q in zip(a, b, strict=True):
         assert all(torch.equal(s, t) for s, t in zip(p, q, strict=True))
     assert not torch.equal(a[0][0], a[1][0])  # the two workers draw differently
+
+
+@pytest.mark.parametrize("cores, want", [(1, 0), (2, 1), (4, 3), (16, 6), (None, 0)])
+def test_default_workers_beside_a_gpu(cores, want, monkeypatch):
+    monkeypatch.setattr(os, "cpu_count", lambda: cores)
+    assert default_workers(torch.device("cuda")) == want  # a device object needs no GPU
+    assert default_workers(torch.device("cpu")) == 0  # the network needs the cores
 
 
 def test_defaults_and_bad_input():

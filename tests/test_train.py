@@ -144,10 +144,34 @@ def test_resume_without_checkpoint_and_existing_run_are_refused(data, tmp_path):
         train(replace(tiny(data, tmp_path / "r", iterations=2), width=8, resume=True))
 
 
-def test_time_budget_stops_training(data, tmp_path):
-    res = train(tiny(data, tmp_path / "r", iterations=None, minutes=0.05))
-    assert res.iterations >= 1
-    assert res.seconds < 0.05 * 60 + 20  # the budget plus one step and the last validation
+def test_auto_precision_trains_in_the_branch_of_the_hardware(data, tmp_path, cpu_bf16):
+    res = train(tiny(data, tmp_path / "r", iterations=2, val_every=2))
+    config = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert config["train"]["precision"] == "auto"
+    assert config["precision_used"] == ("bf16" if cpu_bf16 else "fp32")
+    assert math.isfinite(res.val_loss) and res.iterations == 2
+
+
+class FakeClock:
+    """A perf_counter that moves ``tick`` seconds each time it is read."""
+
+    def __init__(self, tick: float) -> None:
+        self.now, self.tick = 1000.0, tick
+
+    def perf_counter(self) -> float:
+        self.now += self.tick
+        return self.now
+
+
+def test_time_budget_stops_training(data, tmp_path, monkeypatch):
+    clock = FakeClock(tick=0.25)
+    monkeypatch.setattr(train_mod, "time", clock)
+    res = train(tiny(data, tmp_path / "r", iterations=None, minutes=0.05, val_every=1000))
+    # the loop reads the clock a few times a step: it stops at the first step past 3 s
+    assert 3.0 <= res.seconds <= 3.0 + 4 * clock.tick
+    assert 1 <= res.iterations < 3.0 / clock.tick
+    rows = (tmp_path / "r" / "metrics.csv").read_text().splitlines()
+    assert rows[-1].split(",")[0] == str(res.iterations)
 
 
 def test_exclude_leaves_images_out(data, tmp_path):

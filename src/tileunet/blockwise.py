@@ -385,7 +385,7 @@ def _cached_model(path: str, device: str) -> tuple[UNet, dict]:
 def _resolve_net(model: UNet | str | Path, device: str | None) -> UNet:
     if isinstance(model, UNet):
         return model
-    from tileunet.train import resolve_device
+    from tileunet.device import resolve_device
     return _cached_model(str(model), str(resolve_device(device or "auto")))[0]
 
 
@@ -435,7 +435,7 @@ def predict_blocks(model: UNet | str | Path, image: Any, *, block: int = DEFAULT
     _, da, _ = _dask()
     net = _resolve_net(model, device)
     if isinstance(model, UNet) and device is not None:
-        from tileunet.train import resolve_device
+        from tileunet.device import resolve_device
 
         net.to(resolve_device(device))
     if not isinstance(image, da.Array):
@@ -798,8 +798,8 @@ def segment_to_zarr(
     Other parameters
         As for :func:`tileunet.segment.segment_files`.
     """
+    from tileunet.device import resolve_device
     from tileunet.postprocess import instance_options
-    from tileunet.train import resolve_device
 
     _, da, zarr = _dask()
     split = instance_options(instances, min_distance)

@@ -19,12 +19,13 @@ import numpy as np
 
 from tileunet.checkpoint import load_model
 from tileunet.data import DataError, Normalization, save_image
+from tileunet.device import resolve_device
 from tileunet.metrics import pixel_iou, seg_score, touching_pairs_separated
 from tileunet.plots import overlay_rgb, save_weight_map_figure
 from tileunet.postprocess import instances_from_probability
 from tileunet.predict import predict
 from tileunet.synthetic import synthetic_cells, write_synthetic_dataset
-from tileunet.train import TrainConfig, resolve_device, train
+from tileunet.train import TrainConfig, train
 from tileunet.weights import to_instances, weight_map
 
 MARKER = ".tileunet-demo"

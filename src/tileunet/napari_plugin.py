@@ -24,9 +24,9 @@ import numpy as np
 
 from tileunet.checkpoint import load_model
 from tileunet.data import Normalization
+from tileunet.device import resolve_device
 from tileunet.postprocess import INSTANCE_METHODS, instance_options, instances_from_probability
 from tileunet.predict import predict
-from tileunet.train import resolve_device
 
 __all__ = ["get_reader", "read_output", "segment_layer", "segment_widget"]
 

@@ -25,11 +25,9 @@ References
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import math
-from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -37,12 +35,12 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from tileunet.device import autocast_dtype, inference_channels_last, strict_fp32
 from tileunet.model import UNet
 from tileunet.tiling import DIHEDRAL, tile_layout, tiled_apply
 
 logger = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "bf16", "auto")
 #: Default memory budget for the activations of one batch of tiles on a CPU.
 CPU_BUDGET_BYTES = 1 << 30
 #: Fraction of the free memory of a CUDA device used as the default budget.
@@ -255,69 +253,6 @@ def choose_tile(
     return best[1]
 
 
-# -------------------------------------------------------------------- precision
-@functools.lru_cache(maxsize=1)
-def _cpu_has_native_bf16() -> bool:
-    """True on CPUs with bf16 instructions (x86 AVX512-BF16 / AMX, Arm BF16)."""
-    try:
-        if not torch.backends.mkldnn.is_available():
-            return False
-        if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
-            return False
-        flags = set(Path("/proc/cpuinfo").read_text().split())
-    except (AttributeError, RuntimeError, OSError):
-        return False
-    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
-
-
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``precision`` on ``device`` (None: no autocast)."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if precision == "fp32":
-        return None
-    if precision == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
-        if device.type == "cpu":
-            return torch.bfloat16 if _cpu_has_native_bf16() else None
-        return None
-    if device.type not in ("cpu", "cuda"):
-        raise ValueError(f"precision='bf16' needs a cpu or cuda device, got {device}")
-    if device.type == "cpu" and not _cpu_has_native_bf16():
-        logger.warning("bf16 on a CPU without native bf16 support can be far slower than "
-                       "fp32; precision='auto' would use fp32 here")
-    return torch.bfloat16
-
-
-@contextlib.contextmanager
-def _strict_fp32(device: torch.device) -> Iterator[None]:
-    """Switch TF32 convolutions off on CUDA for the duration, then restore the setting.
-
-    PyTorch lets cuDNN run float32 convolutions in TF32 (10-bit mantissa) by default,
-    which makes tiles disagree with each other at the 1e-3 level; ``precision="fp32"``
-    means float32.
-    """
-    if device.type != "cuda":
-        yield
-        return
-    conv = getattr(torch.backends.cudnn, "conv", None)
-    if conv is not None and hasattr(conv, "fp32_precision"):  # PyTorch >= 2.9
-        old = conv.fp32_precision
-        conv.fp32_precision = "ieee"
-        try:
-            yield
-        finally:
-            conv.fp32_precision = old
-    else:
-        old = torch.backends.cudnn.allow_tf32
-        torch.backends.cudnn.allow_tf32 = False
-        try:
-            yield
-        finally:
-            torch.backends.cudnn.allow_tf32 = old
-
-
 # ----------------------------------------------------------------------- inputs
 def _as_image(image: np.ndarray, in_channels: int) -> np.ndarray:
     """Check the image and return it as a real (C, H, W) array."""
@@ -341,12 +276,6 @@ def _as_image(image: np.ndarray, in_channels: int) -> np.ndarray:
     elif not np.isfinite(x).all():
         raise ValueError("image must be finite, got NaN or infinite values")
     return np.ascontiguousarray(x)
-
-
-def _use_channels_last(device: torch.device, dtype: torch.dtype) -> bool:
-    """Channels-last convolutions are faster on CPUs (oneDNN) and GPUs (cuDNN)."""
-    return device.type in ("cpu", "cuda") and dtype in (torch.float32, torch.bfloat16,
-                                                          torch.float16)
 
 
 # ---------------------------------------------------------------------- predict
@@ -477,7 +406,7 @@ def predict(
         net.to(dev)
     m = net.margin
     crop = m if cfg.padding == "same" else 0  # same padding: keep the centre only
-    channels_last = _use_channels_last(dev, dtype)
+    channels_last = inference_channels_last(dev, dtype)
     transforms = DIHEDRAL if tta else DIHEDRAL[:1]
     select = None if keep == list(range(cfg.num_classes)) else torch.tensor(keep)
     scale = 1.0 / len(transforms)  # a power of two: sums of scaled tiles are exact
@@ -510,7 +439,7 @@ def predict(
         net.eval()
         if channels_last:
             net.to(memory_format=torch.channels_last)
-        strict = _strict_fp32(dev) if amp is None else contextlib.nullcontext()
+        strict = strict_fp32(dev) if amp is None else contextlib.nullcontext()
         with torch.inference_mode(), strict:
             xt = torch.from_numpy(x).to(dev, dtype)  # no copy when already there
             for i, transform in enumerate(transforms):

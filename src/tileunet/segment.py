@@ -37,6 +37,7 @@ from tileunet.data import (
     read_pages,
     save_image,
 )
+from tileunet.device import resolve_device
 from tileunet.plots import overlay_rgb
 from tileunet.postprocess import (
     foreground,
@@ -45,7 +46,6 @@ from tileunet.postprocess import (
     label_mask,
 )
 from tileunet.predict import predict
-from tileunet.train import resolve_device
 
 OUTPUTS = ("mask.png", "prob.tif", "instances.tif", "overlay.png")
 

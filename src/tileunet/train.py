@@ -35,11 +35,12 @@ from tileunet.checkpoint import (
     save_model,
 )
 from tileunet.data import DataError, Normalization, Sample, atomic_write, load_samples
+from tileunet.device import autocast_dtype, resolve_device, training_memory_format
 from tileunet.losses import weighted_cross_entropy
 from tileunet.metrics import pixel_iou
 from tileunet.model import UNet
 from tileunet.plots import save_loss_figure  # imported up front: a Ctrl-C must not
-from tileunet.predict import autocast_dtype, predict  # land inside a lazy import
+from tileunet.predict import predict  # land inside a lazy import
 from tileunet.sampler import default_workers, device_tile_batches, tile_batches
 from tileunet.weights import class_weight_map, training_target, weight_map
 
@@ -166,12 +167,6 @@ class Prepared:
     image: np.ndarray  # (C, H, W) float32
     target: np.ndarray  # (H, W) uint8
     weights: np.ndarray  # (H, W) float32
-
-
-def resolve_device(device: str | None) -> torch.device:
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 # ------------------------------------------------------------------ data preparation
@@ -345,7 +340,8 @@ def _train(cfg: TrainConfig, ranks: ddp.Ranks, device: torch.device, run: Path,
     opt = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                           weight_decay=cfg.weight_decay)
     extra = {"normalization": cfg.normalization.to_dict(), "train": cfg.to_dict(),
-             "tile": tile, "train_images": [p.name for p in train_p],
+             "precision_used": "bf16" if amp is not None else "fp32", "tile": tile,
+             "train_images": [p.name for p in train_p],
              "val_images": [p.name for p in val_p]}
 
     state = {"iteration": 0, "seconds": 0.0, "rng": rng.bit_generator.state}
@@ -475,13 +471,6 @@ def _train(cfg: TrainConfig, ranks: ddp.Ranks, device: torch.device, run: Path,
     if not interrupted:
         ddp.barrier(ranks)  # the files are written when any rank returns
     return TrainResult(run, it, seconds, val_loss, val_iou, interrupted, net)
-
-
-def training_memory_format(device: torch.device) -> torch.memory_format:
-    """Channels-last on CUDA (cuDNN's fastest convolutions); NCHW on a CPU, where
-    channels-last makes a training step of the paper's network twice as slow (oneDNN's
-    backward pass; ``benchmarks/bench_train.py``), although it speeds up inference."""
-    return torch.channels_last if device.type == "cuda" else torch.contiguous_format
 
 
 def _augment_on_device(cfg: TrainConfig, device: torch.device) -> bool:
