@@ -48,8 +48,8 @@ from tileunet.sampler import default_workers, device_tile_batches, tile_batches
 from tileunet.synthetic import write_synthetic_dataset
 from tileunet.train import (
     TrainConfig,
-    _augment_on_device,
-    _lr_at,
+    augment_on_device,
+    lr_at,
     prepare_samples,
     train,
 )
@@ -127,7 +127,7 @@ def baseline_run(args, dev, prepared, cfg: TrainConfig) -> dict:
     t0 = time.perf_counter()
     for it in range(args.iterations):
         for g in opt.param_groups:
-            g["lr"] = _lr_at(cfg, it, it / args.iterations)
+            g["lr"] = lr_at(cfg, it, it / args.iterations)
         losses.append(float(step(*next(batches)).detach()))
     sync(dev)
     seconds = time.perf_counter() - t0
@@ -176,7 +176,7 @@ def pipeline_speed(args, dev, prepared, cfg: TrainConfig) -> dict:
         res[name] = args.tiles / (time.perf_counter() - t)
         batches.close()
         print(f"  pipeline, {name}: {res[name]:.1f} tiles/s", file=sys.stderr, flush=True)
-    if _augment_on_device(cfg, dev):
+    if augment_on_device(cfg, dev):
         default = "device"
     else:
         default = f"workers={default_workers(dev) if cfg.workers is None else cfg.workers}"

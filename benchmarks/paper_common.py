@@ -112,7 +112,9 @@ def train_variant(name: str, args: argparse.Namespace, split: dict[str, Path], o
                       iterations=args.iterations, width=args.width, depth=args.depth,
                       tile=args.tile, lr=args.lr, device=args.device, seed=args.seed,
                       val_every=args.val_every, precision=args.precision,
-                      progress=not args.quiet)
+                      # the validation folder is the scored fold here: keeping the best
+                      # validation would choose on the test data
+                      keep="last", progress=not args.quiet)
     if name == "no-weights":
         cfg = replace(cfg, w0=0.0, class_weights=None)
     if name == "no-elastic":

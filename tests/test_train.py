@@ -15,7 +15,7 @@ from tileunet.augment import AugmentConfig
 from tileunet.checkpoint import load_model
 from tileunet.data import save_image
 from tileunet.synthetic import synthetic_cells, write_synthetic_dataset
-from tileunet.train import TrainConfig, _lr_at, split_samples, train
+from tileunet.train import TrainConfig, lr_at, split_samples, train
 
 # the module, not the function that tileunet/__init__ exports under the same name
 train_mod = importlib.import_module("tileunet.train")
@@ -61,11 +61,11 @@ def test_split_holds_out_at_least_one_never_all():
 
 def test_learning_rate_warms_up_and_decays(tmp_path):
     cfg = TrainConfig(images="a", masks="b", out="c", iterations=100, lr=0.01, warmup=10)
-    assert _lr_at(cfg, 0, 0.0) == pytest.approx(0.001)
-    assert _lr_at(cfg, 9, 0.09) == pytest.approx(0.01 * (0.02 + 0.98 * 0.5 * (1 + math.cos(
-        math.pi * 0.09))))
-    assert _lr_at(cfg, 99, 1.0) == pytest.approx(0.0002)
-    lrs = [_lr_at(cfg, i, i / 100) for i in range(10, 100)]
+    assert lr_at(cfg, 0, 0.0) == pytest.approx(0.001)
+    assert lr_at(cfg, 9, 0.09) == pytest.approx(0.01 * 0.5 * (1 + math.cos(math.pi * 0.09)))
+    assert lr_at(cfg, 50, 0.5) == pytest.approx(0.005)
+    assert lr_at(cfg, 99, 1.0) == 0.0  # annealed to zero exactly at the budget's end
+    lrs = [lr_at(cfg, i, i / 100) for i in range(10, 100)]
     assert all(a >= b for a, b in zip(lrs, lrs[1:], strict=False))
 
 
@@ -236,6 +236,102 @@ def test_training_with_tiles_made_on_the_device(data, tmp_path):
         tiny(data, tmp_path / "x", augment_on="device",
              augment=AugmentConfig(interpolation="spline"))
     cuda = torch.device("cuda")
-    assert train_mod._augment_on_device(tiny(data, tmp_path / "x"), cuda)
-    assert not train_mod._augment_on_device(tiny(data, tmp_path / "x", workers=2), cuda)
-    assert not train_mod._augment_on_device(tiny(data, tmp_path / "x"), torch.device("cpu"))
+    assert train_mod.augment_on_device(tiny(data, tmp_path / "x"), cuda)
+    assert not train_mod.augment_on_device(tiny(data, tmp_path / "x", workers=2), cuda)
+    assert not train_mod.augment_on_device(tiny(data, tmp_path / "x"), torch.device("cpu"))
+
+
+# ----------------------------------------------------- optimiser, kept model, init
+def _read_rows(run: Path) -> list[dict[str, str]]:
+    import csv
+
+    with open(run / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def test_the_kept_model_is_the_best_validation(data, tmp_path, monkeypatch):
+    scores = iter([0.3, 0.9, 0.5, 0.4])  # validations at iterations 2, 4, 6, 8
+
+    def fake_validate(net, *args, **kwargs):
+        return 1.0, next(scores)
+
+    monkeypatch.setattr(train_mod, "validate", fake_validate)
+    res = train(tiny(data, tmp_path / "r", iterations=8, val_every=2))
+    assert res.kept_iteration == 4 and res.val_iou == 0.9 and res.iterations == 8
+    rows = _read_rows(tmp_path / "r")
+    assert [r["iteration"] for r in rows if r["kept"] == "yes"] == ["4"]
+    kept, last = load_file(tmp_path / "r" / "model.safetensors"), load_file(
+        tmp_path / "r" / "last.safetensors")
+    assert any(not torch.equal(kept[k], last[k]) for k in kept)
+    _, extra = load_model(tmp_path / "r")
+    assert extra["iteration"] == 4
+    for k, v in res.net.state_dict().items():  # the returned network is the kept one
+        assert torch.equal(v.cpu(), kept[k])
+
+
+def test_keep_last_and_no_validation_keep_the_last_step(data, tmp_path):
+    res = train(tiny(data, tmp_path / "a", iterations=4, keep="last"))
+    assert res.kept_iteration == 4
+    res = train(tiny(data, tmp_path / "b", iterations=4, val_fraction=0.0))
+    assert res.kept_iteration == 4 and res.val_iou is None
+    a = load_file(tmp_path / "b" / "model.safetensors")
+    b = load_file(tmp_path / "b" / "last.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_adamw_trains_and_resumes_exactly(data, tmp_path, monkeypatch):
+    adamw = dict(iterations=6, optimizer="adamw", lr=1e-3, weight_decay=1e-4, keep="last")
+    whole = train(tiny(data, tmp_path / "whole", **adamw))
+    monkeypatch.setattr(train_mod, "weighted_cross_entropy", _InterruptAt(4))
+    assert train(tiny(data, tmp_path / "parts", **adamw)).iterations == 3
+    monkeypatch.undo()
+    parts = train(tiny(data, tmp_path / "parts", resume=True, **adamw))
+    assert parts.iterations == 6
+    # Adam's moments and step count come back from the checkpoint: the same weights
+    for k, v in whole.net.state_dict().items():
+        torch.testing.assert_close(parts.net.state_dict()[k], v, rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="trained with AdamW, not SGD"):
+        train(tiny(data, tmp_path / "parts", iterations=8, keep="last", resume=True))
+
+
+def test_the_best_weights_survive_a_resume(data, tmp_path, monkeypatch):
+    scores = iter([0.8, 0.1, 0.2, 0.3])
+    monkeypatch.setattr(train_mod, "validate", lambda *a, **k: (1.0, next(scores)))
+    train(tiny(data, tmp_path / "r", iterations=4, val_every=2))  # best at 2
+    res = train(tiny(data, tmp_path / "r", iterations=8, val_every=2, resume=True))
+    assert res.kept_iteration == 2 and res.val_iou == 0.8
+
+
+def test_init_starts_from_a_trained_model(data, tmp_path):
+    first = train(tiny(data, tmp_path / "a", iterations=3, keep="last"))
+    res = train(tiny(data, tmp_path / "b", iterations=1, init=str(tmp_path / "a"), lr=1e-9,
+                     keep="last"))
+    for k, v in first.net.state_dict().items():  # one step at lr 1e-9 moves nothing
+        torch.testing.assert_close(res.net.state_dict()[k], v, rtol=0, atol=1e-6)
+
+
+def test_init_with_other_classes_replaces_the_last_layer(data, tmp_path):
+    from tileunet.checkpoint import load_start_weights
+    from tileunet.model import UNet
+
+    first = train(tiny(data, tmp_path / "a", iterations=1))
+    torch.manual_seed(5)
+    net = UNet(depth=3, width=4, dropout=0.0, num_classes=3)
+    head = net.head.weight.detach().clone()
+    msg = load_start_weights(net, tmp_path / "a")
+    assert "replaced" in msg and "3 classes" in msg
+    mine, theirs = net.state_dict(), first.net.state_dict()
+    assert torch.equal(mine["head.weight"], head)  # the new head keeps its He init
+    assert all(torch.equal(mine[k], theirs[k].cpu()) for k in theirs if not k.startswith("head."))
+
+
+def test_init_refuses_another_network_with_one_line(data, tmp_path):
+    train(tiny(data, tmp_path / "a", iterations=1))
+    with pytest.raises(ValueError) as err:
+        train(tiny(data, tmp_path / "b", iterations=1, init=str(tmp_path / "a"), width=8))
+    msg = str(err.value)
+    assert "\n" not in msg and "width 4" in msg and "width 8" in msg and "model.safetensors" in msg
+    with pytest.raises(ValueError, match="exclude each other"):
+        tiny(data, tmp_path / "a", iterations=1, init="x", resume=True)
+    with pytest.raises(ValueError, match="optimizer"):
+        tiny(data, tmp_path / "a", optimizer="adam")

@@ -21,6 +21,8 @@ from tileunet.model import UNet
 FORMAT = "tileunet"
 FORMAT_VERSION = "1"
 MODEL_FILE = "model.safetensors"
+#: the weights of a run's last step, beside the kept (best-validating) model
+LAST_FILE = "last.safetensors"
 CHECKPOINT_FILE = "checkpoint.safetensors"
 
 
@@ -67,6 +69,33 @@ def read_metadata(path: Path) -> dict[str, str]:
     if meta.get("format") != FORMAT:
         raise ModelFileError(f"{path}: not a tileunet model (no tileunet metadata)")
     return meta
+
+
+def load_start_weights(net: UNet, path: str | Path) -> str:
+    """Copy the weights of the model at ``path`` (a run or model file) into ``net``.
+
+    The start model must have ``net``'s architecture (in channels, depth, width,
+    padding, batch norm); a different number of classes keeps everything but the last
+    1x1 layer, which stays freshly initialised. Returns one line saying what was done.
+    """
+    start, _ = load_model(path)
+    p = resolve_model_path(path)
+    mine, theirs = net.config.to_dict(), start.config.to_dict()
+    shape = ("in_channels", "depth", "width", "padding", "batch_norm")
+    if any(mine[k] != theirs[k] for k in shape):
+        def fmt(c: dict) -> str:
+            return ", ".join(f"{k} {c[k]}" for k in shape)
+        raise ModelFileError(f"{p}: the start model's network ({fmt(theirs)}) does not "
+                             f"match this one ({fmt(mine)})")
+    state = start.state_dict()
+    if mine["num_classes"] == theirs["num_classes"]:
+        net.load_state_dict(state)
+        return f"started from {p}"
+    own = net.state_dict()
+    state = {k: v for k, v in state.items() if not k.startswith("head.")}
+    net.load_state_dict({**own, **state})
+    return (f"started from {p}; its last layer ({theirs['num_classes']} classes) was "
+            f"replaced by a new one for {mine['num_classes']} classes")
 
 
 def load_model(path: str | Path, device: str | torch.device | None = None

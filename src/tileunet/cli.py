@@ -48,8 +48,18 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--augment-on", choices=("auto", "cpu", "device"), default="auto",
                    help="where training tiles are resampled: auto (default: on the GPU "
                         "when training on one), cpu, or device")
-    p.add_argument("--lr", type=float, default=0.003)
+    p.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd",
+                   help="sgd (default: the paper's, with --momentum) or adamw")
+    p.add_argument("--lr", type=float, default=0.003,
+                   help="peak learning rate (after the warm-up; annealed to 0 at the end)")
     p.add_argument("--momentum", type=float, default=0.99)
+    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--init", metavar="RUN_OR_MODEL",
+                   help="start from these weights instead of He initialisation "
+                        "(fine-tuning); another number of classes replaces the last layer")
+    p.add_argument("--keep", choices=("best", "last"), default="best",
+                   help="model.safetensors: the weights of the best validation pixel IoU "
+                        "(default) or of the last step (always in last.safetensors)")
     p.add_argument("--w0", type=float, default=10.0, help="border weight w0 (paper: 10)")
     p.add_argument("--sigma", type=float, default=5.0, help="border sigma in px (paper: 5)")
     p.add_argument("--class-weights", default="balanced",
@@ -284,8 +294,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         iterations=args.iterations, minutes=args.minutes, width=args.width, depth=args.depth,
         num_classes=args.num_classes, padding=args.padding, dropout=args.dropout,
         batch_norm=args.batch_norm, tile=args.tile, batch_size=args.batch_size,
-        workers=args.workers, augment_on=args.augment_on, lr=args.lr,
-        momentum=args.momentum, w0=args.w0, sigma=args.sigma,
+        workers=args.workers, augment_on=args.augment_on, optimizer=args.optimizer,
+        lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay, init=args.init,
+        keep=args.keep, w0=args.w0, sigma=args.sigma,
         class_weights=parse_class_weights(args.class_weights),
         augment=AugmentConfig(enabled=not args.no_augment), val_every=args.val_every,
         precision=args.precision, device=args.device, seed=args.seed, resume=args.resume,
@@ -293,7 +304,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     res = train(cfg)
     if os.environ.get("RANK", "0") != "0":
         return 130 if res.interrupted else 0
-    val = (f", val loss {res.val_loss:.4f}, val pixel IoU {res.val_iou:.4f}"
+    val = (f"; kept iteration {res.kept_iteration}: val pixel IoU {res.val_iou:.4f}"
            if res.val_iou is not None else "")
     print(f"{'interrupted' if res.interrupted else 'trained'}: {res.iterations} iterations "
           f"in {res.seconds / 60:.1f} min{val}; run in {res.run_dir}")

@@ -29,8 +29,10 @@ from tileunet import ddp
 from tileunet.augment import AugmentConfig
 from tileunet.checkpoint import (
     CHECKPOINT_FILE,
+    LAST_FILE,
     MODEL_FILE,
     atomic_save_tensors,
+    load_start_weights,
     read_metadata,
     save_model,
 )
@@ -45,6 +47,8 @@ from tileunet.sampler import default_workers, device_tile_batches, tile_batches
 from tileunet.weights import class_weight_map, training_target, weight_map
 
 log = logging.getLogger(__name__)
+
+OPTIMIZERS = ("sgd", "adamw")
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.csv"
@@ -81,6 +85,7 @@ class TrainConfig:
     # `workers` processes (None: 0 on a CPU, up to 6 beside a GPU)
     workers: int | None = None
     augment_on: str = "auto"
+    optimizer: str = "sgd"  # "sgd" (the paper's, with momentum) or "adamw"
     lr: float = 0.003
     momentum: float = 0.99
     weight_decay: float = 0.0
@@ -93,6 +98,10 @@ class TrainConfig:
     class_weights: str | tuple[float, ...] | None = "balanced"
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     normalization: Normalization = field(default_factory=Normalization)
+    # start weights (fine-tuning): a run folder or model file; None: He initialisation
+    init: str | None = None
+    # which weights become model.safetensors: "best" validation pixel IoU, or "last"
+    keep: str = "best"
     # bookkeeping
     val_every: int = 100
     seed: int = 0
@@ -120,6 +129,13 @@ class TrainConfig:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if (self.val_images is None) != (self.val_masks is None):
             raise ValueError("give both val_images and val_masks, or neither")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.keep not in ("best", "last"):
+            raise ValueError(f"keep must be best or last, got {self.keep!r}")
+        if self.init is not None and self.resume:
+            raise ValueError("init and resume exclude each other: a resumed run continues "
+                             "from its own checkpoint")
         if self.precision not in ("fp32", "bf16", "auto"):
             raise ValueError(f"precision must be fp32, bf16 or auto, got {self.precision!r}")
 
@@ -157,6 +173,31 @@ class TrainResult:
     interrupted: bool
     #: the trained network (in eval mode, on the training device); not a file
     net: UNet | None = field(default=None, repr=False, compare=False)
+    #: the iteration whose weights are the run's model (the best validation, or the last)
+    kept_iteration: int | None = None
+
+
+@dataclass
+class Best:
+    """The best-validating weights so far (a CPU copy), their iteration and score."""
+
+    iteration: int | None = None
+    score: float = -math.inf
+    weights: dict[str, torch.Tensor] | None = field(default=None, repr=False)
+
+    def offer(self, iteration: int, score: float, net: torch.nn.Module) -> None:
+        if score > self.score:  # ties keep the earlier weights
+            self.iteration, self.score = iteration, score
+            self.weights = {k: v.detach().to("cpu", copy=True)
+                            for k, v in net.state_dict().items()}
+
+
+def make_optimizer(cfg: TrainConfig, net: torch.nn.Module) -> torch.optim.Optimizer:
+    """SGD with momentum (the paper's) or AdamW, at ``cfg.lr`` before the schedule."""
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                           weight_decay=cfg.weight_decay)
 
 
 @dataclass
@@ -336,9 +377,10 @@ def _train(cfg: TrainConfig, ranks: ddp.Ranks, device: torch.device, run: Path,
                batch_norm=cfg.batch_norm)
     tile = net.valid_input_size(cfg.tile)
     layout = training_memory_format(device)
+    if cfg.init is not None and not cfg.resume:
+        _say(load_start_weights(net, cfg.init), show)
     net.to(device).to(memory_format=layout)
-    opt = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                          weight_decay=cfg.weight_decay)
+    opt = make_optimizer(cfg, net)
     extra = {"normalization": cfg.normalization.to_dict(), "train": cfg.to_dict(),
              "precision_used": "bf16" if amp is not None else "fp32", "tile": tile,
              "train_images": [p.name for p in train_p],
@@ -346,8 +388,9 @@ def _train(cfg: TrainConfig, ranks: ddp.Ranks, device: torch.device, run: Path,
 
     state = {"iteration": 0, "seconds": 0.0, "rng": rng.bit_generator.state}
     rows: list[dict[str, Any]] = []
+    best = Best()
     if cfg.resume:
-        state, rows = _load_checkpoint(ckpt_path, net, opt, run)
+        state, rows, best = _load_checkpoint(ckpt_path, net, opt, run)
         per_rank = state.get("rng_ranks")
         if main:
             rng.bit_generator.state = state["rng"]
@@ -389,7 +432,7 @@ def _train(cfg: TrainConfig, ranks: ddp.Ranks, device: torch.device, run: Path,
         return ddp.broadcast_float(min(f, 1.0), ranks, device)
 
     rng_state = rng.bit_generator.state  # as of the last completed step (for resume)
-    if _augment_on_device(cfg, device):
+    if augment_on_device(cfg, device):
         batches = device_tile_batches(train_p, tile, cfg.augment, cfg.batch_size, rng=rng,
                                       device=device)
     else:
@@ -403,7 +446,7 @@ def _train(cfg: TrainConfig, ranks: ddp.Ranks, device: torch.device, run: Path,
         batch = next(batches)
         frac = progress_fraction()
         while frac < 1.0:
-            lr = _lr_at(cfg, it, frac)
+            lr = lr_at(cfg, it, frac)
             for g in opt.param_groups:
                 g["lr"] = lr
             x, y, w = (t.to(device, non_blocking=True) for t in batch)
@@ -439,6 +482,7 @@ def _train(cfg: TrainConfig, ranks: ddp.Ranks, device: torch.device, run: Path,
             if validated:
                 val_loss, val_iou = validate(net, val_p, tile, prep_cfg, device, amp)
                 net.train()
+                best.offer(it, val_iou, net)
                 _say(f"iteration {it}: train loss {ema:.4f}, val loss {val_loss:.4f}, "
                      f"val pixel IoU {val_iou:.4f}", show)
             if main and (it % 10 == 0 or done or validated):
@@ -447,7 +491,7 @@ def _train(cfg: TrainConfig, ranks: ddp.Ranks, device: torch.device, run: Path,
                              "val_loss": val_loss if validated else "",
                              "val_iou": val_iou if validated else ""})
             if main and it % cfg.val_every == 0 and not done:  # let people watch the run
-                _write_metrics(run / METRICS_FILE, rows)
+                _write_metrics(run / METRICS_FILE, rows, best.iteration)
                 _plot_losses(run / LOSS_PLOT, rows)
     except KeyboardInterrupt:
         interrupted = True
@@ -463,17 +507,22 @@ def _train(cfg: TrainConfig, ranks: ddp.Ranks, device: torch.device, run: Path,
     if ranks.distributed and not interrupted:  # (an interrupted rank may be alone)
         ddp.check_same_weights(net, ranks)
         state["rng_ranks"] = ddp.gather_objects(rng_state, ranks)
+    kept = best.iteration if cfg.keep == "best" and best.weights is not None else it
     if main:
-        _save_checkpoint(ckpt_path, net, opt, state, rows)
-        save_model(run / MODEL_FILE, net, extra)
-        _write_metrics(run / METRICS_FILE, rows)
+        _save_checkpoint(ckpt_path, net, opt, state, rows, best)
+        save_model(run / LAST_FILE, net, {**extra, "iteration": it})
+        if kept != it:
+            net.load_state_dict(best.weights)
+            val_iou = best.score
+        save_model(run / MODEL_FILE, net, {**extra, "iteration": kept})
+        _write_metrics(run / METRICS_FILE, rows, kept)
         _plot_losses(run / LOSS_PLOT, rows)
     if not interrupted:
         ddp.barrier(ranks)  # the files are written when any rank returns
-    return TrainResult(run, it, seconds, val_loss, val_iou, interrupted, net)
+    return TrainResult(run, it, seconds, val_loss, val_iou, interrupted, net, kept)
 
 
-def _augment_on_device(cfg: TrainConfig, device: torch.device) -> bool:
+def augment_on_device(cfg: TrainConfig, device: torch.device) -> bool:
     """Make the training tiles on the training device? ``"auto"``: on a CUDA device,
     unless worker processes were asked for or the spline interpolation (CPU only)."""
     if cfg.augment_on == "device":
@@ -488,9 +537,11 @@ def _say(msg: str, progress: bool) -> None:
     log.info(msg)
 
 
-def _lr_at(cfg: TrainConfig, it: int, frac: float) -> float:
+def lr_at(cfg: TrainConfig, it: int, frac: float) -> float:
+    """Linear warm-up over ``cfg.warmup`` steps, then a cosine that reaches zero exactly
+    when the budget (time or steps) ends: the schedule that suits a fixed budget best."""
     warm = min(1.0, (it + 1) / cfg.warmup) if cfg.warmup > 0 else 1.0
-    return cfg.lr * warm * (0.02 + 0.98 * 0.5 * (1.0 + math.cos(math.pi * frac)))
+    return cfg.lr * warm * 0.5 * (1.0 + math.cos(math.pi * frac))
 
 
 @torch.no_grad()
@@ -523,14 +574,17 @@ def _write_json(path: Path, obj: dict) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2) + "\n"))
 
 
-def _write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
-    cols = ["iteration", "seconds", "train_loss", "train_loss_ema", "lr", "val_loss", "val_iou"]
+def _write_metrics(path: Path, rows: list[dict[str, Any]], kept: int | None) -> None:
+    """One row per 10 steps and per validation; ``kept`` marks the row of the weights
+    that are (so far) the run's model."""
+    cols = ["iteration", "seconds", "train_loss", "train_loss_ema", "lr", "val_loss", "val_iou",
+            "kept"]
 
     def write(tmp: Path) -> None:
         with open(tmp, "w", newline="") as f:
             wr = csv.DictWriter(f, fieldnames=cols)
             wr.writeheader()
-            wr.writerows(rows)
+            wr.writerows({**r, "kept": "yes" if r["iteration"] == kept else ""} for r in rows)
     atomic_write(path, write)
 
 
@@ -539,34 +593,49 @@ def _plot_losses(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def _save_checkpoint(path: Path, net: UNet, opt: torch.optim.Optimizer, state: dict,
-                     rows: list[dict[str, Any]]) -> None:
+                     rows: list[dict[str, Any]], best: Best) -> None:
     tensors = {f"model.{k}": v for k, v in net.state_dict().items()}
     names = {id(p): n for n, p in net.named_parameters()}
     for group in opt.param_groups:
         for p in group["params"]:
-            buf = opt.state.get(p, {}).get("momentum_buffer")
-            if buf is not None:
-                tensors[f"momentum.{names[id(p)]}"] = buf
+            for key, value in opt.state.get(p, {}).items():  # momentum; Adam's moments
+                if torch.is_tensor(value):
+                    tensors[f"optim.{names[id(p)]}.{key}"] = value
+    if best.weights is not None:
+        tensors.update({f"best.{k}": v for k, v in best.weights.items()})
+    state = {**state, "best": {"iteration": best.iteration, "score": best.score}}
     meta = {"format": "tileunet", "kind": "checkpoint", "model": json.dumps(net.config.to_dict()),
-            "state": json.dumps(state), "rows": json.dumps(rows)}
+            "optimizer": type(opt).__name__, "state": json.dumps(state), "rows": json.dumps(rows)}
     atomic_save_tensors(tensors, path, meta)
 
 
 def _load_checkpoint(path: Path, net: UNet, opt: torch.optim.Optimizer, run: Path
-                     ) -> tuple[dict, list[dict[str, Any]]]:
+                     ) -> tuple[dict, list[dict[str, Any]], Best]:
     from safetensors.torch import load_file
 
     meta = read_metadata(path)
     if json.loads(meta["model"]) != net.config.to_dict():
         raise DataError(f"{path}: checkpoint was built with another configuration "
                         f"({meta['model']})")
+    if meta.get("optimizer", "SGD") != type(opt).__name__:
+        raise DataError(f"{path}: checkpoint was trained with {meta.get('optimizer', 'SGD')}, "
+                        f"not {type(opt).__name__}")
     tensors = load_file(str(path))
     net.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     params = dict(net.named_parameters())
     for k, v in tensors.items():
-        if k.startswith("momentum."):
+        if k.startswith("momentum."):  # checkpoints written before optim.*
             opt.state[params[k[9:]]]["momentum_buffer"] = v.to(params[k[9:]].device)
-    return json.loads(meta["state"]), json.loads(meta["rows"])
+        elif k.startswith("optim."):
+            name, key = k[6:].rsplit(".", 1)
+            opt.state[params[name]][key] = v if key == "step" else v.to(params[name].device)
+    state = json.loads(meta["state"])
+    got = state.pop("best", {}) or {}
+    best = Best()
+    weights = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
+    if weights and got.get("iteration") is not None:
+        best = Best(int(got["iteration"]), float(got["score"]), weights)
+    return state, json.loads(meta["rows"]), best
 
 
 __all__ = ["TrainConfig", "TrainResult", "train", "validate"]
