@@ -59,7 +59,7 @@ def main() -> int:
                                 iterations=args.iterations, width=args.width,
                                 depth=args.depth, tile=args.tile, lr=args.lr,
                                 device=args.device, seed=args.seed, val_every=200,
-                                precision=args.precision,
+                                precision=args.precision, keep="last",  # scored on val
                                 progress=not args.quiet, **extra))
         probs = predict_split(run, sorted(vi.iterdir()), out / name / "pred", tta=False,
                               device=args.device, progress=False,
