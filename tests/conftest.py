@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -58,20 +59,23 @@ def _seen_cpu_bf16(mode: str) -> bool:
             "flip": not _real_cpu_bf16()}[mode]
 
 
+# Own MonkeyPatch instances: a test's `monkeypatch.undo()` must not give the real
+# hardware back in the middle of the test.
 @pytest.fixture(autouse=True)
-def _cpu_bf16_as_asked(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch):
+def _cpu_bf16_as_asked(request: pytest.FixtureRequest):
     """Apply --cpu-bf16 to every test (in this process)."""
     import tileunet.device
 
     mode = request.config.getoption("--cpu-bf16")
-    if mode != "detect":
-        seen = _seen_cpu_bf16(mode)
-        monkeypatch.setattr(tileunet.device, "cpu_has_native_bf16", lambda: seen)
+    with pytest.MonkeyPatch.context() as mp:
+        if mode != "detect":
+            seen = _seen_cpu_bf16(mode)
+            mp.setattr(tileunet.device, "cpu_has_native_bf16", lambda: seen)
+        yield
 
 
 @pytest.fixture(params=[True, False], ids=["cpu-with-bf16", "cpu-without-bf16"])
-def cpu_bf16(request: pytest.FixtureRequest, _cpu_bf16_as_asked,
-             monkeypatch: pytest.MonkeyPatch) -> bool:
+def cpu_bf16(request: pytest.FixtureRequest, _cpu_bf16_as_asked) -> Iterator[bool]:
     """Run the test twice: as on a CPU with native bf16 and as on one without.
 
     bf16 autocast works on every CPU (emulated where the instructions are missing, and
@@ -80,5 +84,6 @@ def cpu_bf16(request: pytest.FixtureRequest, _cpu_bf16_as_asked,
     """
     import tileunet.device
 
-    monkeypatch.setattr(tileunet.device, "cpu_has_native_bf16", lambda: request.param)
-    return request.param
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(tileunet.device, "cpu_has_native_bf16", lambda: request.param)
+        yield request.param
