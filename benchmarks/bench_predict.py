@@ -273,7 +273,7 @@ def main() -> int:
         print("### torch.compile, one 572 tile, best of 5\n")
         print(f"eager {c['eager_s']:.3f} s, compiled {c['compiled_s']:.3f} s (compiling took "
               f"{c['compile_s']:.0f} s), eager again {c['eager_again_s']:.3f} s\n")
-    if args.scaling:
+    if args.scaling and "scaling" not in args.skip:
         rows = results["scaling"] = scaling(args, dev)
         print("### scaling, paper network, default predict\n")
         print("| size | tile | tiles | seconds | s per Mpx |")
