@@ -6,7 +6,8 @@ Claims measured, all in one run on one machine:
    with momentum) of the paper's network (width 64, depth 5) on a 572 x 572 tile,
    batch 1, on the same pre-made tiles: the baseline as most reimplementations write
    it (fp32, NCHW) against tileunet's default (``precision="auto"``; channels-last on
-   CUDA, NCHW on a CPU, see :func:`tileunet.device.training_memory_format`).
+   CUDA and for bf16 on a CPU, NCHW for fp32 on a CPU, see
+   :func:`tileunet.device.training_memory_format`).
    Alternating blocks of ``--steps`` steps, ``--repeats`` times.
 2. **Same convergence.** ``--iterations`` iterations of a whole training run twice from
    the same initial weights: the baseline loop (fp32, NCHW, tiles made in the training
@@ -90,7 +91,7 @@ def step_speed(args, dev, prepared) -> dict:
     batches = tile_batches(prepared, TILE, AugmentConfig(), 1,
                            rng=np.random.default_rng(1), workers=0)
     tiles = [next(batches) for _ in range(4)]
-    ours_cl = training_memory_format(dev) == torch.channels_last
+    ours_cl = training_memory_format(dev, amp) == torch.channels_last
     variants = {"baseline": (None, False), "tileunet": (amp, ours_cl)}
     steps = {}
     for name, (a, cl) in variants.items():

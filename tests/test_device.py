@@ -79,7 +79,9 @@ def test_precision_errors():
 
 def test_memory_layouts():
     assert training_memory_format(CUDA) == torch.channels_last
-    assert training_memory_format(CPU) == torch.contiguous_format
+    assert training_memory_format(CUDA, torch.bfloat16) == torch.channels_last
+    assert training_memory_format(CPU) == torch.contiguous_format  # fp32
+    assert training_memory_format(CPU, torch.bfloat16) == torch.channels_last
     for dev in (CPU, CUDA):
         for dtype in (torch.float32, torch.bfloat16, torch.float16):
             assert inference_channels_last(dev, dtype)

@@ -121,10 +121,14 @@ def inference_channels_last(device: torch.device, dtype: torch.dtype) -> bool:
                                                           torch.float16)
 
 
-def training_memory_format(device: torch.device) -> torch.memory_format:
-    """Channels-last on CUDA (cuDNN's fastest convolutions); NCHW on a CPU, where
+def training_memory_format(device: torch.device, amp: torch.dtype | None = None
+                           ) -> torch.memory_format:
+    """Channels-last on CUDA (cuDNN's fastest convolutions) and for bf16 training on a
+    CPU (oneDNN's bf16 kernels prefer it); NCHW for float32 training on a CPU, where
     oneDNN's channels-last backward pass is slower (``benchmarks/bench_train.py``)."""
-    return torch.channels_last if device.type == "cuda" else torch.contiguous_format
+    if device.type == "cuda" or (device.type == "cpu" and amp == torch.bfloat16):
+        return torch.channels_last
+    return torch.contiguous_format
 
 
 __all__ = ["BF16_CPU_FLAGS", "PRECISIONS", "autocast_dtype", "bf16_from_cpu_flags",

@@ -376,7 +376,7 @@ def _train(cfg: TrainConfig, ranks: ddp.Ranks, device: torch.device, run: Path,
                width=cfg.width, padding=cfg.padding, dropout=cfg.dropout,
                batch_norm=cfg.batch_norm)
     tile = net.valid_input_size(cfg.tile)
-    layout = training_memory_format(device)
+    layout = training_memory_format(device, amp)
     if cfg.init is not None and not cfg.resume:
         _say(load_start_weights(net, cfg.init), show)
     net.to(device).to(memory_format=layout)
