@@ -55,6 +55,10 @@ def parser(description: str, minutes: float) -> argparse.ArgumentParser:
     ap.add_argument("--depth", type=int, default=5)
     ap.add_argument("--tile", type=int, default=572)
     ap.add_argument("--lr", type=float, default=0.003)
+    ap.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd")
+    ap.add_argument("--weight-decay", type=float, default=0.0)
+    ap.add_argument("--batch-norm", action="store_true")
+    ap.add_argument("--batch-size", type=int, default=1)
     ap.add_argument("--val-every", type=int, default=200,
                     help="validate every N steps (the learning curve's resolution)")
     ap.add_argument("--device", default="auto")
@@ -110,7 +114,9 @@ def train_variant(name: str, args: argparse.Namespace, split: dict[str, Path], o
                       val_images=str(split["val_images"]), val_masks=str(split["val_masks"]),
                       out=str(out / name / "run"), minutes=args.minutes,
                       iterations=args.iterations, width=args.width, depth=args.depth,
-                      tile=args.tile, lr=args.lr, device=args.device, seed=args.seed,
+                      tile=args.tile, lr=args.lr, optimizer=args.optimizer,
+                      weight_decay=args.weight_decay, batch_norm=args.batch_norm,
+                      batch_size=args.batch_size, device=args.device, seed=args.seed,
                       val_every=args.val_every, precision=args.precision,
                       # the validation folder is the scored fold here: keeping the best
                       # validation would choose on the test data

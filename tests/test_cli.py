@@ -46,6 +46,25 @@ def error_of(capsys, argv: list[str]) -> str:
 
 
 # ------------------------------------------------------------------ happy paths
+@pytest.mark.slow  # a real probe and 572-px training tiles: ~20 s
+def test_a_time_budget_alone_is_planned_on_this_machine(dataset, tmp_path, capsys):
+    """A real probe: the plan's table is printed and stored, and the run follows it."""
+    images, masks = dataset
+    out = tmp_path / "run"
+    assert main(["train", "--images", str(images), "--masks", str(masks), "--out", str(out),
+                 "--minutes", "0.05", "--iterations", "3"]) == 0
+    printed = capsys.readouterr().out
+    assert "plan  network" in printed and "plan  why" in printed
+    cfg = json.loads((out / "config.json").read_text())
+    plan = cfg["train"]["plan"]
+    assert plan["probed"] and all(v > 0 for v in plan["probed"].values())
+    # 3 s cannot hold the target steps of any network: the smallest, and it says so
+    assert "even the smallest" in plan["reason"]
+    for key in ("width", "depth", "batch_norm"):
+        assert cfg["model"][key] == plan["settings"][key]
+    assert cfg["train"]["optimizer"] == plan["settings"]["optimizer"]
+
+
 def test_train_writes_the_run_directory(run_dir):
     for name in ("config.json", "model.safetensors", "checkpoint.safetensors",
                  "metrics.csv", "loss.png"):

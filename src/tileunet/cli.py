@@ -34,26 +34,34 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     budget = p.add_argument_group("budget (at least one; training stops at the first)")
     budget.add_argument("--minutes", type=float, help="wall-clock minutes of training")
     budget.add_argument("--iterations", type=int, help="number of SGD steps")
-    p.add_argument("--width", type=int, default=64, help="channels of level 1 (paper: 64)")
-    p.add_argument("--depth", type=int, default=5, help="levels (paper: 5)")
+    p.add_argument("--recipe", choices=("auto", "paper"), default="auto",
+                   help="auto (default): with --minutes, the network, tiles and optimiser "
+                        "are planned for this machine and budget (a short probe times "
+                        "candidate networks); paper: the paper's settings. Any flag "
+                        "below that you give wins over the plan")
+    p.add_argument("--width", type=int, help="channels of level 1 (paper: 64)")
+    p.add_argument("--depth", type=int, help="levels (paper: 5)")
     p.add_argument("--num-classes", type=int, default=2)
     p.add_argument("--padding", choices=("valid", "same"), default="valid")
-    p.add_argument("--dropout", type=float, default=0.5)
-    p.add_argument("--batch-norm", action="store_true")
-    p.add_argument("--tile", type=int, default=572, help="input tile size (paper: 572)")
-    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--dropout", type=float, help="at the end of the contracting path "
+                   "(paper: 0.5)")
+    p.add_argument("--batch-norm", action=argparse.BooleanOptionalAction,
+                   help="batch normalisation after each convolution (paper: no)")
+    p.add_argument("--tile", type=int, help="input tile size (paper: 572)")
+    p.add_argument("--batch-size", type=int, help="tiles per step (paper: 1)")
     p.add_argument("--workers", type=int,
                    help="processes making training tiles on the CPU (default: 0 on CPU; "
                         "with a GPU the tiles are made on it unless this is given)")
     p.add_argument("--augment-on", choices=("auto", "cpu", "device"), default="auto",
                    help="where training tiles are resampled: auto (default: on the GPU "
                         "when training on one), cpu, or device")
-    p.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd",
-                   help="sgd (default: the paper's, with --momentum) or adamw")
-    p.add_argument("--lr", type=float, default=0.003,
-                   help="peak learning rate (after the warm-up; annealed to 0 at the end)")
-    p.add_argument("--momentum", type=float, default=0.99)
-    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--optimizer", choices=("sgd", "adamw"),
+                   help="sgd (the paper's, with --momentum) or adamw")
+    p.add_argument("--lr", type=float,
+                   help="peak learning rate (after the warm-up; annealed to 0 at the end; "
+                        "paper recipe: 0.003)")
+    p.add_argument("--momentum", type=float, help="SGD momentum (paper: 0.99)")
+    p.add_argument("--weight-decay", type=float)
     p.add_argument("--init", metavar="RUN_OR_MODEL",
                    help="start from these weights instead of He initialisation "
                         "(fine-tuning); another number of classes replaces the last layer")
@@ -65,7 +73,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--class-weights", default="balanced",
                    help="'balanced', 'none', or comma-separated weights per class")
     p.add_argument("--no-augment", action="store_true", help="disable augmentation")
-    p.add_argument("--val-every", type=int, default=100, help="iterations between validations")
+    p.add_argument("--val-every", type=int,
+                   help="iterations between validations (default: 10 per planned run, "
+                        "else 100)")
     p.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="auto",
                    help="auto (default): bf16 autocast on GPUs and on CPUs with native bf16, "
                         "fp32 elsewhere")
@@ -285,20 +295,20 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise ValueError("train: give --minutes or --iterations (or both)")
     if args.devices < 1:
         raise ValueError(f"--devices must be >= 1, got {args.devices}")
+    settings, plan = training_settings(args)
     if args.devices > 1 and "LOCAL_RANK" not in os.environ:
-        return _torchrun(args.devices, args.argv)
+        # every process trains with the settings chosen here (one probe, one plan)
+        return _torchrun(args.devices, [*args.argv, *settings_as_flags(settings)])
     cfg = TrainConfig(
         images=args.images, masks=args.masks, out=args.out, val_fraction=args.val_fraction,
         val_images=args.val_images, val_masks=args.val_masks,
         exclude=tuple(args.exclude), ignore=args.ignore,
-        iterations=args.iterations, minutes=args.minutes, width=args.width, depth=args.depth,
-        num_classes=args.num_classes, padding=args.padding, dropout=args.dropout,
-        batch_norm=args.batch_norm, tile=args.tile, batch_size=args.batch_size,
-        workers=args.workers, augment_on=args.augment_on, optimizer=args.optimizer,
-        lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay, init=args.init,
-        keep=args.keep, w0=args.w0, sigma=args.sigma,
+        iterations=args.iterations, minutes=args.minutes, **settings,
+        num_classes=args.num_classes, padding=args.padding,
+        workers=args.workers, augment_on=args.augment_on, init=args.init,
+        keep=args.keep, plan=plan, w0=args.w0, sigma=args.sigma,
         class_weights=parse_class_weights(args.class_weights),
-        augment=AugmentConfig(enabled=not args.no_augment), val_every=args.val_every,
+        augment=AugmentConfig(enabled=not args.no_augment),
         precision=args.precision, device=args.device, seed=args.seed, resume=args.resume,
         progress=not args.quiet)
     res = train(cfg)
@@ -312,6 +322,61 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"resume with: tileunet train ... --out {res.run_dir} --resume", file=sys.stderr)
         return 130
     return 0
+
+
+def training_settings(args: argparse.Namespace) -> tuple[dict, dict | None]:
+    """The planned TrainConfig fields (network, tiles, optimiser, validation): the flags
+    given, the rest from the plan (``--recipe auto`` with ``--minutes``), from the run
+    being resumed, or the paper's recipe; and the plan as stored in config.json."""
+    from tileunet.plan import PAPER, PLANNED
+
+    given = {f: getattr(args, f) for f in (*PLANNED, "val_every")
+             if getattr(args, f) is not None}
+    base, plan = {**PAPER, "val_every": 100}, None
+    if args.resume:
+        base = _resumed_settings(Path(args.out), base)
+    elif (args.recipe == "auto" and args.minutes is not None
+          and not set(PLANNED) <= set(given)):
+        plan = _plan(args)
+        base = plan["settings"]
+    return {**base, **given}, plan
+
+
+def _plan(args: argparse.Namespace) -> dict:
+    from tileunet.device import resolve_device
+    from tileunet.plan import make_plan
+
+    if not (args.minutes > 0):  # also NaN
+        raise ValueError(f"--minutes must be > 0, got {args.minutes}")
+    plan = make_plan(args.minutes, in_channels=1, num_classes=args.num_classes,
+                     device=resolve_device(args.device), precision=args.precision)
+    if not args.quiet:
+        print(plan.table(), flush=True)
+    return plan.to_dict()
+
+
+def _resumed_settings(run: Path, base: dict) -> dict:
+    """A resumed run keeps the settings it was started with (and planned)."""
+    import json
+
+    try:
+        stored = json.loads((run / "config.json").read_text())["train"]
+    except (OSError, ValueError, KeyError):
+        return base  # the trainer says what is missing
+    return {k: stored[k] for k in base if k in stored} | {
+        k: v for k, v in base.items() if k not in stored}
+
+
+def settings_as_flags(settings: dict) -> list[str]:
+    """Command-line flags that set these TrainConfig fields."""
+    flags = []
+    for key, value in settings.items():
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool):
+            flags.append(flag if value else "--no-" + flag[2:])
+        else:
+            flags += [flag, str(value)]
+    return flags
 
 
 def _torchrun(devices: int, argv: list[str]) -> int:

@@ -102,6 +102,8 @@ class TrainConfig:
     init: str | None = None
     # which weights become model.safetensors: "best" validation pixel IoU, or "last"
     keep: str = "best"
+    # the plan that chose the settings above (tileunet.plan), kept for config.json
+    plan: dict | None = None
     # bookkeeping
     val_every: int = 100
     seed: int = 0

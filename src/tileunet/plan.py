@@ -1,0 +1,185 @@
+"""A training plan fitted to the machine and the time budget.
+
+The paper's network (width 64, depth 5, one 572 tile per SGD step) learns DIC-HeLa and
+ISBI 2012 well once it gets a few thousand steps, which a GPU gives in minutes but a
+laptop CPU does not give in an hour. When the user sets a time budget and leaves the
+network alone, :func:`make_plan` times a few training steps of candidate networks on
+this machine (the probe, a small share of the budget) and picks the largest network
+that still gets :data:`TARGET_STEPS` steps into the budget; on a fast machine that is
+the paper's network. The optimiser settings of the plan are the ones measured to learn
+fastest on small budgets (``benchmarks/RESULTS.md``, "30 minutes on a CPU"). What the
+paper's method is made of stays in every plan: valid convolutions, overlap-tile, the
+weight map and elastic deformation.
+
+``--recipe paper`` skips all of this: :data:`PAPER` is the paper's recipe, field by field.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+
+import torch
+
+from tileunet.device import autocast_dtype, training_memory_format
+from tileunet.losses import weighted_cross_entropy
+from tileunet.model import UNet
+
+log = logging.getLogger(__name__)
+
+#: the paper's recipe (the fields of TrainConfig it sets)
+PAPER = {"width": 64, "depth": 5, "tile": 572, "batch_size": 1, "optimizer": "sgd",
+         "lr": 0.003, "momentum": 0.99, "weight_decay": 0.0, "batch_norm": False,
+         "dropout": 0.5}
+#: the fields a plan chooses; an explicit flag for any of them wins over the plan
+PLANNED = tuple(PAPER)
+#: steps the plan wants to fit into the budget
+TARGET_STEPS = 3000
+#: the optimiser settings of a plan that is not the paper's network
+FAST_OPTIMISER = {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 1e-4, "batch_norm": True}
+#: largest share of the budget the probe may take
+PROBE_SHARE = 0.02
+#: share of the budget left for validation, writing files and the first steps' warm-up
+RESERVE = 0.15
+#: validations per run (the kept model is chosen among them)
+VALIDATIONS = 10
+
+
+@dataclass(frozen=True)
+class Network:
+    """A candidate: network size and the training tiles of one step."""
+
+    width: int
+    depth: int
+    tile: int
+    batch_size: int = 1
+
+
+#: candidates from the cheapest to the paper's network
+CANDIDATES = (Network(16, 4, 572), Network(32, 4, 572), Network(32, 5, 572),
+              Network(64, 5, 572))
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What :func:`make_plan` chose, and why."""
+
+    settings: dict  # TrainConfig fields
+    step_seconds: float | None  # measured for the chosen network (None: not probed)
+    expected_steps: int | None
+    probed: dict  # "WxD@T/B" -> seconds per step
+    probe_seconds: float
+    reason: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def table(self) -> str:
+        """The plan as a short table, printed before training starts."""
+        s = self.settings
+        rows = [("network", f"width {s['width']}, depth {s['depth']}"
+                 f"{', batch norm' if s['batch_norm'] else ''}"),
+                ("tiles", f"{s['batch_size']} x {s['tile']} px per step"),
+                ("optimiser", f"{s['optimizer']}, lr {s['lr']:g}, then cosine to 0 at the end"),
+                ("validation", f"every {s['val_every']} steps")]
+        if self.step_seconds is not None:
+            rows.append(("measured", f"{self.step_seconds:.3f} s per step -> about "
+                         f"{self.expected_steps} steps"))
+        rows.append(("why", self.reason))
+        width = max(len(k) for k, _ in rows)
+        return "\n".join(f"plan  {k:<{width}}  {v}" for k, v in rows)
+
+
+def probe_step(net_spec: Network, in_channels: int, num_classes: int,
+               device: torch.device, precision: str, steps: int = 2) -> float:
+    """Seconds per training step (forward, weighted loss, backward, AdamW) of
+    ``net_spec`` on ``device``: the best of ``steps`` steps after one warm-up step."""
+    amp = autocast_dtype(precision, device)
+    net = UNet(in_channels=in_channels, num_classes=num_classes, depth=net_spec.depth,
+               width=net_spec.width, dropout=0.0, batch_norm=True).to(device)
+    layout = training_memory_format(device, amp)
+    net.to(memory_format=layout)
+    tile = net.valid_input_size(net_spec.tile)
+    out = net.output_size(tile)
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    n = net_spec.batch_size
+    x = torch.randn(n, in_channels, tile, tile, generator=gen).to(device)
+    x = x.contiguous(memory_format=layout)
+    y = torch.randint(0, num_classes, (n, out, out), generator=gen).to(device)
+    w = torch.ones(n, out, out, device=device)
+    best = float("inf")
+    for i in range(steps + 1):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t = time.perf_counter()
+        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+            logits = net(x)
+        loss = weighted_cross_entropy(logits, y, w)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        if i > 0:  # the first step builds kernels and allocates
+            best = min(best, time.perf_counter() - t)
+    return best
+
+
+def _key(n: Network) -> str:
+    return f"{n.width}x{n.depth}@{n.tile}/{n.batch_size}"
+
+
+def choose(budget_s: float, step_seconds: Callable[[Network], float],
+           candidates: Sequence[Network] = CANDIDATES,
+           target_steps: int = TARGET_STEPS) -> Plan:
+    """Pick the largest candidate that fits ``target_steps`` steps into the budget.
+
+    ``step_seconds`` times one candidate (the probe; tests pass a fake). Candidates are
+    timed from the cheapest up, and timing stops at the first that does not fit, or
+    when the probe has used its share of the budget.
+    """
+    if not budget_s > 0:
+        raise ValueError(f"the budget must be > 0 seconds, got {budget_s}")
+    usable = budget_s * (1 - RESERVE - PROBE_SHARE)
+    probed: dict[str, float] = {}
+    chosen, chosen_s = None, None
+    start = time.perf_counter()
+    for cand in candidates:
+        secs = step_seconds(cand)
+        probed[_key(cand)] = round(secs, 4)
+        if secs * target_steps > usable:
+            break
+        chosen, chosen_s = cand, secs
+        if time.perf_counter() - start > PROBE_SHARE * budget_s:
+            break
+    if chosen is None:
+        chosen, chosen_s = candidates[0], probed[_key(candidates[0])]
+        reason = (f"even the smallest network gets only ~{int(usable / chosen_s)} of "
+                  f"{target_steps} steps in this budget")
+    elif chosen == candidates[-1]:
+        reason = f"the largest network fits {target_steps} steps into the budget"
+    else:
+        reason = f"the largest network that fits {target_steps} steps into the budget"
+    steps = int(usable / chosen_s)
+    paper = chosen == Network(PAPER["width"], PAPER["depth"], PAPER["tile"],
+                              PAPER["batch_size"])
+    settings = {**(PAPER if paper else {**PAPER, **FAST_OPTIMISER}),
+                "width": chosen.width, "depth": chosen.depth, "tile": chosen.tile,
+                "batch_size": chosen.batch_size,
+                "val_every": max(20, steps // VALIDATIONS)}
+    return Plan(settings, chosen_s, steps, probed, round(time.perf_counter() - start, 2),
+                reason)
+
+
+def make_plan(budget_minutes: float, *, in_channels: int, num_classes: int,
+              device: torch.device, precision: str) -> Plan:
+    """Probe this machine and choose (see :func:`choose`)."""
+    return choose(budget_minutes * 60, lambda n: probe_step(
+        n, in_channels, num_classes, device, precision))
+
+
+__all__ = ["CANDIDATES", "PAPER", "PLANNED", "Network", "Plan", "choose", "make_plan",
+           "probe_step"]

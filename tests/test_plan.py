@@ -1,0 +1,150 @@
+"""Tests for the training plan (tileunet.plan) and how the CLI applies it."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import fields
+
+import pytest
+import torch
+
+import tileunet.plan as plan_mod
+from tileunet.cli import build_parser, settings_as_flags, training_settings
+from tileunet.plan import CANDIDATES, PAPER, PLANNED, TARGET_STEPS, Network, choose, probe_step
+from tileunet.train import TrainConfig
+
+PAPER_NET = Network(64, 5, 572)
+
+
+def cost(n: Network) -> float:
+    """Relative cost of a step: the paper's network is 1.0."""
+    return (n.width / 64) ** 2 * n.tile**2 / 572**2 * n.batch_size * (0.8 if n.depth < 5 else 1)
+
+
+def fake_machine(paper_step_s: float):
+    calls = []
+
+    def step_seconds(n: Network) -> float:
+        calls.append(n)
+        return paper_step_s * cost(n)
+    return step_seconds, calls
+
+
+def test_a_fast_machine_gets_the_papers_recipe():
+    step, _ = fake_machine(0.01)  # a GPU: 100 steps a second
+    p = choose(30 * 60, step)
+    assert {k: p.settings[k] for k in PLANNED} == PAPER
+    assert p.expected_steps >= TARGET_STEPS and "largest network fits" in p.reason
+
+
+def test_a_slow_machine_gets_a_smaller_network_and_the_fast_optimiser():
+    step, calls = fake_machine(3.1)  # a 2-core CPU with bf16
+    p = choose(30 * 60, step)
+    s = p.settings
+    assert (s["width"], s["depth"]) < (64, 5)
+    assert s["optimizer"] == "adamw" and s["batch_norm"] is True
+    assert p.step_seconds * TARGET_STEPS <= 30 * 60
+    # timing stopped at the first candidate that does not fit: never the paper's network
+    assert PAPER_NET not in calls and len(calls) < len(CANDIDATES)
+    assert s["val_every"] == max(20, p.expected_steps // plan_mod.VALIDATIONS)
+
+
+def test_a_very_slow_machine_gets_the_smallest_network_and_says_why():
+    step, calls = fake_machine(100.0)
+    p = choose(30 * 60, step)
+    assert (p.settings["width"], p.settings["depth"]) == (CANDIDATES[0].width,
+                                                          CANDIDATES[0].depth)
+    assert "even the smallest" in p.reason and len(calls) == 1
+    assert "plan  network" in p.table() and "why" in p.table()
+
+
+def test_larger_budgets_never_get_smaller_networks():
+    step, _ = fake_machine(3.1)
+    widths = [choose(m * 60, step).settings["width"] * 10 + choose(m * 60, step).settings[
+        "depth"] for m in (5, 30, 120, 600)]
+    assert widths == sorted(widths)
+
+
+@pytest.mark.parametrize("budget", [0, -1, math.nan])
+def test_bad_budgets(budget):
+    with pytest.raises(ValueError, match="budget"):
+        choose(budget, fake_machine(1.0)[0])
+
+
+def test_probe_times_a_real_step():
+    secs = probe_step(Network(4, 2, 44, 2), 1, 2, torch.device("cpu"), "fp32")
+    assert 0 < secs < math.inf
+
+
+# ------------------------------------------------------------------ the CLI
+def args_of(*argv: str):
+    base = ["train", "--images", "i", "--masks", "m", "--out", "o"]
+    return build_parser().parse_args([*base, *argv])
+
+
+@pytest.fixture
+def planned(monkeypatch):
+    """make_plan on a fake slow machine (no probe)."""
+    step, _ = fake_machine(3.1)
+    made = []
+
+    def fake(minutes, **kw):
+        made.append(kw)
+        return choose(minutes * 60, step)
+    monkeypatch.setattr(plan_mod, "make_plan", fake)
+    return made
+
+
+def test_a_budget_without_network_flags_is_planned(planned, capsys):
+    settings, plan = training_settings(args_of("--minutes", "30"))
+    assert planned and plan is not None and settings == plan["settings"]
+    assert settings["optimizer"] == "adamw"
+    assert "plan  network" in capsys.readouterr().out
+
+
+def test_explicit_flags_win_over_the_plan(planned):
+    settings, plan = training_settings(args_of("--minutes", "30", "--width", "24",
+                                               "--no-batch-norm", "--lr", "0.01",
+                                               "--val-every", "7"))
+    assert plan is not None
+    assert settings["width"] == 24 and settings["batch_norm"] is False
+    assert settings["lr"] == 0.01 and settings["val_every"] == 7
+    assert settings["depth"] == plan["settings"]["depth"]
+
+
+def test_recipe_paper_equals_the_papers_config_field_by_field(planned):
+    settings, plan = training_settings(args_of("--minutes", "30", "--recipe", "paper"))
+    assert plan is None and not planned
+    default = TrainConfig(images="i", masks="m", out="o", minutes=30)
+    for f in fields(TrainConfig):
+        if f.name in settings:
+            assert settings[f.name] == getattr(default, f.name), f.name
+    assert set(PLANNED) <= set(settings)
+
+
+def test_no_plan_without_a_time_budget_or_with_every_flag(planned):
+    settings, plan = training_settings(args_of("--iterations", "10"))
+    assert plan is None and settings["width"] == 64
+    flags = settings_as_flags({k: v for k, v in settings.items() if k != "val_every"})
+    settings2, plan2 = training_settings(args_of("--minutes", "30", *flags))
+    assert plan2 is None and not planned and settings2 == settings
+
+
+def test_flags_of_settings_parse_back(planned):
+    settings, _ = training_settings(args_of("--minutes", "30"))
+    again, plan = training_settings(args_of("--minutes", "30", *settings_as_flags(settings)))
+    assert again == settings and plan is None
+
+
+def test_a_resumed_run_keeps_its_settings(planned, tmp_path):
+    import json
+
+    run = tmp_path / "run"
+    run.mkdir()
+    stored = {**PAPER, "width": 20, "depth": 3, "val_every": 9}
+    (run / "config.json").write_text(json.dumps({"train": stored}))
+    settings, plan = training_settings(build_parser().parse_args(
+        ["train", "--images", "i", "--masks", "m", "--out", str(run), "--minutes", "30",
+         "--resume"]))
+    assert plan is None and not planned
+    assert settings["width"] == 20 and settings["depth"] == 3 and settings["val_every"] == 9
