@@ -15,7 +15,7 @@ from tileunet.augment import AugmentConfig
 from tileunet.checkpoint import load_model
 from tileunet.data import save_image
 from tileunet.synthetic import synthetic_cells, write_synthetic_dataset
-from tileunet.train import TrainConfig, lr_at, split_samples, train
+from tileunet.train import TrainConfig, Validation, lr_at, split_samples, train
 
 # the module, not the function that tileunet/__init__ exports under the same name
 train_mod = importlib.import_module("tileunet.train")
@@ -150,6 +150,9 @@ def test_auto_precision_trains_in_the_branch_of_the_hardware(data, tmp_path, cpu
     assert config["train"]["precision"] == "auto"
     assert config["precision_used"] == ("bf16" if cpu_bf16 else "fp32")
     assert math.isfinite(res.val_loss) and res.iterations == 2
+    assert 0.0 <= res.val_seg <= 1.0  # two classes: the kept model is chosen by SEG
+    rows = _read_rows(tmp_path / "r")
+    assert rows[-1]["val_seg"] != "" and float(rows[-1]["val_seg"]) == res.val_seg
 
 
 class FakeClock:
@@ -253,11 +256,11 @@ def test_the_kept_model_is_the_best_validation(data, tmp_path, monkeypatch):
     scores = iter([0.3, 0.9, 0.5, 0.4])  # validations at iterations 2, 4, 6, 8
 
     def fake_validate(net, *args, **kwargs):
-        return 1.0, next(scores)
+        return Validation(1.0, 0.5, next(scores))
 
     monkeypatch.setattr(train_mod, "validate", fake_validate)
     res = train(tiny(data, tmp_path / "r", iterations=8, val_every=2))
-    assert res.kept_iteration == 4 and res.val_iou == 0.9 and res.iterations == 8
+    assert res.kept_iteration == 4 and res.val_seg == 0.9 and res.iterations == 8
     rows = _read_rows(tmp_path / "r")
     assert [r["iteration"] for r in rows if r["kept"] == "yes"] == ["4"]
     kept, last = load_file(tmp_path / "r" / "model.safetensors"), load_file(
@@ -296,10 +299,10 @@ def test_adamw_trains_and_resumes_exactly(data, tmp_path, monkeypatch):
 
 def test_the_best_weights_survive_a_resume(data, tmp_path, monkeypatch):
     scores = iter([0.8, 0.1, 0.2, 0.3])
-    monkeypatch.setattr(train_mod, "validate", lambda *a, **k: (1.0, next(scores)))
+    monkeypatch.setattr(train_mod, "validate", lambda *a, **k: Validation(1.0, next(scores)))
     train(tiny(data, tmp_path / "r", iterations=4, val_every=2))  # best at 2
     res = train(tiny(data, tmp_path / "r", iterations=8, val_every=2, resume=True))
-    assert res.kept_iteration == 2 and res.val_iou == 0.8
+    assert res.kept_iteration == 2 and res.val_iou == 0.8 and res.val_seg is None
 
 
 def test_init_starts_from_a_trained_model(data, tmp_path):

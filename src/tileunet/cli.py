@@ -314,8 +314,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     res = train(cfg)
     if os.environ.get("RANK", "0") != "0":
         return 130 if res.interrupted else 0
-    val = (f"; kept iteration {res.kept_iteration}: val pixel IoU {res.val_iou:.4f}"
-           if res.val_iou is not None else "")
+    val = ""
+    if res.val_iou is not None:
+        seg = f", SEG {res.val_seg:.4f}" if res.val_seg is not None else ""
+        val = f"; kept iteration {res.kept_iteration}: val pixel IoU {res.val_iou:.4f}{seg}"
     print(f"{'interrupted' if res.interrupted else 'trained'}: {res.iterations} iterations "
           f"in {res.seconds / 60:.1f} min{val}; run in {res.run_dir}")
     if res.interrupted:

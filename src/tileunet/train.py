@@ -39,10 +39,11 @@ from tileunet.checkpoint import (
 from tileunet.data import DataError, Normalization, Sample, atomic_write, load_samples
 from tileunet.device import autocast_dtype, resolve_device, training_memory_format
 from tileunet.losses import weighted_cross_entropy
-from tileunet.metrics import pixel_iou
+from tileunet.metrics import pixel_iou, seg_score
 from tileunet.model import UNet
-from tileunet.plots import save_loss_figure  # imported up front: a Ctrl-C must not
-from tileunet.predict import predict  # land inside a lazy import
+from tileunet.plots import save_loss_figure  # not lazily: a Ctrl-C must not hit an import
+from tileunet.postprocess import instances_from_probability
+from tileunet.predict import predict
 from tileunet.sampler import default_workers, device_tile_batches, tile_batches
 from tileunet.weights import class_weight_map, training_target, weight_map
 
@@ -177,19 +178,47 @@ class TrainResult:
     net: UNet | None = field(default=None, repr=False, compare=False)
     #: the iteration whose weights are the run's model (the best validation, or the last)
     kept_iteration: int | None = None
+    #: validation SEG of the kept weights (two classes), None otherwise
+    val_seg: float | None = None
+
+
+@dataclass(frozen=True)
+class Validation:
+    """Scores of one validation: weighted loss, foreground pixel IoU (or accuracy for
+    more classes) and, with two classes, SEG of the instances (the kept model's score)."""
+
+    loss: float
+    iou: float
+    seg: float | None = None
+
+    @property
+    def score(self) -> float:
+        return self.seg if self.seg is not None else self.iou
+
+    def row(self) -> dict[str, float | str]:
+        return {"val_loss": self.loss, "val_iou": self.iou,
+                "val_seg": "" if self.seg is None else self.seg}
+
+    def __str__(self) -> str:
+        seg = f", SEG {self.seg:.4f}" if self.seg is not None else ""
+        return f"val loss {self.loss:.4f}, val pixel IoU {self.iou:.4f}{seg}"
 
 
 @dataclass
 class Best:
-    """The best-validating weights so far (a CPU copy), their iteration and score."""
+    """The best-validating weights so far (a CPU copy), their iteration and scores."""
 
     iteration: int | None = None
-    score: float = -math.inf
+    validation: Validation | None = None
     weights: dict[str, torch.Tensor] | None = field(default=None, repr=False)
 
-    def offer(self, iteration: int, score: float, net: torch.nn.Module) -> None:
-        if score > self.score:  # ties keep the earlier weights
-            self.iteration, self.score = iteration, score
+    @property
+    def score(self) -> float:
+        return self.validation.score if self.validation is not None else -math.inf
+
+    def offer(self, iteration: int, val: Validation, net: torch.nn.Module) -> None:
+        if val.score > self.score:  # ties keep the earlier weights
+            self.iteration, self.validation = iteration, val
             self.weights = {k: v.detach().to("cpu", copy=True)
                             for k, v in net.state_dict().items()}
 
@@ -210,6 +239,7 @@ class Prepared:
     image: np.ndarray  # (C, H, W) float32
     target: np.ndarray  # (H, W) uint8
     weights: np.ndarray  # (H, W) float32
+    labels: np.ndarray | None = None  # (H, W) instances (two classes), for SEG
 
 
 # ------------------------------------------------------------------ data preparation
@@ -290,7 +320,8 @@ def prepare_samples(samples: list[Sample], cfg: TrainConfig, cache_dir: Path | N
         weights = weights.astype(np.float32)
         if ignore and s.name in ignore:
             weights = np.where(ignore[s.name], np.float32(0.0), weights)
-        out.append(Prepared(s.name, s.image, target, weights))
+        out.append(Prepared(s.name, s.image, target, weights,
+                            s.labels if cfg.num_classes == 2 else None))
     return out
 
 
@@ -421,7 +452,7 @@ def _train(cfg: TrainConfig, ranks: ddp.Ranks, device: torch.device, run: Path,
     ema = None
     interrupted = False
     stack = contextlib.ExitStack()
-    val_loss = val_iou = None
+    val: Validation | None = None
     t0 = time.perf_counter() - seconds
 
     def progress_fraction() -> float:
@@ -482,16 +513,14 @@ def _train(cfg: TrainConfig, ranks: ddp.Ranks, device: torch.device, run: Path,
             done = frac >= 1.0
             validated = main and bool(val_p) and (it % cfg.val_every == 0 or done)
             if validated:
-                val_loss, val_iou = validate(net, val_p, tile, prep_cfg, device, amp)
+                val = validate(net, val_p, tile, prep_cfg, device, amp)
                 net.train()
-                best.offer(it, val_iou, net)
-                _say(f"iteration {it}: train loss {ema:.4f}, val loss {val_loss:.4f}, "
-                     f"val pixel IoU {val_iou:.4f}", show)
+                best.offer(it, val, net)
+                _say(f"iteration {it}: train loss {ema:.4f}, {val}", show)
             if main and (it % 10 == 0 or done or validated):
                 rows.append({"iteration": it, "seconds": round(now, 2), "train_loss": value,
                              "train_loss_ema": ema, "lr": lr,
-                             "val_loss": val_loss if validated else "",
-                             "val_iou": val_iou if validated else ""})
+                             **(val.row() if validated else {})})
             if main and it % cfg.val_every == 0 and not done:  # let people watch the run
                 _write_metrics(run / METRICS_FILE, rows, best.iteration)
                 _plot_losses(run / LOSS_PLOT, rows)
@@ -515,13 +544,14 @@ def _train(cfg: TrainConfig, ranks: ddp.Ranks, device: torch.device, run: Path,
         save_model(run / LAST_FILE, net, {**extra, "iteration": it})
         if kept != it:
             net.load_state_dict(best.weights)
-            val_iou = best.score
+            val = best.validation
         save_model(run / MODEL_FILE, net, {**extra, "iteration": kept})
         _write_metrics(run / METRICS_FILE, rows, kept)
         _plot_losses(run / LOSS_PLOT, rows)
     if not interrupted:
         ddp.barrier(ranks)  # the files are written when any rank returns
-    return TrainResult(run, it, seconds, val_loss, val_iou, interrupted, net, kept)
+    return TrainResult(run, it, seconds, val and val.loss, val and val.iou, interrupted, net,
+                       kept, val and val.seg)
 
 
 def augment_on_device(cfg: TrainConfig, device: torch.device) -> bool:
@@ -548,9 +578,10 @@ def lr_at(cfg: TrainConfig, it: int, frac: float) -> float:
 
 @torch.no_grad()
 def validate(net: UNet, samples: list[Prepared], tile: int, cfg: TrainConfig,
-             device: torch.device, amp: torch.dtype | None = None) -> tuple[float, float]:
-    """Mean weighted cross-entropy and foreground pixel IoU over whole images."""
-    losses, ious = [], []
+             device: torch.device, amp: torch.dtype | None = None) -> Validation:
+    """Mean weighted cross-entropy, foreground pixel IoU and (two classes) SEG of the
+    instances that ``predict`` would give, over whole images."""
+    losses, ious, segs = [], [], []
     precision = "bf16" if amp is not None else "fp32"
     for s in tqdm(samples, desc="validate", unit="img", disable=not cfg.progress, leave=False):
         probs = predict(net, s.image, tile=tile, device=device, progress=False,
@@ -559,9 +590,14 @@ def validate(net: UNet, samples: list[Prepared], tile: int, cfg: TrainConfig,
         losses.append(float(np.mean(s.weights * -np.log(np.clip(p, 1e-7, 1.0)))))
         seen = s.weights > 0  # ignored (unannotated) pixels do not count
         pred = probs.argmax(0)
-        ious.append(pixel_iou((pred == 1) & seen, (s.target == 1) & seen)
-                    if cfg.num_classes == 2 else float(np.mean(pred[seen] == s.target[seen])))
-    return float(np.mean(losses)), float(np.mean(ious))
+        if cfg.num_classes == 2:
+            ious.append(pixel_iou((pred == 1) & seen, (s.target == 1) & seen))
+            if s.labels is not None:  # SEG counts annotated objects only
+                segs.append(seg_score(instances_from_probability(probs[1]), s.labels))
+        else:
+            ious.append(float(np.mean(pred[seen] == s.target[seen])))
+    return Validation(float(np.mean(losses)), float(np.mean(ious)),
+                      float(np.mean(segs)) if segs else None)
 
 
 # ------------------------------------------------------------- files of the run
@@ -580,11 +616,11 @@ def _write_metrics(path: Path, rows: list[dict[str, Any]], kept: int | None) -> 
     """One row per 10 steps and per validation; ``kept`` marks the row of the weights
     that are (so far) the run's model."""
     cols = ["iteration", "seconds", "train_loss", "train_loss_ema", "lr", "val_loss", "val_iou",
-            "kept"]
+            "val_seg", "kept"]
 
     def write(tmp: Path) -> None:
         with open(tmp, "w", newline="") as f:
-            wr = csv.DictWriter(f, fieldnames=cols)
+            wr = csv.DictWriter(f, fieldnames=cols, restval="")
             wr.writeheader()
             wr.writerows({**r, "kept": "yes" if r["iteration"] == kept else ""} for r in rows)
     atomic_write(path, write)
@@ -605,7 +641,8 @@ def _save_checkpoint(path: Path, net: UNet, opt: torch.optim.Optimizer, state: d
                     tensors[f"optim.{names[id(p)]}.{key}"] = value
     if best.weights is not None:
         tensors.update({f"best.{k}": v for k, v in best.weights.items()})
-    state = {**state, "best": {"iteration": best.iteration, "score": best.score}}
+    state = {**state, "best": {"iteration": best.iteration,
+                               "validation": best.validation and asdict(best.validation)}}
     meta = {"format": "tileunet", "kind": "checkpoint", "model": json.dumps(net.config.to_dict()),
             "optimizer": type(opt).__name__, "state": json.dumps(state), "rows": json.dumps(rows)}
     atomic_save_tensors(tensors, path, meta)
@@ -635,8 +672,8 @@ def _load_checkpoint(path: Path, net: UNet, opt: torch.optim.Optimizer, run: Pat
     got = state.pop("best", {}) or {}
     best = Best()
     weights = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
-    if weights and got.get("iteration") is not None:
-        best = Best(int(got["iteration"]), float(got["score"]), weights)
+    if weights and got.get("iteration") is not None and got.get("validation"):
+        best = Best(int(got["iteration"]), Validation(**got["validation"]), weights)
     return state, json.loads(meta["rows"]), best
 
 
