@@ -66,8 +66,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="start from these weights instead of He initialisation "
                         "(fine-tuning); another number of classes replaces the last layer")
     p.add_argument("--keep", choices=("best", "last"), default="best",
-                   help="model.safetensors: the weights of the best validation pixel IoU "
-                        "(default) or of the last step (always in last.safetensors)")
+                   help="model.safetensors: the weights of the best validation (SEG with "
+                        "two classes; default) or of the last step (always in "
+                        "last.safetensors)")
     p.add_argument("--w0", type=float, default=10.0, help="border weight w0 (paper: 10)")
     p.add_argument("--sigma", type=float, default=5.0, help="border sigma in px (paper: 5)")
     p.add_argument("--class-weights", default="balanced",

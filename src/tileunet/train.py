@@ -101,7 +101,8 @@ class TrainConfig:
     normalization: Normalization = field(default_factory=Normalization)
     # start weights (fine-tuning): a run folder or model file; None: He initialisation
     init: str | None = None
-    # which weights become model.safetensors: "best" validation pixel IoU, or "last"
+    # which weights become model.safetensors: the "best" validation (Validation.score), or
+    # the "last"
     keep: str = "best"
     # the plan that chose the settings above (tileunet.plan), kept for config.json
     plan: dict | None = None
