@@ -817,6 +817,9 @@ def segment_to_zarr(
     model_path = str(Path(model).absolute())
     # loaded once here (a clear error before any work); predict_blocks finds it cached
     net, extra = _cached_model(model_path, str(resolve_device(device)))
+    if extra.get("scale", 1.0) != 1.0:
+        raise ValueError(f"{model}: trained at scale {extra['scale']}; block-wise "
+                         "prediction supports models trained at scale 1 only")
     norm = Normalization.from_dict(extra.get("normalization", {}))
     if tile is not None:
         net.output_size(tile)  # a clear error before any work

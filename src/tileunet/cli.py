@@ -49,6 +49,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="batch normalisation after each convolution (paper: no)")
     p.add_argument("--tile", type=int, help="input tile size (paper: 572)")
     p.add_argument("--batch-size", type=int, help="tiles per step (paper: 1)")
+    p.add_argument("--scale", type=float,
+                   help="working resolution relative to the images' (paper: 1; 0.5 trains "
+                        "and predicts at half size, for objects tens of pixels across); "
+                        "outputs stay at the images' size")
     p.add_argument("--workers", type=int,
                    help="processes making training tiles on the CPU (default: 0 on CPU; "
                         "with a GPU the tiles are made on it unless this is given)")

@@ -62,6 +62,9 @@ def export_onnx(model: str | Path, out: str | Path, *, tile: int | None = None) 
         raise RuntimeError("ONNX export needs the packages onnx and onnxscript: "
                            "pip install 'tileunet[onnx]'") from err
     net, extra = load_model(model, device="cpu")
+    if extra.get("scale", 1.0) != 1.0:
+        raise ValueError(f"{model}: trained at scale {extra['scale']}; the ONNX export "
+                         "covers models trained at scale 1 only")
     net.eval()
     tile = int(extra.get("tile", 572) if tile is None else tile)
     out_tile, stride = tile_geometry(net, tile)  # a clear error for a bad tile

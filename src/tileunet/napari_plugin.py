@@ -26,7 +26,7 @@ from tileunet.checkpoint import load_model
 from tileunet.data import Normalization
 from tileunet.device import resolve_device
 from tileunet.postprocess import INSTANCE_METHODS, instance_options, instances_from_probability
-from tileunet.predict import predict
+from tileunet.scale import predict_at_scale
 
 __all__ = ["get_reader", "read_output", "segment_layer", "segment_widget"]
 
@@ -72,7 +72,7 @@ def segment_layer(image: Any, model: str | Path, threshold: float = 0.5,
                          f"model with {net.config.in_channels} input channel(s)")
     scale = tuple(getattr(image, "scale", (1.0, 1.0)))[-2:]
     bar = progress or _bar_class()
-    probs = predict(net, norm(data), tta=tta, progress=bar)
+    probs = predict_at_scale(net, norm(data), extra.get("scale", 1.0), tta=tta, progress=bar)
     fg = probs[1] if probs.shape[0] == 2 else 1.0 - probs[0]
     with contextlib.closing(bar(total=0, desc="instances")):  # no count: a busy bar
         labels = instances_from_probability(fg, threshold=threshold, **split)

@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 #: the paper's recipe (the fields of TrainConfig it sets)
 PAPER = {"width": 64, "depth": 5, "tile": 572, "batch_size": 1, "optimizer": "sgd",
          "lr": 0.003, "momentum": 0.99, "weight_decay": 0.0, "batch_norm": False,
-         "dropout": 0.5}
+         "dropout": 0.5, "scale": 1.0}
 #: the fields a plan chooses; an explicit flag for any of them wins over the plan
 PLANNED = tuple(PAPER)
 #: steps the plan wants to fit into the budget

@@ -45,7 +45,7 @@ from tileunet.postprocess import (
     instances_from_probability,
     label_mask,
 )
-from tileunet.predict import predict
+from tileunet.scale import predict_at_scale
 
 OUTPUTS = ("mask.png", "prob.tif", "instances.tif", "overlay.png")
 
@@ -121,7 +121,8 @@ def segment_files(model: str | Path, inputs: list[str | Path], out_dir: str | Pa
         k = net.config.num_classes
         # the probabilities go straight into the output file as the tiles come
         # (a memory-mapped TIFF), not into a (K, H, W) array in memory
-        probs = _predict_to_tiff(paths["prob"], net, image, tile=tile, batch_size=batch_size,
+        probs = _predict_to_tiff(paths["prob"], net, image, extra.get("scale", 1.0),
+                                 tile=tile, batch_size=batch_size,
                                  tta=tta, device=dev, progress=progress, precision=precision)
         if k == 2:
             fg = probs
@@ -141,7 +142,8 @@ def segment_files(model: str | Path, inputs: list[str | Path], out_dir: str | Pa
     return written
 
 
-def _predict_to_tiff(path: Path, net, image: np.ndarray, **kw) -> np.ndarray:
+def _predict_to_tiff(path: Path, net, image: np.ndarray, scale: float = 1.0, **kw
+                     ) -> np.ndarray:
     """Predict into a memory-mapped float32 TIFF at ``path`` (atomically); returns the map.
 
     Two classes: the foreground probability ``(H, W)``; more: all classes ``(K, H, W)``.
@@ -155,8 +157,8 @@ def _predict_to_tiff(path: Path, net, image: np.ndarray, **kw) -> np.ndarray:
     def write(tmp: Path) -> None:
         mm = tifffile.memmap(tmp, shape=shape, dtype=np.float32, photometric="minisblack",
                              metadata={"axes": axes})
-        predict(net, image, channels=[1] if k == 2 else None,
-                out=mm[None] if k == 2 else mm, **kw)
+        predict_at_scale(net, image, scale, channels=[1] if k == 2 else None,
+                         out=mm[None] if k == 2 else mm, **kw)
         mm.flush()
         held.append(mm)
 

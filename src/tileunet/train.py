@@ -45,6 +45,7 @@ from tileunet.plots import save_loss_figure  # not lazily: a Ctrl-C must not hit
 from tileunet.postprocess import instances_from_probability
 from tileunet.predict import predict
 from tileunet.sampler import default_workers, device_tile_batches, tile_batches
+from tileunet.scale import check_scale, image_to_scale, labels_to_scale
 from tileunet.weights import class_weight_map, training_target, weight_map
 
 log = logging.getLogger(__name__)
@@ -99,6 +100,9 @@ class TrainConfig:
     class_weights: str | tuple[float, ...] | None = "balanced"
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     normalization: Normalization = field(default_factory=Normalization)
+    # working resolution relative to the images' (tileunet.scale): 0.5 trains and predicts
+    # at half size, probabilities come back at full size
+    scale: float = 1.0
     # start weights (fine-tuning): a run folder or model file; None: He initialisation
     init: str | None = None
     # which weights become model.safetensors: the "best" validation (Validation.score), or
@@ -133,6 +137,7 @@ class TrainConfig:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if (self.val_images is None) != (self.val_masks is None):
             raise ValueError("give both val_images and val_masks, or neither")
+        check_scale(self.scale)
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.keep not in ("best", "last"):
@@ -326,6 +331,15 @@ def prepare_samples(samples: list[Sample], cfg: TrainConfig, cache_dir: Path | N
     return out
 
 
+def samples_at_scale(samples: list[Sample], scale: float) -> list[Sample]:
+    """The samples resampled to the working ``scale`` (images anti-aliased, labels by
+    nearest neighbour; see :mod:`tileunet.scale`)."""
+    if scale == 1.0:
+        return samples
+    return [replace(s, image=image_to_scale(s.image, scale),
+                    labels=labels_to_scale(s.labels, scale)) for s in samples]
+
+
 def split_samples(samples: list[Sample], fraction: float, seed: int
                   ) -> tuple[list[Sample], list[Sample]]:
     """Hold out ``fraction`` of the images (at least one, never all) for validation."""
@@ -385,13 +399,17 @@ def _train(cfg: TrainConfig, ranks: ddp.Ranks, device: torch.device, run: Path,
     if cfg.exclude:
         samples = exclude_samples(samples, cfg.exclude, cfg.images)
     ignore = read_ignore_masks(cfg.images, cfg.ignore, samples) if cfg.ignore else None
+    if cfg.scale != 1.0:
+        samples = samples_at_scale(samples, cfg.scale)
+        ignore = ignore and {k: labels_to_scale(v, cfg.scale) for k, v in ignore.items()}
     chans = {s.image.shape[0] for s in samples}
     if len(chans) != 1:
         raise DataError(f"{cfg.images}: images have different channel counts {sorted(chans)}")
     if cfg.val_images is not None:
         train_s = samples
-        val_s = load_samples(cfg.val_images, cfg.val_masks, cfg.normalization,
-                             num_classes=cfg.num_classes)
+        val_s = samples_at_scale(load_samples(cfg.val_images, cfg.val_masks,
+                                              cfg.normalization, num_classes=cfg.num_classes),
+                                 cfg.scale)
     else:
         train_s, val_s = split_samples(samples, cfg.val_fraction, cfg.seed)
     # rank 0 computes the weight maps into the cache; the other ranks then read them
@@ -417,6 +435,7 @@ def _train(cfg: TrainConfig, ranks: ddp.Ranks, device: torch.device, run: Path,
     opt = make_optimizer(cfg, net)
     extra = {"normalization": cfg.normalization.to_dict(), "train": cfg.to_dict(),
              "precision_used": "bf16" if amp is not None else "fp32", "tile": tile,
+             "scale": cfg.scale,
              "train_images": [p.name for p in train_p],
              "val_images": [p.name for p in val_p]}
 

@@ -140,6 +140,9 @@ def export_bioimageio(model: str | Path, out: str | Path, *, sample: str | Path 
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out}: already exists (use --overwrite to replace it)")
     net, extra = load_model(model, device="cpu")
+    if extra.get("scale", 1.0) != 1.0:
+        raise ValueError(f"{model}: trained at scale {extra['scale']}; the bioimage.io "
+                         "export covers models trained at scale 1 only")
     norm = Normalization.from_dict(extra.get("normalization", {}))
     cfg = net.config.to_dict()
     wrapped = MirroredUNet(**cfg).eval()
