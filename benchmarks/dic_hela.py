@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from paper_common import (
     ABLATIONS,
+    benchmark_settings,
     hela_pair,
     link_split,
     locate,
@@ -54,6 +55,7 @@ def main() -> int:
     def pair(t: str) -> tuple[Path, Path]:
         return hela_pair(root, t)
 
+    settings, plan = benchmark_settings(args)
     results, rows, trained = {}, [], {}
     for name in variants(args):
         per_fold = []
@@ -65,7 +67,7 @@ def main() -> int:
             split = {"train_images": ti, "train_masks": tm, "val_images": vi, "val_masks": vm}
             run_name = "full" if name == "no-tta" else name  # no-tta predicts with full
             if (run_name, k) not in trained:
-                trained[run_name, k] = train_variant(run_name, args, split, fold)
+                trained[run_name, k] = train_variant(run_name, args, split, fold, settings)
             run, seconds, iterations = trained[run_name, k]
             pred_dir = fold / name / "pred"
             shutil.rmtree(pred_dir, ignore_errors=True)
@@ -113,7 +115,8 @@ def main() -> int:
     write_results(out, f"DIC-HeLa sequence 01, {args.folds} fold(s), validation frames",
                   ["", "SEG", "pixel IoU", "SEG on 067 (partial GT)", "touching pairs separated",
                    "SEG, components only", "SEG, distance watershed", "training (per fold)"],
-                  rows, {"results": results, "paper_iou": PAPER_IOU})
+                  rows, {"results": results, "paper_iou": PAPER_IOU, "settings": settings,
+                         "plan": plan})
     return 0
 
 

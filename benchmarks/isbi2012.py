@@ -16,6 +16,7 @@ import sys
 
 from paper_common import (
     ABLATIONS,
+    benchmark_settings,
     link_split,
     locate,
     parser,
@@ -44,11 +45,12 @@ def main() -> int:
     vi, vm = link_split(pairs[20:], out / "data" / "val")
     split = {"train_images": ti, "train_masks": tm, "val_images": vi, "val_masks": vm}
     val_images = sorted(vi.iterdir())
+    settings, plan = benchmark_settings(args)
     results, rows, trained = {}, [], {}
     for name in variants(args):
         run_name = "full" if name == "no-tta" else name  # no-tta predicts with the full run
         if run_name not in trained:
-            trained[run_name] = train_variant(run_name, args, split, out)
+            trained[run_name] = train_variant(run_name, args, split, out, settings)
         run, seconds, iterations = trained[run_name]
         pred_dir = out / name / "pred"
         shutil.rmtree(pred_dir, ignore_errors=True)
@@ -74,7 +76,8 @@ def main() -> int:
     write_results(out, "ISBI 2012, validation slices 20-24",
                   ["", "warping error", "Rand error", "pixel error (1 - F)",
                    "misclassified pixels", "V_rand", "V_info",
-                   "training"], rows, {"results": results, "paper": PAPER})
+                   "training"], rows, {"results": results, "paper": PAPER,
+                                       "settings": settings, "plan": plan})
     return 0
 
 

@@ -23,11 +23,12 @@ import torch
 
 from tileunet.augment import AugmentConfig
 from tileunet.checkpoint import load_model
+from tileunet.cli import training_settings
 from tileunet.data import Normalization, read_image, save_image
 from tileunet.device import resolve_device
 from tileunet.plots import overlay_rgb
 from tileunet.postprocess import instances_from_probability
-from tileunet.predict import predict
+from tileunet.scale import predict_at_scale
 from tileunet.train import TrainConfig, train
 
 ABLATIONS = {
@@ -51,15 +52,21 @@ def parser(description: str, minutes: float) -> argparse.ArgumentParser:
     ap.add_argument("--minutes", type=float, default=minutes,
                     help=f"training budget per run (default {minutes:g})")
     ap.add_argument("--iterations", type=int, help="or a number of steps")
-    ap.add_argument("--width", type=int, default=64)
-    ap.add_argument("--depth", type=int, default=5)
-    ap.add_argument("--tile", type=int, default=572)
-    ap.add_argument("--lr", type=float, default=0.003)
-    ap.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd")
-    ap.add_argument("--weight-decay", type=float, default=0.0)
-    ap.add_argument("--batch-norm", action="store_true")
-    ap.add_argument("--batch-size", type=int, default=1)
-    ap.add_argument("--val-every", type=int, default=200,
+    ap.add_argument("--recipe", choices=("auto", "paper"), default="auto",
+                    help="as for `tileunet train`: auto plans the settings below that are "
+                         "not given for this machine and --minutes; paper: the paper's")
+    ap.add_argument("--width", type=int)
+    ap.add_argument("--depth", type=int)
+    ap.add_argument("--tile", type=int)
+    ap.add_argument("--lr", type=float)
+    ap.add_argument("--optimizer", choices=("sgd", "adamw"))
+    ap.add_argument("--momentum", type=float)
+    ap.add_argument("--weight-decay", type=float)
+    ap.add_argument("--batch-norm", action=argparse.BooleanOptionalAction)
+    ap.add_argument("--batch-size", type=int)
+    ap.add_argument("--dropout", type=float)
+    ap.add_argument("--scale", type=float)
+    ap.add_argument("--val-every", type=int,
                     help="validate every N steps (the learning curve's resolution)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="fp32",
@@ -107,17 +114,21 @@ def link_split(pairs: list[tuple[Path, Path]], folder: Path) -> tuple[Path, Path
     return images, masks
 
 
-def train_variant(name: str, args: argparse.Namespace, split: dict[str, Path], out: Path
-                  ) -> tuple[Path, float, int]:
+def benchmark_settings(args: argparse.Namespace) -> tuple[dict, dict | None]:
+    """The network, tile and optimiser settings as ``tileunet train`` would choose them
+    from these flags (the plan for this machine and --minutes, or the paper's recipe)."""
+    return training_settings(argparse.Namespace(**{
+        **vars(args), "resume": False, "num_classes": 2, "out": "", "recipe": args.recipe}))
+
+
+def train_variant(name: str, args: argparse.Namespace, split: dict[str, Path], out: Path,
+                  settings: dict) -> tuple[Path, float, int]:
     """Train one variant; returns the run directory, training seconds and iterations."""
     cfg = TrainConfig(images=str(split["train_images"]), masks=str(split["train_masks"]),
                       val_images=str(split["val_images"]), val_masks=str(split["val_masks"]),
                       out=str(out / name / "run"), minutes=args.minutes,
-                      iterations=args.iterations, width=args.width, depth=args.depth,
-                      tile=args.tile, lr=args.lr, optimizer=args.optimizer,
-                      weight_decay=args.weight_decay, batch_norm=args.batch_norm,
-                      batch_size=args.batch_size, device=args.device, seed=args.seed,
-                      val_every=args.val_every, precision=args.precision,
+                      iterations=args.iterations, **settings, device=args.device,
+                      seed=args.seed, precision=args.precision,
                       # the validation folder is the scored fold here: keeping the best
                       # validation would choose on the test data
                       keep="last", progress=not args.quiet)
@@ -141,7 +152,8 @@ def predict_split(run: Path, images: list[Path], out: Path, *, tta: bool, device
     probs = {}
     for path in images:
         x = norm(read_image(path))
-        p = predict(net, x, tta=tta, device=dev, progress=progress, precision=precision)[1]
+        p = predict_at_scale(net, x, extra.get("scale", 1.0), tta=tta, device=dev,
+                             progress=progress, precision=precision)[1]
         probs[path.stem] = p
         save_image(out / f"{path.stem}_prob.tif", p.astype(np.float32))
         save_image(out / f"{path.stem}_overlay.png",

@@ -18,7 +18,15 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from paper_common import hela_pair, link_split, locate, machine, parser, predict_split
+from paper_common import (
+    benchmark_settings,
+    hela_pair,
+    link_split,
+    locate,
+    machine,
+    parser,
+    predict_split,
+)
 
 from tileunet.data import read_image, save_image
 from tileunet.metrics import pixel_iou, seg_score
@@ -32,7 +40,7 @@ VAL = ("002", "021", "033", "039")
 
 def main() -> int:
     ap = parser(__doc__.splitlines()[0], minutes=3)
-    ap.set_defaults(width=16, depth=4, tile=252)
+    ap.set_defaults(width=16, depth=4, tile=252, recipe="paper", val_every=200)
     args = ap.parse_args()
     found = locate(args, "dic-hela/01", "partial_annotation")
     if found is None:
@@ -50,15 +58,15 @@ def main() -> int:
 
     variants = {"included": {}, "excluded": {"exclude": ("t067",)},
                 "ignored": {"ignore": str(ignore_dir)}}
+    settings, _ = benchmark_settings(args)
     rows = []
     for name, extra in variants.items():
         run = out / name / "run"
         shutil.rmtree(out / name, ignore_errors=True)
         res = train(TrainConfig(images=str(ti), masks=str(tm), val_images=str(vi),
                                 val_masks=str(vm), out=str(run), minutes=args.minutes,
-                                iterations=args.iterations, width=args.width,
-                                depth=args.depth, tile=args.tile, lr=args.lr,
-                                device=args.device, seed=args.seed, val_every=200,
+                                iterations=args.iterations, **settings,
+                                device=args.device, seed=args.seed,
                                 precision=args.precision, keep="last",  # scored on val
                                 progress=not args.quiet, **extra))
         probs = predict_split(run, sorted(vi.iterdir()), out / name / "pred", tta=False,

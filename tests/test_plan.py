@@ -5,12 +5,23 @@ from __future__ import annotations
 import math
 from dataclasses import fields
 
+import numpy as np
 import pytest
 import torch
 
 import tileunet.plan as plan_mod
 from tileunet.cli import build_parser, settings_as_flags, training_settings
-from tileunet.plan import CANDIDATES, PAPER, PLANNED, TARGET_STEPS, Network, choose, probe_step
+from tileunet.plan import (
+    CANDIDATES,
+    PAPER,
+    PLANNED,
+    TARGET_STEPS,
+    Network,
+    choose,
+    choose_scale,
+    object_sizes,
+    probe_step,
+)
 from tileunet.train import TrainConfig
 
 PAPER_NET = Network(64, 5, 572)
@@ -77,18 +88,31 @@ def test_probe_times_a_real_step():
 
 
 # ------------------------------------------------------------------ the CLI
+DATA: list[str] = []
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _dataset(tmp_path_factory):
+    from tileunet.synthetic import write_synthetic_dataset
+
+    images, masks = write_synthetic_dataset(tmp_path_factory.mktemp("d"), n_images=2,
+                                            shape=(64, 64), rng=np.random.default_rng(0))
+    DATA[:] = [str(images), str(masks)]
+
+
 def args_of(*argv: str):
-    base = ["train", "--images", "i", "--masks", "m", "--out", "o"]
+    base = ["train", "--images", DATA[0], "--masks", DATA[1], "--out", "o"]
     return build_parser().parse_args([*base, *argv])
 
 
 @pytest.fixture
 def planned(monkeypatch):
-    """make_plan on a fake slow machine (no probe)."""
+    """make_plan on a fake slow machine (no probe); the masks are read as in real use."""
     step, _ = fake_machine(3.1)
     made = []
 
-    def fake(minutes, **kw):
+    def fake(minutes, masks=None, **kw):
+        assert masks and all(m.ndim == 2 for m in masks)
         made.append(kw)
         return choose(minutes * 60, step)
     monkeypatch.setattr(plan_mod, "make_plan", fake)
@@ -148,3 +172,41 @@ def test_a_resumed_run_keeps_its_settings(planned, tmp_path):
          "--resume"]))
     assert plan is None and not planned
     assert settings["width"] == 20 and settings["depth"] == 3 and settings["val_every"] == 9
+
+
+# ------------------------------------------------------------ working scale
+def disks(radius: int, gap: int, n: int = 4) -> np.ndarray:
+    """n x n disks of ``radius`` whose edges are ``gap`` px apart, as instance labels."""
+    step = 2 * radius + gap
+    yy, xx = np.mgrid[: n * step, : n * step]
+    labels = np.zeros(yy.shape, np.int32)
+    for i in range(n):
+        for j in range(n):
+            cy, cx = radius + i * step + gap // 2, radius + j * step + gap // 2
+            labels[(yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2] = i * n + j + 1
+    return labels
+
+
+def test_object_sizes_and_the_scale_they_allow():
+    small, gap = object_sizes([disks(radius=40, gap=60)])
+    assert 78 <= small <= 82 and gap > 40
+    assert choose_scale(small, gap) == 0.5  # cells ~80 px wide: half scale keeps 40 px
+    small, gap = object_sizes([disks(radius=6, gap=4)])  # EM-like: small, thin gaps
+    assert choose_scale(small, gap) == 1.0
+    assert choose_scale(400.0, 200.0) == 0.25
+    with pytest.raises(ValueError, match="no objects"):
+        object_sizes([np.zeros((8, 8), np.int32)])
+
+
+def test_the_plan_takes_the_scale_from_the_masks(monkeypatch):
+    step, _ = fake_machine(3.1)
+    monkeypatch.setattr(plan_mod, "probe_step", lambda n, *a: step(n))
+    p = plan_mod.make_plan(30, in_channels=1, num_classes=2, device=torch.device("cpu"),
+                           precision="fp32", masks=[disks(radius=40, gap=60)])
+    assert p.settings["scale"] == 0.5 and "scale 0.5" in p.reason
+    assert "images at scale 0.5" in p.table()
+    fast, _ = fake_machine(0.01)  # the paper's network keeps the paper's scale
+    monkeypatch.setattr(plan_mod, "probe_step", lambda n, *a: fast(n))
+    p = plan_mod.make_plan(30, in_channels=1, num_classes=2, device=torch.device("cpu"),
+                           precision="fp32", masks=[disks(radius=40, gap=60)])
+    assert p.settings["scale"] == 1.0

@@ -350,13 +350,18 @@ def training_settings(args: argparse.Namespace) -> tuple[dict, dict | None]:
 
 
 def _plan(args: argparse.Namespace) -> dict:
+    from tileunet.data import load_samples
     from tileunet.device import resolve_device
     from tileunet.plan import make_plan
 
     if not (args.minutes > 0):  # also NaN
         raise ValueError(f"--minutes must be > 0, got {args.minutes}")
+    masks = None
+    if args.num_classes == 2:  # object sizes choose the working scale
+        masks = [s.labels for s in load_samples(args.images, args.masks)]
     plan = make_plan(args.minutes, in_channels=1, num_classes=args.num_classes,
-                     device=resolve_device(args.device), precision=args.precision)
+                     device=resolve_device(args.device), precision=args.precision,
+                     masks=masks)
     if not args.quiet:
         print(plan.table(), flush=True)
     return plan.to_dict()

@@ -17,11 +17,14 @@ weight map and elastic deformation.
 from __future__ import annotations
 
 import logging
+import math
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, replace
 
+import numpy as np
 import torch
+from scipy import ndimage as ndi
 
 from tileunet.device import autocast_dtype, training_memory_format
 from tileunet.losses import weighted_cross_entropy
@@ -45,6 +48,13 @@ PROBE_SHARE = 0.02
 RESERVE = 0.15
 #: validations per run (the kept model is chosen among them)
 VALIDATIONS = 10
+#: working scales a plan may choose, from the images' own down
+SCALES = (1.0, 0.5, 0.25)
+#: at the working scale the small objects (10th percentile of equivalent diameters) stay
+#: this many pixels across ...
+MIN_OBJECT_PX = 32.0
+#: ... and the gaps between objects (median width of the background) this many
+MIN_GAP_PX = 8.0
 
 
 @dataclass(frozen=True)
@@ -81,7 +91,8 @@ class Plan:
         s = self.settings
         rows = [("network", f"width {s['width']}, depth {s['depth']}"
                  f"{', batch norm' if s['batch_norm'] else ''}"),
-                ("tiles", f"{s['batch_size']} x {s['tile']} px per step"),
+                ("tiles", f"{s['batch_size']} x {s['tile']} px per step"
+                 + (f", images at scale {s['scale']:g}" if s["scale"] != 1 else "")),
                 ("optimiser", f"{s['optimizer']}, lr {s['lr']:g}, then cosine to 0 at the end"),
                 ("validation", f"every {s['val_every']} steps")]
         if self.step_seconds is not None:
@@ -174,12 +185,44 @@ def choose(budget_s: float, step_seconds: Callable[[Network], float],
                 reason)
 
 
+def object_sizes(masks: Iterable[np.ndarray]) -> tuple[float, float]:
+    """(10th percentile of the objects' equivalent diameters, median width of the
+    background between them), in pixels, over instance label images."""
+    diameters, gaps = [], []
+    for labels in masks:
+        areas = np.bincount(labels.ravel())[1:]
+        diameters.extend(2.0 * np.sqrt(areas[areas > 0] / np.pi))
+        background = labels == 0
+        if background.any():
+            gaps.append(2.0 * float(np.median(ndi.distance_transform_edt(background)[
+                background])))
+    if not diameters:
+        raise ValueError("the masks hold no objects")
+    return float(np.percentile(diameters, 10)), float(np.median(gaps)) if gaps else math.inf
+
+
+def choose_scale(small_object_px: float, gap_px: float) -> float:
+    """The smallest of :data:`SCALES` at which objects and gaps stay wide enough."""
+    fits = [s for s in SCALES if s * small_object_px >= MIN_OBJECT_PX
+            and s * gap_px >= MIN_GAP_PX]
+    return min(fits) if fits else 1.0
+
+
 def make_plan(budget_minutes: float, *, in_channels: int, num_classes: int,
-              device: torch.device, precision: str) -> Plan:
-    """Probe this machine and choose (see :func:`choose`)."""
-    return choose(budget_minutes * 60, lambda n: probe_step(
+              device: torch.device, precision: str,
+              masks: Iterable[np.ndarray] | None = None) -> Plan:
+    """Probe this machine and choose (see :func:`choose`); with the training masks
+    (instance labels, two classes) also the working scale (:func:`choose_scale`)."""
+    plan = choose(budget_minutes * 60, lambda n: probe_step(
         n, in_channels, num_classes, device, precision))
+    if masks is None or plan.settings["width"] == PAPER["width"]:
+        return plan
+    small, gap = object_sizes(masks)
+    scale = choose_scale(small, gap)
+    why = (f"{plan.reason}; objects >= {small:.0f} px (10th percentile), gaps "
+           f"{gap:.0f} px: scale {scale:g}")
+    return replace(plan, settings={**plan.settings, "scale": scale}, reason=why)
 
 
-__all__ = ["CANDIDATES", "PAPER", "PLANNED", "Network", "Plan", "choose", "make_plan",
-           "probe_step"]
+__all__ = ["CANDIDATES", "PAPER", "PLANNED", "Network", "Plan", "choose", "choose_scale",
+           "make_plan", "object_sizes", "probe_step"]
