@@ -11,6 +11,7 @@ import torch
 
 import tileunet.plan as plan_mod
 from tileunet.cli import build_parser, settings_as_flags, training_settings
+from tileunet.model import UNet
 from tileunet.plan import (
     CANDIDATES,
     PAPER,
@@ -19,6 +20,7 @@ from tileunet.plan import (
     Network,
     choose,
     choose_scale,
+    fit_tile,
     object_sizes,
     probe_step,
 )
@@ -48,12 +50,13 @@ def test_a_fast_machine_gets_the_papers_recipe():
     assert p.expected_steps >= TARGET_STEPS and "largest network fits" in p.reason
 
 
-def test_a_slow_machine_gets_a_smaller_network_and_the_fast_optimiser():
+def test_a_slow_machine_gets_a_smaller_network_and_the_papers_optimiser():
     step, calls = fake_machine(3.1)  # a 2-core CPU with bf16
     p = choose(30 * 60, step)
     s = p.settings
     assert (s["width"], s["depth"]) < (64, 5)
-    assert s["optimizer"] == "adamw" and s["batch_norm"] is True
+    assert {k: s[k] for k in ("optimizer", "lr", "momentum", "batch_norm", "dropout")} == {
+        k: PAPER[k] for k in ("optimizer", "lr", "momentum", "batch_norm", "dropout")}
     assert p.step_seconds * TARGET_STEPS <= 30 * 60
     # timing stopped at the first candidate that does not fit: never the paper's network
     assert PAPER_NET not in calls and len(calls) < len(CANDIDATES)
@@ -122,7 +125,7 @@ def planned(monkeypatch):
 def test_a_budget_without_network_flags_is_planned(planned, capsys):
     settings, plan = training_settings(args_of("--minutes", "30"))
     assert planned and plan is not None and settings == plan["settings"]
-    assert settings["optimizer"] == "adamw"
+    assert settings["width"] < 64
     assert "plan  network" in capsys.readouterr().out
 
 
@@ -205,8 +208,20 @@ def test_the_plan_takes_the_scale_from_the_masks(monkeypatch):
                            precision="fp32", masks=[disks(radius=40, gap=60)])
     assert p.settings["scale"] == 0.5 and "scale 0.5" in p.reason
     assert "images at scale 0.5" in p.table()
+    # 4 x 4 disks of 80 px, 140 px apart: a 560 px image, 280 px at half scale; the tile
+    # shrinks to one whose output covers 280 px, with more tiles per step
+    assert p.settings["tile"] < 572 and p.settings["batch_size"] > 1
     fast, _ = fake_machine(0.01)  # the paper's network keeps the paper's scale
     monkeypatch.setattr(plan_mod, "probe_step", lambda n, *a: fast(n))
     p = plan_mod.make_plan(30, in_channels=1, num_classes=2, device=torch.device("cpu"),
                            precision="fp32", masks=[disks(radius=40, gap=60)])
     assert p.settings["scale"] == 1.0
+
+
+def test_fit_tile_covers_the_image_with_the_same_output_area():
+    cand = Network(16, 4, 572)
+    assert fit_tile(cand, 600) == cand  # a large image keeps the tile
+    small = fit_tile(cand, 256)
+    net = UNet(depth=4, width=1)
+    assert net.output_size(small.tile) >= 256 > net.output_size(small.tile - 8)
+    assert small.batch_size == int((484 / net.output_size(small.tile)) ** 2)

@@ -6,10 +6,13 @@ laptop CPU does not give in an hour. When the user sets a time budget and leaves
 network alone, :func:`make_plan` times a few training steps of candidate networks on
 this machine (the probe, a small share of the budget) and picks the largest network
 that still gets :data:`TARGET_STEPS` steps into the budget; on a fast machine that is
-the paper's network. The optimiser settings of the plan are the ones measured to learn
-fastest on small budgets (``benchmarks/RESULTS.md``, "30 minutes on a CPU"). What the
-paper's method is made of stays in every plan: valid convolutions, overlap-tile, the
-weight map and elastic deformation.
+the paper's network. A smaller network also works at a lower resolution where the
+objects in the training masks are large enough (:func:`choose_scale`), with tiles that
+fit the images there. The optimiser stays the paper's (SGD with momentum 0.99, the
+clock-driven cosine schedule): AdamW with batch normalisation lowered the training loss
+faster but validated erratically with one tile per step (``benchmarks/RESULTS.md``,
+"30 minutes on a CPU"). What the paper's method is made of stays in every plan: valid
+convolutions, overlap-tile, the weight map and elastic deformation.
 
 ``--recipe paper`` skips all of this: :data:`PAPER` is the paper's recipe, field by field.
 """
@@ -40,8 +43,6 @@ PAPER = {"width": 64, "depth": 5, "tile": 572, "batch_size": 1, "optimizer": "sg
 PLANNED = tuple(PAPER)
 #: steps the plan wants to fit into the budget
 TARGET_STEPS = 3000
-#: the optimiser settings of a plan that is not the paper's network
-FAST_OPTIMISER = {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 1e-4, "batch_norm": True}
 #: largest share of the budget the probe may take
 PROBE_SHARE = 0.02
 #: share of the budget left for validation, writing files and the first steps' warm-up
@@ -175,10 +176,7 @@ def choose(budget_s: float, step_seconds: Callable[[Network], float],
     else:
         reason = f"the largest network that fits {target_steps} steps into the budget"
     steps = int(usable / chosen_s)
-    paper = chosen == Network(PAPER["width"], PAPER["depth"], PAPER["tile"],
-                              PAPER["batch_size"])
-    settings = {**(PAPER if paper else {**PAPER, **FAST_OPTIMISER}),
-                "width": chosen.width, "depth": chosen.depth, "tile": chosen.tile,
+    settings = {**PAPER, "width": chosen.width, "depth": chosen.depth, "tile": chosen.tile,
                 "batch_size": chosen.batch_size,
                 "val_every": max(20, steps // VALIDATIONS)}
     return Plan(settings, chosen_s, steps, probed, round(time.perf_counter() - start, 2),
@@ -208,20 +206,40 @@ def choose_scale(small_object_px: float, gap_px: float) -> float:
     return min(fits) if fits else 1.0
 
 
+def fit_tile(cand: Network, side: float) -> Network:
+    """``cand`` with a smaller tile where its tile is larger than one whose output
+    covers an image ``side`` px wide, and as many more tiles per step as keep the
+    step's output area (a 572 tile on a 256 px image would be mostly mirrored border)."""
+    net = UNet(depth=cand.depth, width=1)  # the geometry does not depend on the width
+    need = net.valid_input_size(math.ceil(side) + 2 * net.margin)
+    if need >= cand.tile:
+        return cand
+    more = (net.output_size(cand.tile) / net.output_size(need)) ** 2
+    return Network(cand.width, cand.depth, need, max(1, int(more)) * cand.batch_size)
+
+
 def make_plan(budget_minutes: float, *, in_channels: int, num_classes: int,
               device: torch.device, precision: str,
-              masks: Iterable[np.ndarray] | None = None) -> Plan:
-    """Probe this machine and choose (see :func:`choose`); with the training masks
-    (instance labels, two classes) also the working scale (:func:`choose_scale`)."""
+              masks: Sequence[np.ndarray] | None = None) -> Plan:
+    """Probe this machine and choose (see :func:`choose`). With the training masks
+    (instance labels, two classes) the smaller networks work at the scale their object
+    sizes allow (:func:`choose_scale`), with tiles fitted to the images there
+    (:func:`fit_tile`); the paper's network keeps the paper's scale and tile."""
+    scale, why = 1.0, ""
+    candidates = CANDIDATES
+    if masks:
+        small, gap = object_sizes(masks)
+        scale = choose_scale(small, gap)
+        side = min(min(m.shape) for m in masks) * scale
+        candidates = tuple(c if c == CANDIDATES[-1] else fit_tile(c, side)
+                           for c in CANDIDATES)
+        why = f"; objects >= {small:.0f} px (10th percentile), gaps {gap:.0f} px"
     plan = choose(budget_minutes * 60, lambda n: probe_step(
-        n, in_channels, num_classes, device, precision))
-    if masks is None or plan.settings["width"] == PAPER["width"]:
+        n, in_channels, num_classes, device, precision), candidates)
+    if plan.settings["width"] == PAPER["width"]:
         return plan
-    small, gap = object_sizes(masks)
-    scale = choose_scale(small, gap)
-    why = (f"{plan.reason}; objects >= {small:.0f} px (10th percentile), gaps "
-           f"{gap:.0f} px: scale {scale:g}")
-    return replace(plan, settings={**plan.settings, "scale": scale}, reason=why)
+    return replace(plan, settings={**plan.settings, "scale": scale},
+                   reason=plan.reason + why + (f": scale {scale:g}" if why else ""))
 
 
 __all__ = ["CANDIDATES", "PAPER", "PLANNED", "Network", "Plan", "choose", "choose_scale",
