@@ -55,7 +55,7 @@ def main() -> int:
     def pair(t: str) -> tuple[Path, Path]:
         return hela_pair(root, t)
 
-    settings, plan = benchmark_settings(args)
+    settings = plan = None  # planned once, on the first fold's training frames
     results, rows, trained = {}, [], {}
     for name in variants(args):
         per_fold = []
@@ -65,6 +65,8 @@ def main() -> int:
             ti, tm = link_split([pair(t) for t in train_frames], fold / "data" / "train")
             vi, vm = link_split([pair(t) for t in val], fold / "data" / "val")
             split = {"train_images": ti, "train_masks": tm, "val_images": vi, "val_masks": vm}
+            if settings is None:
+                settings, plan = benchmark_settings(args, ti, tm)
             run_name = "full" if name == "no-tta" else name  # no-tta predicts with full
             if (run_name, k) not in trained:
                 trained[run_name, k] = train_variant(run_name, args, split, fold, settings)

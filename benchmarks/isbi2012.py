@@ -45,7 +45,7 @@ def main() -> int:
     vi, vm = link_split(pairs[20:], out / "data" / "val")
     split = {"train_images": ti, "train_masks": tm, "val_images": vi, "val_masks": vm}
     val_images = sorted(vi.iterdir())
-    settings, plan = benchmark_settings(args)
+    settings, plan = benchmark_settings(args, ti, tm)
     results, rows, trained = {}, [], {}
     for name in variants(args):
         run_name = "full" if name == "no-tta" else name  # no-tta predicts with the full run

@@ -32,7 +32,7 @@ from tileunet.scale import predict_at_scale
 from tileunet.train import TrainConfig, train
 
 ABLATIONS = {
-    "full": "the paper's recipe",
+    "full": "the full method (weight map, elastic deformation, test-time flips)",
     "no-weights": "no weight map (w0 = 0, no class balancing)",
     "no-elastic": "no elastic deformation (other augmentation kept)",
     "no-tta": "no test-time flips/rotations",
@@ -114,11 +114,14 @@ def link_split(pairs: list[tuple[Path, Path]], folder: Path) -> tuple[Path, Path
     return images, masks
 
 
-def benchmark_settings(args: argparse.Namespace) -> tuple[dict, dict | None]:
+def benchmark_settings(args: argparse.Namespace, images: Path, masks: Path
+                       ) -> tuple[dict, dict | None]:
     """The network, tile and optimiser settings as ``tileunet train`` would choose them
-    from these flags (the plan for this machine and --minutes, or the paper's recipe)."""
+    from these flags and training data (the plan for this machine and --minutes, or the
+    paper's recipe)."""
     return training_settings(argparse.Namespace(**{
-        **vars(args), "resume": False, "num_classes": 2, "out": "", "recipe": args.recipe}))
+        **vars(args), "resume": False, "num_classes": 2, "out": "", "images": str(images),
+        "masks": str(masks)}))
 
 
 def train_variant(name: str, args: argparse.Namespace, split: dict[str, Path], out: Path,

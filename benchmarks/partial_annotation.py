@@ -58,7 +58,7 @@ def main() -> int:
 
     variants = {"included": {}, "excluded": {"exclude": ("t067",)},
                 "ignored": {"ignore": str(ignore_dir)}}
-    settings, _ = benchmark_settings(args)
+    settings, _ = benchmark_settings(args, ti, tm)
     rows = []
     for name, extra in variants.items():
         run = out / name / "run"
