@@ -69,7 +69,8 @@ def main() -> int:
                 settings, plan = benchmark_settings(args, ti, tm)
             run_name = "full" if name == "no-tta" else name  # no-tta predicts with full
             if (run_name, k) not in trained:
-                trained[run_name, k] = train_variant(run_name, args, split, fold, settings)
+                trained[run_name, k] = train_variant(run_name, args, split, fold, settings,
+                                                     plan)
             run, seconds, iterations = trained[run_name, k]
             pred_dir = fold / name / "pred"
             shutil.rmtree(pred_dir, ignore_errors=True)

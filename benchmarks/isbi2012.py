@@ -50,7 +50,7 @@ def main() -> int:
     for name in variants(args):
         run_name = "full" if name == "no-tta" else name  # no-tta predicts with the full run
         if run_name not in trained:
-            trained[run_name] = train_variant(run_name, args, split, out, settings)
+            trained[run_name] = train_variant(run_name, args, split, out, settings, plan)
         run, seconds, iterations = trained[run_name]
         pred_dir = out / name / "pred"
         shutil.rmtree(pred_dir, ignore_errors=True)

@@ -125,12 +125,12 @@ def benchmark_settings(args: argparse.Namespace, images: Path, masks: Path
 
 
 def train_variant(name: str, args: argparse.Namespace, split: dict[str, Path], out: Path,
-                  settings: dict) -> tuple[Path, float, int]:
+                  settings: dict, plan: dict | None = None) -> tuple[Path, float, int]:
     """Train one variant; returns the run directory, training seconds and iterations."""
     cfg = TrainConfig(images=str(split["train_images"]), masks=str(split["train_masks"]),
                       val_images=str(split["val_images"]), val_masks=str(split["val_masks"]),
                       out=str(out / name / "run"), minutes=args.minutes,
-                      iterations=args.iterations, **settings, device=args.device,
+                      iterations=args.iterations, **settings, plan=plan, device=args.device,
                       seed=args.seed, precision=args.precision,
                       # the validation folder is the scored fold here: keeping the best
                       # validation would choose on the test data
