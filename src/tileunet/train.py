@@ -381,19 +381,10 @@ def train(cfg: TrainConfig) -> TrainResult:
         ddp.teardown()
 
 
-def _train(cfg: TrainConfig, ranks: ddp.Ranks, device: torch.device, run: Path,
-           ckpt_path: Path) -> TrainResult:
-    ddp.barrier(ranks)  # every rank has checked the run folder before rank 0 writes to it
-    main = ranks.main
-    show = cfg.progress and main
-    amp = autocast_dtype(cfg.precision, device)
-    # Denormal floats appear in the gradients of ReLU nets and slow x86 CPUs down up to
-    # 10x for whole phases of training (measured here); flushing them costs no accuracy.
-    torch.set_flush_denormal(True)
-    torch.manual_seed(cfg.seed)  # the same initial weights on every rank
-    seed = ranks.seed(cfg.seed)
-    rng = np.random.default_rng(seed)
-
+def _load_split(cfg: TrainConfig) -> tuple[list[Sample], list[Sample],
+                                           dict[str, np.ndarray] | None, int]:
+    """Training and validation samples at the working scale, the ignore masks, and the
+    images' channel count."""
     samples = load_samples(cfg.images, cfg.masks, cfg.normalization,
                            num_classes=cfg.num_classes)
     if cfg.exclude:
@@ -412,6 +403,23 @@ def _train(cfg: TrainConfig, ranks: ddp.Ranks, device: torch.device, run: Path,
                                  cfg.scale)
     else:
         train_s, val_s = split_samples(samples, cfg.val_fraction, cfg.seed)
+    return train_s, val_s, ignore, chans.pop()
+
+
+def _train(cfg: TrainConfig, ranks: ddp.Ranks, device: torch.device, run: Path,
+           ckpt_path: Path) -> TrainResult:
+    ddp.barrier(ranks)  # every rank has checked the run folder before rank 0 writes to it
+    main = ranks.main
+    show = cfg.progress and main
+    amp = autocast_dtype(cfg.precision, device)
+    # Denormal floats appear in the gradients of ReLU nets and slow x86 CPUs down up to
+    # 10x for whole phases of training (measured here); flushing them costs no accuracy.
+    torch.set_flush_denormal(True)
+    torch.manual_seed(cfg.seed)  # the same initial weights on every rank
+    seed = ranks.seed(cfg.seed)
+    rng = np.random.default_rng(seed)
+
+    train_s, val_s, ignore, in_channels = _load_split(cfg)
     # rank 0 computes the weight maps into the cache; the other ranks then read them
     if main:
         run.mkdir(parents=True, exist_ok=True)
@@ -424,7 +432,7 @@ def _train(cfg: TrainConfig, ranks: ddp.Ranks, device: torch.device, run: Path,
                                     ignore=ignore)
         ddp.barrier(ranks)
 
-    net = UNet(in_channels=chans.pop(), num_classes=cfg.num_classes, depth=cfg.depth,
+    net = UNet(in_channels=in_channels, num_classes=cfg.num_classes, depth=cfg.depth,
                width=cfg.width, padding=cfg.padding, dropout=cfg.dropout,
                batch_norm=cfg.batch_norm)
     tile = net.valid_input_size(cfg.tile)
