@@ -336,10 +336,11 @@ def training_settings(args: argparse.Namespace) -> tuple[dict, dict | None]:
     given, the rest from the plan (``--recipe auto`` with ``--minutes``), from the run
     being resumed, or the paper's recipe; and the plan as stored in config.json."""
     from tileunet.plan import PAPER, PLANNED
+    from tileunet.train import TrainConfig
 
     given = {f: getattr(args, f) for f in (*PLANNED, "val_every")
              if getattr(args, f) is not None}
-    base, plan = {**PAPER, "val_every": 100}, None
+    base, plan = {**PAPER, "val_every": TrainConfig.val_every}, None
     if args.resume:
         base = _resumed_settings(Path(args.out), base)
     elif (args.recipe == "auto" and args.minutes is not None

@@ -23,7 +23,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
 import torch
@@ -32,15 +32,15 @@ from scipy import ndimage as ndi
 from tileunet.device import autocast_dtype, training_memory_format
 from tileunet.losses import weighted_cross_entropy
 from tileunet.model import UNet
+from tileunet.train import TrainConfig, make_optimizer
 
 log = logging.getLogger(__name__)
 
-#: the paper's recipe (the fields of TrainConfig it sets)
-PAPER = {"width": 64, "depth": 5, "tile": 572, "batch_size": 1, "optimizer": "sgd",
-         "lr": 0.003, "momentum": 0.99, "weight_decay": 0.0, "batch_norm": False,
-         "dropout": 0.5, "scale": 1.0}
 #: the fields a plan chooses; an explicit flag for any of them wins over the plan
-PLANNED = tuple(PAPER)
+PLANNED = ("width", "depth", "tile", "batch_size", "optimizer", "lr", "momentum",
+           "weight_decay", "batch_norm", "dropout", "scale")
+#: the paper's recipe: TrainConfig's defaults of those fields
+PAPER = {f.name: f.default for f in fields(TrainConfig) if f.name in PLANNED}
 #: steps the plan wants to fit into the budget
 TARGET_STEPS = 3000
 #: largest share of the budget the probe may take
@@ -106,16 +106,18 @@ class Plan:
 
 def probe_step(net_spec: Network, in_channels: int, num_classes: int,
                device: torch.device, precision: str, steps: int = 2) -> float:
-    """Seconds per training step (forward, weighted loss, backward, AdamW) of
-    ``net_spec`` on ``device``: the best of ``steps`` steps after one warm-up step."""
+    """Seconds per training step (forward, weighted loss, backward, the paper's
+    optimiser) of ``net_spec`` on ``device``: the best of ``steps`` steps after one
+    warm-up step."""
     amp = autocast_dtype(precision, device)
     net = UNet(in_channels=in_channels, num_classes=num_classes, depth=net_spec.depth,
-               width=net_spec.width, dropout=0.0, batch_norm=True).to(device)
+               width=net_spec.width, dropout=PAPER["dropout"],
+               batch_norm=PAPER["batch_norm"]).to(device)
     layout = training_memory_format(device, amp)
     net.to(memory_format=layout)
     tile = net.valid_input_size(net_spec.tile)
     out = net.output_size(tile)
-    opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
+    opt = make_optimizer(TrainConfig(images="", masks="", out="", iterations=1, lr=1e-4), net)
     gen = torch.Generator(device="cpu").manual_seed(0)
     n = net_spec.batch_size
     x = torch.randn(n, in_channels, tile, tile, generator=gen).to(device)
