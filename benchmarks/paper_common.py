@@ -66,6 +66,8 @@ def parser(description: str, minutes: float) -> argparse.ArgumentParser:
     ap.add_argument("--batch-size", type=int)
     ap.add_argument("--dropout", type=float)
     ap.add_argument("--scale", type=float)
+    ap.add_argument("--init", metavar="RUN_OR_MODEL",
+                    help="start from these weights (fine-tuning), as for `tileunet train`")
     ap.add_argument("--val-every", type=int,
                     help="validate every N steps (the learning curve's resolution)")
     ap.add_argument("--device", default="auto")
@@ -131,6 +133,7 @@ def train_variant(name: str, args: argparse.Namespace, split: dict[str, Path], o
                       val_images=str(split["val_images"]), val_masks=str(split["val_masks"]),
                       out=str(out / name / "run"), minutes=args.minutes,
                       iterations=args.iterations, **settings, plan=plan, device=args.device,
+                      init=args.init,
                       seed=args.seed, precision=args.precision,
                       # the validation folder is the scored fold here: keeping the best
                       # validation would choose on the test data

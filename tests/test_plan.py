@@ -21,6 +21,7 @@ from tileunet.plan import (
     choose,
     choose_scale,
     fit_tile,
+    fix_network,
     object_sizes,
     probe_step,
 )
@@ -117,7 +118,7 @@ def planned(monkeypatch):
     def fake(minutes, masks=None, **kw):
         assert masks and all(m.ndim == 2 for m in masks)
         made.append(kw)
-        return choose(minutes * 60, step)
+        return choose(minutes * 60, step, fix_network(CANDIDATES, kw.get("fixed") or {}))
     monkeypatch.setattr(plan_mod, "make_plan", fake)
     return made
 
@@ -161,6 +162,47 @@ def test_flags_of_settings_parse_back(planned):
     settings, _ = training_settings(args_of("--minutes", "30"))
     again, plan = training_settings(args_of("--minutes", "30", *settings_as_flags(settings)))
     assert again == settings and plan is None
+
+
+def test_the_plan_keeps_the_network_flags_given(planned):
+    settings, plan = training_settings(args_of("--minutes", "30", "--width", "24"))
+    assert plan["settings"]["width"] == 24  # planned with width 24, not overridden after
+    assert set(plan["probed"]) <= {"24x4@572/1", "24x5@572/1"}
+    settings, plan = training_settings(args_of("--minutes", "30", "--width", "64",
+                                               "--depth", "5"))
+    assert list(plan["probed"]) == ["64x5@572/1"]  # one candidate: the paper's network
+
+
+def test_fix_network_sets_the_fixed_fields_and_keeps_each_candidate_once():
+    assert fix_network(CANDIDATES, {}) == CANDIDATES
+    assert fix_network(CANDIDATES, {"width": 64, "depth": 5}) == (PAPER_NET,)
+    assert fix_network(CANDIDATES, {"depth": 4, "batch_norm": True}) == (
+        Network(16, 4, 572), Network(32, 4, 572), Network(64, 4, 572))
+
+
+def save_start_model(path, **network):
+    from tileunet.checkpoint import save_model
+
+    save_model(path, UNet(**{"width": 8, "depth": 3, **network}))
+    return str(path)
+
+
+def test_init_fixes_the_network_of_the_start_model(planned, tmp_path):
+    start = save_start_model(tmp_path / "start.safetensors", width=8, depth=3)
+    settings, plan = training_settings(args_of("--minutes", "30", "--init", start))
+    assert (settings["width"], settings["depth"], settings["batch_norm"]) == (8, 3, False)
+    assert plan["settings"]["width"] == 8 and set(plan["probed"]) == {"8x3@572/1"}
+    settings, plan = training_settings(args_of("--iterations", "5", "--init", start))
+    assert plan is None and (settings["width"], settings["depth"]) == (8, 3)
+
+
+def test_init_refuses_flags_that_ask_for_another_network(planned, tmp_path):
+    start = save_start_model(tmp_path / "start.safetensors", width=8, depth=3)
+    with pytest.raises(ValueError, match=r"start model has width 8; the flags ask for "
+                                         r"width 16$"):
+        training_settings(args_of("--minutes", "30", "--init", start, "--width", "16"))
+    with pytest.raises(ValueError, match="no such model file"):
+        training_settings(args_of("--minutes", "30", "--init", str(tmp_path / "nope")))
 
 
 def test_a_resumed_run_keeps_its_settings(planned, tmp_path):
@@ -216,6 +258,16 @@ def test_the_plan_takes_the_scale_from_the_masks(monkeypatch):
     p = plan_mod.make_plan(30, in_channels=1, num_classes=2, device=torch.device("cpu"),
                            precision="fp32", masks=[disks(radius=40, gap=60)])
     assert p.settings["scale"] == 1.0
+
+
+def test_a_fixed_papers_network_keeps_the_papers_scale_and_tile(monkeypatch):
+    step, _ = fake_machine(3.1)  # slow: alone, the plan would choose a small network
+    monkeypatch.setattr(plan_mod, "probe_step", lambda n, *a: step(n))
+    p = plan_mod.make_plan(30, in_channels=1, num_classes=2, device=torch.device("cpu"),
+                           precision="fp32", masks=[disks(radius=40, gap=60)],
+                           fixed={"width": 64, "depth": 5})
+    assert {k: p.settings[k] for k in PLANNED} == PAPER
+    assert "only" in p.reason  # and it says that the budget gets fewer steps
 
 
 def test_fit_tile_covers_the_image_with_the_same_output_area():

@@ -71,6 +71,19 @@ def read_metadata(path: Path) -> dict[str, str]:
     return meta
 
 
+def read_model_config(path: str | Path) -> dict[str, Any]:
+    """The network configuration of the model at ``path`` (a run directory or model
+    file), read from its metadata without loading the weights."""
+    p = resolve_model_path(path)
+    try:
+        config = json.loads(read_metadata(p)["model"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise ModelFileError(f"{p}: broken tileunet metadata ({e})") from None
+    if not isinstance(config, dict):
+        raise ModelFileError(f"{p}: broken tileunet metadata (the model entry is not a dict)")
+    return config
+
+
 def load_start_weights(net: UNet, path: str | Path) -> str:
     """Copy the weights of the model at ``path`` (a run or model file) into ``net``.
 

@@ -340,17 +340,39 @@ def training_settings(args: argparse.Namespace) -> tuple[dict, dict | None]:
 
     given = {f: getattr(args, f) for f in (*PLANNED, "val_every")
              if getattr(args, f) is not None}
+    if args.init is not None and not args.resume:
+        given = {**start_network(args.init, given), **given}
     base, plan = {**PAPER, "val_every": TrainConfig.val_every}, None
     if args.resume:
         base = _resumed_settings(Path(args.out), base)
     elif (args.recipe == "auto" and args.minutes is not None
           and not set(PLANNED) <= set(given)):
-        plan = _plan(args)
+        plan = _plan(args, fixed=given)
         base = plan["settings"]
     return {**base, **given}, plan
 
 
-def _plan(args: argparse.Namespace) -> dict:
+#: the network fields a start model (``--init``) fixes: its weights need them
+START_NETWORK = ("width", "depth", "batch_norm")
+
+
+def start_network(init: str, given: dict) -> dict:
+    """The network fields of the start model ``init``; a flag that asks for another
+    network is refused with both shapes named."""
+    from tileunet.checkpoint import read_model_config
+
+    config = read_model_config(init)
+    theirs = {k: config.get(k) for k in START_NETWORK}
+    clash = [k for k in START_NETWORK if k in given and given[k] != theirs[k]]
+    if clash:
+        def fmt(values: dict) -> str:
+            return ", ".join(f"{k.replace('_', ' ')} {values[k]}" for k in clash)
+        raise ValueError(f"{init}: the start model has {fmt(theirs)}; the flags ask for "
+                         f"{fmt(given)}")
+    return theirs
+
+
+def _plan(args: argparse.Namespace, fixed: dict) -> dict:
     from tileunet.data import load_samples
     from tileunet.device import resolve_device
     from tileunet.plan import make_plan
@@ -362,7 +384,7 @@ def _plan(args: argparse.Namespace) -> dict:
         masks = [s.labels for s in load_samples(args.images, args.masks)]
     plan = make_plan(args.minutes, in_channels=1, num_classes=args.num_classes,
                      device=resolve_device(args.device), precision=args.precision,
-                     masks=masks)
+                     masks=masks, fixed=fixed)
     if not args.quiet:
         print(plan.table(), flush=True)
     return plan.to_dict()

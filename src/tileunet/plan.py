@@ -220,29 +220,37 @@ def fit_tile(cand: Network, side: float) -> Network:
     return Network(cand.width, cand.depth, need, max(1, int(more)) * cand.batch_size)
 
 
+def fix_network(candidates: Sequence[Network], fixed: dict) -> tuple[Network, ...]:
+    """The candidates with the network fields the user fixed (``width``, ``depth``:
+    flags, or the start model of ``--init``) set, each kept once, in order."""
+    given = {k: v for k, v in fixed.items() if k in ("width", "depth") and v is not None}
+    return tuple(dict.fromkeys(replace(c, **given) for c in candidates))
+
+
 def make_plan(budget_minutes: float, *, in_channels: int, num_classes: int,
               device: torch.device, precision: str,
-              masks: Sequence[np.ndarray] | None = None) -> Plan:
-    """Probe this machine and choose (see :func:`choose`). With the training masks
+              masks: Sequence[np.ndarray] | None = None, fixed: dict | None = None) -> Plan:
+    """Probe this machine and choose (see :func:`choose`) among the candidates with
+    the ``fixed`` network fields (:func:`fix_network`). With the training masks
     (instance labels, two classes) the smaller networks work at the scale their object
     sizes allow (:func:`choose_scale`), with tiles fitted to the images there
     (:func:`fit_tile`); the paper's network keeps the paper's scale and tile."""
+    paper_net = CANDIDATES[-1]
+    candidates = fix_network(CANDIDATES, fixed or {})
     scale, why = 1.0, ""
-    candidates = CANDIDATES
     if masks:
         small, gap = object_sizes(masks)
         scale = choose_scale(small, gap)
         side = min(min(m.shape) for m in masks) * scale
-        candidates = tuple(c if c == CANDIDATES[-1] else fit_tile(c, side)
-                           for c in CANDIDATES)
+        candidates = tuple(c if c == paper_net else fit_tile(c, side) for c in candidates)
         why = f"; objects >= {small:.0f} px (10th percentile), gaps {gap:.0f} px"
     plan = choose(budget_minutes * 60, lambda n: probe_step(
         n, in_channels, num_classes, device, precision), candidates)
-    if plan.settings["width"] == PAPER["width"]:
+    if (plan.settings["width"], plan.settings["depth"]) == (paper_net.width, paper_net.depth):
         return plan
     return replace(plan, settings={**plan.settings, "scale": scale},
                    reason=plan.reason + why + (f": scale {scale:g}" if why else ""))
 
 
 __all__ = ["CANDIDATES", "PAPER", "PLANNED", "Network", "Plan", "choose", "choose_scale",
-           "make_plan", "object_sizes", "probe_step"]
+           "fix_network", "make_plan", "object_sizes", "probe_step"]
