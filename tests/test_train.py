@@ -144,6 +144,94 @@ def test_resume_without_checkpoint_and_existing_run_are_refused(data, tmp_path):
         train(replace(tiny(data, tmp_path / "r", iterations=2), width=8, resume=True))
 
 
+class _CrashAt(_InterruptAt):
+    """Stands in for the loss and fails on its n-th call as a killed process would:
+    nothing after that point runs (no final save)."""
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        if self.calls == self.n:
+            raise RuntimeError("power cut")
+        return self.real(*args, **kwargs)
+
+
+def test_periodic_checkpoints_let_a_crashed_run_resume_exactly(data, tmp_path, monkeypatch):
+    train(tiny(data, tmp_path / "straight", iterations=8))
+    monkeypatch.setattr(train_mod, "weighted_cross_entropy", _CrashAt(6))
+    with pytest.raises(RuntimeError, match="power cut"):
+        train(tiny(data, tmp_path / "crash", iterations=8, checkpoint_minutes=1e-9))
+    monkeypatch.undo()
+    run = tmp_path / "crash"
+    assert not (run / "model.safetensors").exists()  # the end was never reached
+    from tileunet.checkpoint import read_metadata
+
+    state = json.loads(read_metadata(run / "checkpoint.safetensors")["state"])
+    assert state["iteration"] == 5  # saved after every step here; step 6 crashed
+    assert train(tiny(data, run, iterations=8, resume=True)).iterations == 8
+    a = load_file(str(tmp_path / "straight" / "model.safetensors"))
+    b = load_file(str(run / "model.safetensors"))
+    for k in a:
+        assert torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-6), k
+
+
+def test_no_periodic_checkpoint_before_its_time(data, tmp_path, monkeypatch):
+    monkeypatch.setattr(train_mod, "weighted_cross_entropy", _CrashAt(6))
+    with pytest.raises(RuntimeError):
+        train(tiny(data, tmp_path / "r", iterations=8))  # default: every 5 minutes
+    assert not (tmp_path / "r" / "checkpoint.safetensors").exists()
+
+
+def test_sigterm_saves_a_checkpoint_like_ctrl_c(data, tmp_path, monkeypatch):
+    import os
+    import signal
+
+    before = signal.getsignal(signal.SIGTERM)
+
+    class TermAt(_InterruptAt):
+        def __call__(self, *args, **kwargs):
+            self.calls += 1
+            if self.calls == self.n:
+                os.kill(os.getpid(), signal.SIGTERM)
+            return self.real(*args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "weighted_cross_entropy", TermAt(3))
+    res = train(tiny(data, tmp_path / "r", iterations=10))
+    assert res.interrupted and res.iterations in (2, 3)
+    assert (tmp_path / "r" / "checkpoint.safetensors").exists()
+    assert signal.getsignal(signal.SIGTERM) is before  # the handler is given back
+    monkeypatch.undo()
+    assert train(tiny(data, tmp_path / "r", iterations=5, resume=True)).iterations == 5
+
+
+def test_a_start_stopped_before_any_weights_can_be_started_again(data, tmp_path,
+                                                                 monkeypatch):
+    def stop(*a, **k):
+        raise KeyboardInterrupt  # Ctrl-C after the weight maps, before training
+
+    monkeypatch.setattr(train_mod, "make_optimizer", stop)
+    run = tmp_path / "r"
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny(data, run, iterations=2))
+    monkeypatch.undo()
+    assert (run / "cache").is_dir() and train_mod.unstarted_run(run)
+    (run / ".model.safetensors.x1.tmp").write_bytes(b"half")  # left by a kill -9
+    with pytest.raises(ValueError, match="start it again without --resume"):
+        train(tiny(data, run, iterations=2, resume=True))
+    assert train(tiny(data, run, iterations=2)).iterations == 2
+    assert not list(run.glob(".*.tmp")) and not train_mod.unstarted_run(run)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "thesis.txt").write_text("not the tool's")
+    assert not train_mod.unstarted_run(tmp_path / "mine")
+    with pytest.raises(ValueError, match="already holds files"):
+        train(tiny(data, tmp_path / "mine", iterations=1))
+
+
+def test_checkpoint_minutes_must_be_positive():
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="checkpoint_minutes"):
+            TrainConfig(images="a", masks="b", out="c", iterations=1, checkpoint_minutes=bad)
+
+
 def test_auto_precision_trains_in_the_branch_of_the_hardware(data, tmp_path, cpu_bf16):
     res = train(tiny(data, tmp_path / "r", iterations=2, val_every=2))
     config = json.loads((tmp_path / "r" / "config.json").read_text())

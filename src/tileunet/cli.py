@@ -87,6 +87,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from the run's checkpoint")
+    p.add_argument("--checkpoint-minutes", type=float, default=5.0, metavar="M",
+                   help="save a resumable checkpoint at least every M minutes (default 5); "
+                        "Ctrl-C and SIGTERM also save one")
     p.add_argument("--devices", type=int, default=1, metavar="N",
                    help="train in N processes with DistributedDataParallel: one per GPU, "
                         "or N CPU processes without CUDA (starts torchrun; the same as "
@@ -315,7 +318,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         class_weights=parse_class_weights(args.class_weights),
         augment=AugmentConfig(enabled=not args.no_augment),
         precision=args.precision, device=args.device, seed=args.seed, resume=args.resume,
-        progress=not args.quiet)
+        checkpoint_minutes=args.checkpoint_minutes, progress=not args.quiet)
     res = train(cfg)
     if os.environ.get("RANK", "0") != "0":
         return 130 if res.interrupted else 0

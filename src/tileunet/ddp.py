@@ -13,9 +13,6 @@ Nothing here runs, and nothing changes, in a single process.
 from __future__ import annotations
 
 import os
-import signal
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -129,23 +126,5 @@ def check_same_weights(net: torch.nn.Module, ranks: Ranks) -> None:
         raise RuntimeError("training processes ended with different weights")
 
 
-@contextmanager
-def terminate_as_interrupt(ranks: Ranks) -> Iterator[None]:
-    """Under torchrun, treat SIGTERM like Ctrl-C, so rank 0 still saves a checkpoint
-    when the launcher stops the processes (it sends SIGTERM after a Ctrl-C)."""
-    if not ranks.distributed:
-        yield
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    old = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
-
-
 __all__ = ["Ranks", "barrier", "broadcast_float", "check_same_weights", "from_environment",
-           "gather_objects", "mean", "setup", "teardown", "terminate_as_interrupt"]
+           "gather_objects", "mean", "setup", "teardown"]

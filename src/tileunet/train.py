@@ -38,6 +38,7 @@ from tileunet.checkpoint import (
 )
 from tileunet.data import DataError, Normalization, Sample, atomic_write, load_samples
 from tileunet.device import autocast_dtype, resolve_device, training_memory_format
+from tileunet.interrupt import terminate_as_interrupt
 from tileunet.losses import weighted_cross_entropy
 from tileunet.metrics import pixel_iou, seg_score
 from tileunet.model import UNet
@@ -112,6 +113,8 @@ class TrainConfig:
     plan: dict | None = None
     # bookkeeping
     val_every: int = 100
+    # a resumable checkpoint at least this often (a killed run loses at most this much)
+    checkpoint_minutes: float = 5.0
     seed: int = 0
     device: str = "auto"
     resume: bool = False
@@ -124,6 +127,8 @@ class TrainConfig:
             raise ValueError(f"iterations must be >= 1, got {self.iterations}")
         if self.minutes is not None and self.minutes <= 0:
             raise ValueError(f"minutes must be > 0, got {self.minutes}")
+        if not (self.checkpoint_minutes > 0 and math.isfinite(self.checkpoint_minutes)):
+            raise ValueError(f"checkpoint_minutes must be > 0, got {self.checkpoint_minutes}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.workers is not None and self.workers < 0:
@@ -370,8 +375,10 @@ def train(cfg: TrainConfig) -> TrainResult:
     ckpt_path = run / CHECKPOINT_FILE
     if cfg.resume:
         if not ckpt_path.exists():
-            raise DataError(f"{ckpt_path}: no checkpoint to resume from")
-    elif run.exists() and any(run.iterdir()):
+            again = " (the run stopped before its first one: start it again without " \
+                    "--resume)" if unstarted_run(run) else ""
+            raise DataError(f"{ckpt_path}: no checkpoint to resume from{again}")
+    elif run.exists() and any(run.iterdir()) and not unstarted_run(run):
         raise DataError(f"{run}: already holds files; use --resume to continue that run "
                         "or choose another output folder")
     ranks, device = ddp.setup(resolve_device(cfg.device))
@@ -379,6 +386,27 @@ def train(cfg: TrainConfig) -> TrainResult:
         return _train(cfg, ranks, device, run, ckpt_path)
     finally:
         ddp.teardown()
+
+
+def unstarted_run(run: Path) -> bool:
+    """A run folder this tool made that holds no trained weights yet: a start that was
+    refused or stopped before its first checkpoint (only the weight-map cache, the
+    config, and temporary files). A new start may take it over."""
+    if not run.is_dir():
+        return False
+    ours = {"cache", CONFIG_FILE, METRICS_FILE, LOSS_PLOT}
+    entries = list(run.iterdir())
+    return bool(entries) and all(
+        e.name in ours or (e.name.startswith(".") and e.name.endswith(".tmp"))
+        for e in entries) and all(
+        f.suffix == ".npz" or f.name.endswith(".tmp") for f in (run / "cache").glob("*"))
+
+
+def clear_temporaries(run: Path) -> None:
+    """Remove the temporary files of writes that a killed run left behind."""
+    for folder in (run, run / "cache"):
+        for tmp in folder.glob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
 
 
 def _load_split(cfg: TrainConfig) -> tuple[list[Sample], list[Sample],
@@ -406,6 +434,44 @@ def _load_split(cfg: TrainConfig) -> tuple[list[Sample], list[Sample],
     return train_s, val_s, ignore, chans.pop()
 
 
+def _build(cfg: TrainConfig, in_channels: int, device: torch.device,
+           layout: torch.memory_format, show: bool
+           ) -> tuple[UNet, torch.optim.Optimizer]:
+    """The network (He init, or the start weights of ``cfg.init``) and its optimiser."""
+    net = UNet(in_channels=in_channels, num_classes=cfg.num_classes, depth=cfg.depth,
+               width=cfg.width, padding=cfg.padding, dropout=cfg.dropout,
+               batch_norm=cfg.batch_norm)
+    if cfg.init is not None and not cfg.resume:
+        _say(load_start_weights(net, cfg.init), show)
+    net.to(device).to(memory_format=layout)
+    return net, make_optimizer(cfg, net)
+
+
+def _restore(ckpt_path: Path, net: UNet, opt: torch.optim.Optimizer, run: Path,
+             ranks: ddp.Ranks, rng: np.random.Generator, seed: int
+             ) -> tuple[dict, list[dict[str, Any]], Best, np.random.Generator]:
+    """Weights, optimiser state, clock, metrics, best model and random state of the
+    checkpoint: each rank continues its own tile stream where it was saved."""
+    state, rows, best = _load_checkpoint(ckpt_path, net, opt, run)
+    per_rank = state.get("rng_ranks")
+    if ranks.main:
+        rng.bit_generator.state = state["rng"]
+    elif per_rank is not None and len(per_rank) == ranks.world:
+        rng.bit_generator.state = per_rank[ranks.rank]
+    else:  # another number of processes than before: a fresh stream per rank
+        rng = np.random.default_rng([seed, int(state["iteration"])])
+    return state, rows, best, rng
+
+
+def _run_state(it: int, seconds: float, rng_state: dict, ranks: ddp.Ranks) -> dict:
+    """What a checkpoint needs to continue: the step, the clock and the random state of
+    every rank (a collective call under torchrun)."""
+    state = {"iteration": it, "seconds": seconds, "rng": rng_state}
+    if ranks.distributed:
+        state["rng_ranks"] = ddp.gather_objects(rng_state, ranks)
+    return state
+
+
 def _train(cfg: TrainConfig, ranks: ddp.Ranks, device: torch.device, run: Path,
            ckpt_path: Path) -> TrainResult:
     ddp.barrier(ranks)  # every rank has checked the run folder before rank 0 writes to it
@@ -422,8 +488,8 @@ def _train(cfg: TrainConfig, ranks: ddp.Ranks, device: torch.device, run: Path,
     train_s, val_s, ignore, in_channels = _load_split(cfg)
     # rank 0 computes the weight maps into the cache; the other ranks then read them
     if main:
-        run.mkdir(parents=True, exist_ok=True)
-        (run / "cache").mkdir(exist_ok=True)
+        (run / "cache").mkdir(parents=True, exist_ok=True)
+        clear_temporaries(run)
     prep_cfg = cfg if show else replace(cfg, progress=False)
     for turn in (True, False):
         if turn == main:
@@ -432,33 +498,20 @@ def _train(cfg: TrainConfig, ranks: ddp.Ranks, device: torch.device, run: Path,
                                     ignore=ignore)
         ddp.barrier(ranks)
 
-    net = UNet(in_channels=in_channels, num_classes=cfg.num_classes, depth=cfg.depth,
-               width=cfg.width, padding=cfg.padding, dropout=cfg.dropout,
-               batch_norm=cfg.batch_norm)
-    tile = net.valid_input_size(cfg.tile)
     layout = training_memory_format(device, amp)
-    if cfg.init is not None and not cfg.resume:
-        _say(load_start_weights(net, cfg.init), show)
-    net.to(device).to(memory_format=layout)
-    opt = make_optimizer(cfg, net)
+    net, opt = _build(cfg, in_channels, device, layout, show)
+    tile = net.valid_input_size(cfg.tile)
     extra = {"normalization": cfg.normalization.to_dict(), "train": cfg.to_dict(),
              "precision_used": "bf16" if amp is not None else "fp32", "tile": tile,
              "scale": cfg.scale,
              "train_images": [p.name for p in train_p],
              "val_images": [p.name for p in val_p]}
 
-    state = {"iteration": 0, "seconds": 0.0, "rng": rng.bit_generator.state}
+    state = {"iteration": 0, "seconds": 0.0}
     rows: list[dict[str, Any]] = []
     best = Best()
     if cfg.resume:
-        state, rows, best = _load_checkpoint(ckpt_path, net, opt, run)
-        per_rank = state.get("rng_ranks")
-        if main:
-            rng.bit_generator.state = state["rng"]
-        elif per_rank is not None and len(per_rank) == ranks.world:
-            rng.bit_generator.state = per_rank[ranks.rank]
-        else:  # another number of processes than before: a fresh stream per rank
-            rng = np.random.default_rng([seed, int(state["iteration"])])
+        state, rows, best, rng = _restore(ckpt_path, net, opt, run, ranks, rng, seed)
     model: torch.nn.Module = net
     if ranks.distributed:
         model = torch.nn.parallel.DistributedDataParallel(
@@ -482,6 +535,7 @@ def _train(cfg: TrainConfig, ranks: ddp.Ranks, device: torch.device, run: Path,
     stack = contextlib.ExitStack()
     val: Validation | None = None
     t0 = time.perf_counter() - seconds
+    saved_at = time.perf_counter()
 
     def progress_fraction() -> float:
         f = 0.0
@@ -502,7 +556,7 @@ def _train(cfg: TrainConfig, ranks: ddp.Ranks, device: torch.device, run: Path,
                                workers=workers, seed=seed, start=it,
                                pin_memory=device.type == "cuda")
     try:
-        stack.enter_context(ddp.terminate_as_interrupt(ranks))
+        stack.enter_context(terminate_as_interrupt())
         net.train()
         batch = next(batches)
         frac = progress_fraction()
@@ -552,6 +606,13 @@ def _train(cfg: TrainConfig, ranks: ddp.Ranks, device: torch.device, run: Path,
             if main and it % cfg.val_every == 0 and not done:  # let people watch the run
                 _write_metrics(run / METRICS_FILE, rows, best.iteration)
                 _plot_losses(run / LOSS_PLOT, rows)
+            due = time.perf_counter() - saved_at >= cfg.checkpoint_minutes * 60
+            if not done and ddp.broadcast_float(float(due), ranks, device):
+                # a resumable checkpoint every few minutes: kill -9 loses at most that
+                periodic = _run_state(it, now, rng_state, ranks)
+                if main:
+                    _save_checkpoint(ckpt_path, net, opt, periodic, rows, best)
+                saved_at = time.perf_counter()
     except KeyboardInterrupt:
         interrupted = True
         if main:
@@ -561,11 +622,12 @@ def _train(cfg: TrainConfig, ranks: ddp.Ranks, device: torch.device, run: Path,
         bar.close()
         batches.close()  # stops the worker processes, if any
     seconds = time.perf_counter() - t0
-    state = {"iteration": it, "seconds": seconds, "rng": rng_state}
     net.eval()
-    if ranks.distributed and not interrupted:  # (an interrupted rank may be alone)
+    # (an interrupted rank may be alone: no collective calls)
+    state = (_run_state(it, seconds, rng_state, ranks) if not interrupted
+             else {"iteration": it, "seconds": seconds, "rng": rng_state})
+    if ranks.distributed and not interrupted:
         ddp.check_same_weights(net, ranks)
-        state["rng_ranks"] = ddp.gather_objects(rng_state, ranks)
     kept = best.iteration if cfg.keep == "best" and best.weights is not None else it
     if main:
         _save_checkpoint(ckpt_path, net, opt, state, rows, best)
