@@ -463,11 +463,13 @@ def _restore(ckpt_path: Path, net: UNet, opt: torch.optim.Optimizer, run: Path,
     return state, rows, best, rng
 
 
-def _run_state(it: int, seconds: float, rng_state: dict, ranks: ddp.Ranks) -> dict:
-    """What a checkpoint needs to continue: the step, the clock and the random state of
-    every rank (a collective call under torchrun)."""
-    state = {"iteration": it, "seconds": seconds, "rng": rng_state}
-    if ranks.distributed:
+def _run_state(it: int, seconds: float, rng_state: dict, dropout_rng: torch.Tensor,
+               ranks: ddp.Ranks, gather: bool = True) -> dict:
+    """What a checkpoint needs to continue: the step, the clock, the tiles' random
+    state of every rank (a collective call under torchrun unless ``gather`` is False)
+    and the CPU generator of the dropout masks (rank 0's)."""
+    state = {"iteration": it, "seconds": seconds, "rng": rng_state, "dropout_rng": dropout_rng}
+    if ranks.distributed and gather:
         state["rng_ranks"] = ddp.gather_objects(rng_state, ranks)
     return state
 
@@ -517,6 +519,8 @@ def _train(cfg: TrainConfig, ranks: ddp.Ranks, device: torch.device, run: Path,
         model = torch.nn.parallel.DistributedDataParallel(
             net, device_ids=[device.index] if device.type == "cuda" else None)
         torch.manual_seed(seed)  # dropout masks differ between ranks, like their tiles
+    if "dropout_rng" in state and main:
+        torch.set_rng_state(state["dropout_rng"])
     if main:
         _write_json(run / CONFIG_FILE, {"model": net.config.to_dict(), **extra,
                                         "processes": ranks.world})
@@ -546,7 +550,8 @@ def _train(cfg: TrainConfig, ranks: ddp.Ranks, device: torch.device, run: Path,
         # all ranks follow rank 0's clock: the same learning rate, the same last step
         return ddp.broadcast_float(min(f, 1.0), ranks, device)
 
-    rng_state = rng.bit_generator.state  # as of the last completed step (for resume)
+    # the random states as of the last completed step (for resume)
+    rng_state, dropout_rng = rng.bit_generator.state, torch.get_rng_state()
     if augment_on_device(cfg, device):
         batches = device_tile_batches(train_p, tile, cfg.augment, cfg.batch_size, rng=rng,
                                       device=device)
@@ -579,7 +584,7 @@ def _train(cfg: TrainConfig, ranks: ddp.Ranks, device: torch.device, run: Path,
                 torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.clip_grad)
             opt.step()
             it += 1
-            rng_state = rng.bit_generator.state
+            rng_state, dropout_rng = rng.bit_generator.state, torch.get_rng_state()
             # draw the next tiles before waiting for the loss: on a GPU the work of
             # making them is queued while the step still runs
             batch = next(batches)
@@ -609,7 +614,7 @@ def _train(cfg: TrainConfig, ranks: ddp.Ranks, device: torch.device, run: Path,
             due = time.perf_counter() - saved_at >= cfg.checkpoint_minutes * 60
             if not done and ddp.broadcast_float(float(due), ranks, device):
                 # a resumable checkpoint every few minutes: kill -9 loses at most that
-                periodic = _run_state(it, now, rng_state, ranks)
+                periodic = _run_state(it, now, rng_state, dropout_rng, ranks)
                 if main:
                     _save_checkpoint(ckpt_path, net, opt, periodic, rows, best)
                 saved_at = time.perf_counter()
@@ -624,8 +629,7 @@ def _train(cfg: TrainConfig, ranks: ddp.Ranks, device: torch.device, run: Path,
     seconds = time.perf_counter() - t0
     net.eval()
     # (an interrupted rank may be alone: no collective calls)
-    state = (_run_state(it, seconds, rng_state, ranks) if not interrupted
-             else {"iteration": it, "seconds": seconds, "rng": rng_state})
+    state = _run_state(it, seconds, rng_state, dropout_rng, ranks, gather=not interrupted)
     if ranks.distributed and not interrupted:
         ddp.check_same_weights(net, ranks)
     kept = best.iteration if cfg.keep == "best" and best.weights is not None else it
@@ -722,7 +726,10 @@ def _plot_losses(path: Path, rows: list[dict[str, Any]]) -> None:
 
 def _save_checkpoint(path: Path, net: UNet, opt: torch.optim.Optimizer, state: dict,
                      rows: list[dict[str, Any]], best: Best) -> None:
+    state = dict(state)
     tensors = {f"model.{k}": v for k, v in net.state_dict().items()}
+    if state.get("dropout_rng") is not None:
+        tensors["rng.dropout"] = state.pop("dropout_rng")
     names = {id(p): n for n, p in net.named_parameters()}
     for group in opt.param_groups:
         for p in group["params"]:
@@ -759,6 +766,8 @@ def _load_checkpoint(path: Path, net: UNet, opt: torch.optim.Optimizer, run: Pat
             name, key = k[6:].rsplit(".", 1)
             opt.state[params[name]][key] = v if key == "step" else v.to(params[name].device)
     state = json.loads(meta["state"])
+    if "rng.dropout" in tensors:
+        state["dropout_rng"] = tensors["rng.dropout"]
     got = state.pop("best", {}) or {}
     best = Best()
     weights = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
