@@ -68,9 +68,12 @@ class Network:
     batch_size: int = 1
 
 
-#: candidates from the cheapest to the paper's network
-CANDIDATES = (Network(16, 4, 572), Network(32, 4, 572), Network(32, 5, 572),
-              Network(64, 5, 572))
+#: candidates from the cheapest to the paper's network; the smallest network also with
+#: smaller tiles, so that short budgets get the steps the recipe needs (more steps of
+#: fewer pixels learnt more than fewer steps of more pixels in the same minutes:
+#: benchmarks/RESULTS.md, "30 minutes on a CPU")
+CANDIDATES = (Network(16, 4, 252), Network(16, 4, 252, 2), Network(16, 4, 572),
+              Network(32, 4, 572), Network(32, 5, 572), Network(64, 5, 572))
 
 
 @dataclass(frozen=True)
@@ -222,9 +225,13 @@ def fit_tile(cand: Network, side: float) -> Network:
 
 def fix_network(candidates: Sequence[Network], fixed: dict) -> tuple[Network, ...]:
     """The candidates with the network fields the user fixed (``width``, ``depth``:
-    flags, or the start model of ``--init``) set, each kept once, in order."""
+    flags, or the start model of ``--init``) set, each kept once, in order. The
+    candidates with the paper's tile take the fixed fields; those with smaller tiles
+    stay only where they already have them (they are variants of one network)."""
     given = {k: v for k, v in fixed.items() if k in ("width", "depth") and v is not None}
-    return tuple(dict.fromkeys(replace(c, **given) for c in candidates))
+    kept = (replace(c, **given) if c.tile == PAPER["tile"] else c for c in candidates
+            if c.tile == PAPER["tile"] or all(getattr(c, k) == v for k, v in given.items()))
+    return tuple(dict.fromkeys(kept))
 
 
 def make_plan(budget_minutes: float, *, in_channels: int, num_classes: int,
