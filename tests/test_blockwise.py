@@ -207,7 +207,7 @@ def test_cli_zarr_output_errors(tmp_path, cells_model, capsys):
     src = _zarr(tmp_path / "nan.zarr", bad, (20, 20))
     assert main(["-q", "predict", str(cells_model), str(src), "-o",
                  str(tmp_path / "q.zarr")]) == 2
-    assert "nan.zarr: the image has NaN or infinite values" in capsys.readouterr().err
+    assert "nan.zarr: 1 pixels of channel 0 are NaN or infinite" in capsys.readouterr().err
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".q.zarr")]
 
 

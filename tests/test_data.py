@@ -117,6 +117,19 @@ def test_read_errors_name_the_file(tmp_path):
 
 
 # ------------------------------------------------------------------------- listing
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_nan_and_inf_pixels_are_refused_with_the_file_and_the_count(tmp_path, bad):
+    image = np.ones((40, 30), np.float32)
+    image[5:15, 5:15] = bad  # before: normalisation went NaN and blanked the image
+    tifffile.imwrite(tmp_path / "float.tif", image)
+    kind = "100 NaN, 0 infinite" if np.isnan(bad) else "0 NaN, 100 infinite"
+    with pytest.raises(DataError, match=rf"float\.tif: 100 of 1200 pixels are not finite "
+                                        rf"\({kind}\)"):
+        read_image(tmp_path / "float.tif")
+    tifffile.imwrite(tmp_path / "ok.tif", np.ones((4, 4), np.float32))
+    assert read_image(tmp_path / "ok.tif").shape == (4, 4)  # finite floats pass
+
+
 def test_list_images_natural_order_and_filters(tmp_path):
     img = np.zeros((4, 4), np.uint8)
     for name in ["t10.png", "t2.png", "t1.TIF", ".hidden.png"]:

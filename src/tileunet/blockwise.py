@@ -59,8 +59,8 @@ from tqdm.auto import tqdm
 
 from tileunet.data import DataError, Normalization, is_zarr_path, rescale
 from tileunet.model import UNet
-from tileunet.postprocess import _grow, instances_from_probability
-from tileunet.predict import predict
+from tileunet.postprocess import check_threshold, grow_labels, instances_from_probability
+from tileunet.predict import check_tile_fits, predict
 from tileunet.tiling import reflect_indices
 
 logger = logging.getLogger(__name__)
@@ -257,10 +257,10 @@ def _channel_stats(image: Any, norm: Normalization, run: Callable) -> list[tuple
         x = block.astype(np.float32, copy=False)
         out = []
         for ch in x:
-            finite = bool(np.isfinite(ch).all())
+            bad = ch.size - int(np.count_nonzero(np.isfinite(ch)))
             hist = (np.bincount((_float_keys(ch) >> 16).ravel(), minlength=1 << 16)
-                    if want_pct and finite else None)
-            out.append((float(ch.min()), float(ch.max()), finite, hist))
+                    if want_pct and not bad else None)
+            out.append((float(ch.min()), float(ch.max()), bad, hist))
         return out
 
     parts = run(image, first, "image statistics")
@@ -268,8 +268,10 @@ def _channel_stats(image: Any, norm: Normalization, run: Callable) -> list[tuple
     for ch in range(c):
         lo = min(p[ch][0] for p in parts)
         hi = max(p[ch][1] for p in parts)
-        if not all(p[ch][2] for p in parts):
-            raise DataError("the image has NaN or infinite values")
+        bad = sum(p[ch][2] for p in parts)
+        if bad:
+            raise DataError(f"{bad} pixels of channel {ch} are NaN or infinite; fill or "
+                            "crop them before using the image")
         stats.append(sum(p[ch][3] for p in parts) if want_pct else None)
         ranges.append((lo, hi))
     if not want_pct:
@@ -803,8 +805,7 @@ def segment_to_zarr(
 
     _, da, zarr = _dask()
     split = instance_options(instances, min_distance)
-    if not 0.0 <= float(threshold) < 1.0:
-        raise ValueError(f"threshold must be in [0, 1), got {threshold!r}")
+    check_threshold(threshold)
     if int(max_object) != max_object or max_object < 1:
         raise ValueError(f"max_object must be a positive integer, got {max_object!r}")
     out = Path(out).absolute()
@@ -821,8 +822,10 @@ def segment_to_zarr(
         raise ValueError(f"{model}: trained at scale {extra['scale']}; block-wise "
                          "prediction supports models trained at scale 1 only")
     norm = Normalization.from_dict(extra.get("normalization", {}))
-    if tile is not None:
-        net.output_size(tile)  # a clear error before any work
+    if tile is not None:  # a clear error before any work (memory: of this machine's
+        net.output_size(tile)  # workers; a cluster's are its own)
+        if scheduler is None:
+            check_tile_fits(net, tile, resolve_device(device), batch_size=batch_size or 1)
     image = open_image(source)
     c, h, w = (int(n) for n in image.shape)
     if c != net.config.in_channels:
@@ -911,7 +914,7 @@ def segment_to_zarr(
             (top, bottom), (left, right) = _have(i, ny, halo), _have(j, nx, halo)
             seq = np.searchsorted(all_names, p).astype(np.int32) + 1
             seq[p == 0] = 0
-            grown = _grow(seq, grow, "gaps", band_rows=max(seq.shape[0], 1))
+            grown = grow_labels(seq, grow, "gaps", band_rows=max(seq.shape[0], 1))
             zarr.open_group(store, mode="r+")[paths["labels"]][
                 offs2[0][i] : offs2[0][i + 1], offs2[1][j] : offs2[1][j + 1]] = grown[
                 top : grown.shape[0] - bottom, left : grown.shape[1] - right].astype(np.uint32)

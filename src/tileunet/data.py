@@ -153,8 +153,8 @@ def read_pages(path: _PathLike) -> list[np.ndarray]:
     Raises
     ------
     DataError
-        The path does not exist, is a folder, has an unknown suffix, or cannot be
-        decoded as an image.
+        The path does not exist, is a folder, has an unknown suffix, cannot be
+        decoded as an image, or has NaN or infinite pixels.
     """
     path = Path(path)
     if not path.exists():
@@ -163,6 +163,7 @@ def read_pages(path: _PathLike) -> list[np.ndarray]:
         from tileunet.blockwise import open_image  # needs the dask extra
 
         image = open_image(path).compute()  # (C, H, W)
+        _check_finite(path, image)
         return [image[0] if image.shape[0] == 1 else image]
     if path.is_dir():
         raise _fail(path, "is a folder, expected an image file")
@@ -178,7 +179,20 @@ def read_pages(path: _PathLike) -> list[np.ndarray]:
     for page in pages:
         if page.size == 0:
             raise _fail(path, f"image is empty (shape {page.shape})")
+        _check_finite(path, page)
     return pages
+
+
+def _check_finite(path: _PathLike, page: np.ndarray) -> None:
+    """Refuse NaN and infinite pixels: normalising them would silently blank the image,
+    and no value can stand in for them without guessing."""
+    if page.dtype.kind not in "fc":
+        return
+    bad = page.size - int(np.count_nonzero(np.isfinite(page)))
+    if bad:
+        nan = int(np.count_nonzero(np.isnan(page)))
+        raise _fail(path, f"{bad} of {page.size} pixels are not finite ({nan} NaN, "
+                          f"{bad - nan} infinite); fill or crop them before using the image")
 
 
 def read_image(path: _PathLike) -> np.ndarray:

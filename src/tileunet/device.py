@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -131,7 +132,23 @@ def training_memory_format(device: torch.device, amp: torch.dtype | None = None
     return torch.contiguous_format
 
 
-__all__ = ["BF16_CPU_FLAGS", "PRECISIONS", "autocast_dtype", "bf16_from_cpu_flags",
+def available_memory(device: torch.device) -> int:
+    """Bytes a computation on ``device`` can still use: the free memory of a GPU; on a
+    CPU the kernel's estimate of memory available without swapping (``MemAvailable``),
+    or the physical memory where that is not known."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+
+
+__all__ = ["BF16_CPU_FLAGS", "PRECISIONS", "autocast_dtype", "available_memory",
+           "bf16_from_cpu_flags",
            "cpu_has_native_bf16", "detect_cpu_bf16",
            "inference_channels_last", "resolve_device", "strict_fp32",
            "training_memory_format"]

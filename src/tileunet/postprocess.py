@@ -14,11 +14,17 @@ from skimage.feature import peak_local_max
 from skimage.segmentation import expand_labels
 from skimage.segmentation import watershed as _watershed
 
-__all__ = ["GROW_MODES", "INSTANCE_METHODS", "foreground", "instance_options",
-           "instances_from_probability", "label_mask"]
+__all__ = ["GROW_MODES", "INSTANCE_METHODS", "check_threshold", "foreground", "grow_labels",
+           "instance_options", "instances_from_probability", "label_mask"]
 
 GROW_MODES = ("gaps", "all")
 INSTANCE_METHODS = ("seeded", "components", "watershed")
+
+
+def check_threshold(threshold: float) -> None:
+    """A foreground threshold is a probability in ``[0, 1)`` (NaN is refused too)."""
+    if not 0.0 <= float(threshold) < 1.0:
+        raise ValueError(f"threshold must be in [0, 1), got {threshold!r}")
 
 
 def instance_options(method: str = "seeded", min_distance: int = 5) -> dict:
@@ -180,8 +186,7 @@ def instances_from_probability(
         raise ValueError(f"prob_fg must be 2-D (H, W), got shape {prob.shape}")
     if not np.issubdtype(prob.dtype, np.number) and prob.dtype != bool:
         raise ValueError(f"prob_fg must be numeric, got dtype {prob.dtype}")
-    if not 0.0 <= float(threshold) < 1.0:
-        raise ValueError(f"threshold must be in [0, 1), got {threshold!r}")
+    check_threshold(threshold)
     for name, value in (("min_size", min_size), ("grow", grow), ("min_distance", min_distance)):
         if int(value) != value or value < 0:
             raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
@@ -214,7 +219,7 @@ def instances_from_probability(
     del components
     labels = _raster_order(labels)
     if grow > 0 and labels.max() > 0:
-        labels = _grow(labels, int(grow), grow_mode, band_rows)
+        labels = grow_labels(labels, int(grow), grow_mode, band_rows)
     return labels
 
 
@@ -339,7 +344,7 @@ def _objects(prob: np.ndarray, components: np.ndarray, lo: int, hi: int, *, min_
     return labels
 
 
-def _grow(labels: np.ndarray, grow: int, mode: str, band_rows: int) -> np.ndarray:
+def grow_labels(labels: np.ndarray, grow: int, mode: str, band_rows: int) -> np.ndarray:
     """Grow the objects (see :func:`instances_from_probability`), a band of rows at a
     time with enough rows of context that every band comes out as on the whole image."""
     def one(part: np.ndarray) -> np.ndarray:

@@ -35,7 +35,12 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from tileunet.device import autocast_dtype, inference_channels_last, strict_fp32
+from tileunet.device import (
+    autocast_dtype,
+    available_memory,
+    inference_channels_last,
+    strict_fp32,
+)
 from tileunet.model import UNet
 from tileunet.tiling import DIHEDRAL, tile_layout, tiled_apply
 
@@ -178,6 +183,20 @@ def default_budget(device: torch.device | str) -> int:
         free, _ = torch.cuda.mem_get_info(device)
         return int(CUDA_BUDGET_FRACTION * free)
     return CPU_BUDGET_BYTES
+
+
+def check_tile_fits(net: UNet, tile: int, device: torch.device | str, *,
+                    batch_size: int = 1, bytes_per_element: int = 4) -> None:
+    """Refuse a tile size the network cannot use or whose activations
+    (:func:`tile_memory_bytes`) need more memory than ``device`` has available: a clear
+    error before any work instead of a failed allocation halfway."""
+    net.output_size(tile)  # a usable size?
+    need = tile_memory_bytes(net, tile, bytes_per_element=bytes_per_element) * batch_size
+    have = available_memory(torch.device(device))
+    if need > have:
+        raise ValueError(f"tile {tile} needs about {need / 1e9:.1f} GB of memory, "
+                         f"{have / 1e9:.1f} GB are available: choose a smaller tile or "
+                         "leave it out (then it fits the memory)")
 
 
 def _net_device(net: nn.Module) -> torch.device:
@@ -396,6 +415,8 @@ def predict(
     budget = default_budget(dev) if tile is None or batch_size is None else 0
     if tile is None:
         tile = choose_tile(net, (h, w), budget, bytes_per_element=element)
+    else:
+        check_tile_fits(net, tile, dev, batch_size=batch_size or 1, bytes_per_element=element)
     out_tile, stride = tile_geometry(net, tile)
     n_tiles = len(tile_layout((h, w), in_tile=tile, out_tile=out_tile, margin=net.margin,
                               stride=stride))
@@ -466,5 +487,5 @@ def _channels(channels: Sequence[int] | None, num_classes: int) -> list[int]:
     return keep
 
 
-__all__ = ["autocast_dtype", "choose_tile", "default_budget", "predict", "tile_geometry",
-           "tile_memory_bytes"]
+__all__ = ["autocast_dtype", "check_tile_fits", "choose_tile", "default_budget", "predict",
+           "tile_geometry", "tile_memory_bytes"]

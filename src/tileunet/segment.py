@@ -40,11 +40,13 @@ from tileunet.data import (
 from tileunet.device import resolve_device
 from tileunet.plots import overlay_rgb
 from tileunet.postprocess import (
+    check_threshold,
     foreground,
     instance_options,
     instances_from_probability,
     label_mask,
 )
+from tileunet.predict import check_tile_fits
 from tileunet.scale import predict_at_scale
 
 OUTPUTS = ("mask.png", "prob.tif", "instances.tif", "overlay.png")
@@ -96,11 +98,12 @@ def segment_files(model: str | Path, inputs: list[str | Path], out_dir: str | Pa
     foreground probability (:func:`tileunet.postprocess.instance_options`).
     """
     split = instance_options(instances, min_distance)  # a clear error before any work
+    check_threshold(threshold)
     dev = resolve_device(device)
     net, extra = load_model(model, device=dev)
     norm = Normalization.from_dict(extra.get("normalization", {}))
-    if tile is not None:
-        net.output_size(tile)  # a clear error before any work
+    if tile is not None:  # a clear error before any work
+        check_tile_fits(net, tile, dev, batch_size=batch_size or 1)
     jobs = plan_jobs(list(inputs), net.config.in_channels)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
