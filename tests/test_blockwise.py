@@ -223,6 +223,21 @@ def test_overwrite_replaces_a_store_whole(tmp_path, rng, cells_model):
     assert json.loads(json.dumps(g.attrs["tileunet"]))["block"] >= 24
 
 
+def test_overwrite_never_replaces_the_input_or_a_store_of_someone_else(tmp_path, rng,
+                                                                       cells_model, capsys):
+    data = rng.integers(0, 255, (50, 40), dtype=np.uint8)
+    src = _zarr(tmp_path / "img.zarr", data, (25, 25))
+    assert main(["-q", "predict", str(cells_model), str(src), "-o", str(src),
+                 "--overwrite"]) == 2
+    assert "is the input image" in capsys.readouterr().err
+    other = _zarr(tmp_path / "other.zarr", data, (25, 25))
+    assert main(["-q", "predict", str(cells_model), str(src), "-o", str(other),
+                 "--overwrite"]) == 2
+    assert "is not a zarr store that tileunet predict wrote" in capsys.readouterr().err
+    for store in (src, other):
+        assert np.array_equal(zarr.open_array(str(store), mode="r")[:], data)
+
+
 def test_image_scale_from_tiff_and_ome_zarr(tmp_path):
     from tileunet.blockwise import image_scale
 

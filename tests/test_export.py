@@ -54,3 +54,23 @@ def test_export_refuses_a_bad_tile_and_an_existing_file(model, tmp_path, capsys)
     out.write_bytes(b"x")
     assert main(["export", str(model), "-o", str(out)]) == 2
     assert "already exists" in capsys.readouterr().err
+
+
+def test_overwrite_replaces_only_an_onnx_file_of_ours(model, tmp_path, capsys):
+    folder = tmp_path / "results"
+    folder.mkdir()  # before: 6 s of work, then an errno message with a temporary path
+    (folder / "keep.txt").write_text("mine")
+    assert main(["-q", "export", str(model), "-o", str(folder), "--overwrite"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == (f"tileunet: error: {folder}: exists and is not an ONNX model that "
+                       "tileunet exported; --overwrite replaces only what tileunet wrote: "
+                       "choose another output")
+    assert (folder / "keep.txt").read_text() == "mine" and len(list(tmp_path.iterdir())) == 1
+    other = tmp_path / "other.onnx"
+    other.write_bytes(b"someone else's model")
+    assert main(["-q", "export", str(model), "-o", str(other), "--overwrite"]) == 2
+    assert other.read_bytes() == b"someone else's model"
+    ours = tmp_path / "m.onnx"
+    assert main(["-q", "export", str(model), "-o", str(ours)]) == 0
+    assert main(["-q", "export", str(model), "-o", str(ours), "--overwrite"]) == 0
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]

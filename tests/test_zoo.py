@@ -84,3 +84,21 @@ def test_export_refuses_an_existing_folder(trained, tmp_path, capsys):
     assert main(["-q", "export", str(trained), "--format", "bioimageio", "-o",
                  str(tmp_path / "pkg")]) == 2
     assert "already exists" in capsys.readouterr().err
+
+
+def test_overwrite_replaces_only_a_package_of_ours(trained, tmp_path, capsys):
+    pytest.importorskip("bioimageio.spec")
+    user = tmp_path / "thesis"
+    (user / "chapters").mkdir(parents=True)
+    (user / "thesis.txt").write_text("years of work")
+    argv = ["-q", "export", str(trained), "--format", "bioimageio", "--tile", "64", "-o"]
+    assert main([*argv, str(user), "--overwrite"]) == 2
+    assert "is not a bioimage.io package that tileunet exported" in capsys.readouterr().err
+    assert (user / "thesis.txt").read_text() == "years of work" and (user / "chapters").is_dir()
+    pkg = tmp_path / "pkg"
+    assert main([*argv, str(pkg)]) == 0
+    assert main([*argv, str(pkg), "--overwrite"]) == 0  # its own export: replaced
+    (pkg / "notes.txt").write_text("added by the user")
+    assert main([*argv, str(pkg), "--overwrite"]) == 2  # no longer only the package
+    assert (pkg / "notes.txt").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]

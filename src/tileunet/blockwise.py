@@ -59,6 +59,7 @@ from tqdm.auto import tqdm
 
 from tileunet.data import DataError, Normalization, is_zarr_path, rescale
 from tileunet.model import UNet
+from tileunet.outputs import refuse_existing
 from tileunet.postprocess import check_threshold, grow_labels, instances_from_probability
 from tileunet.predict import check_tile_fits, predict
 from tileunet.tiling import reflect_indices
@@ -745,6 +746,17 @@ def _name_objects(prob: np.ndarray, loc: tuple[int, int], offsets: tuple[np.ndar
     return names, held[held > 0], cut
 
 
+def is_own_store(path: Path) -> bool:
+    """A zarr store that :func:`segment_to_zarr` wrote (its settings under
+    ``attrs["tileunet"]``)."""
+    import zarr
+
+    try:
+        return "tileunet" in zarr.open_group(str(path), mode="r").attrs
+    except Exception:  # not a zarr group, unreadable
+        return False
+
+
 def segment_to_zarr(
     model: str | Path,
     source: str | Path,
@@ -811,8 +823,9 @@ def segment_to_zarr(
     out = Path(out).absolute()
     if not is_zarr_path(out):
         raise ValueError(f"{out}: block-wise output must be a zarr store named *.zarr")
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out}: already exists (use --overwrite to replace it)")
+    if out.absolute() == Path(source).absolute():
+        raise ValueError(f"{out}: is the input image; choose another output")
+    refuse_existing(out, overwrite, is_own_store, "a zarr store that tileunet predict wrote")
     if ome is None:
         ome = out.name.lower().endswith(".ome.zarr")
     model_path = str(Path(model).absolute())

@@ -251,7 +251,8 @@ def cmd_sizes(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from tileunet.export import export_onnx
+    from tileunet.export import export_onnx, is_own_onnx
+    from tileunet.outputs import refuse_existing
 
     out = Path(args.out)
     if args.format == "bioimageio":
@@ -264,7 +265,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         print(f"wrote {written} (bioimage.io model format 0.5; check it with "
               f"`bioimageio test {rdf}`)")
         return 0
-    _refuse_existing([out], args.overwrite)
+    refuse_existing(out, args.overwrite, is_own_onnx, "an ONNX model that tileunet "
+                    "exported")
     try:
         meta = export_onnx(args.model, out, tile=args.tile)
     except RuntimeError as e:  # the optional packages are missing
@@ -278,11 +280,12 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_weights(args: argparse.Namespace) -> int:
     from tileunet.data import read_image
+    from tileunet.outputs import refuse_existing
     from tileunet.plots import save_weight_map_figure
     from tileunet.weights import to_instances, weight_map
 
     out = Path(args.out)
-    _refuse_existing([out], args.overwrite)
+    refuse_existing(out, args.overwrite, Path.is_file, "a file")
     mask = read_image(args.mask)
     if mask.ndim != 2:
         raise ValueError(f"{args.mask}: expected a 2-D mask, got shape {mask.shape}")
@@ -296,29 +299,18 @@ def cmd_weights(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from tileunet.augment import AugmentConfig
-    from tileunet.train import TrainConfig, train
+    from tileunet.train import train
 
     if args.minutes is None and args.iterations is None:
         raise ValueError("train: give --minutes or --iterations (or both)")
     if args.devices < 1:
         raise ValueError(f"--devices must be >= 1, got {args.devices}")
+    _train_config(args, _given_settings(args, early=True), None)  # the flags, before any work
     settings, plan = training_settings(args)
     if args.devices > 1 and "LOCAL_RANK" not in os.environ:
         # every process trains with the settings chosen here (one probe, one plan)
         return _torchrun(args.devices, [*args.argv, *settings_as_flags(settings)])
-    cfg = TrainConfig(
-        images=args.images, masks=args.masks, out=args.out, val_fraction=args.val_fraction,
-        val_images=args.val_images, val_masks=args.val_masks,
-        exclude=tuple(args.exclude), ignore=args.ignore,
-        iterations=args.iterations, minutes=args.minutes, **settings,
-        num_classes=args.num_classes, padding=args.padding,
-        workers=args.workers, augment_on=args.augment_on, init=args.init,
-        keep=args.keep, plan=plan, w0=args.w0, sigma=args.sigma,
-        class_weights=parse_class_weights(args.class_weights),
-        augment=AugmentConfig(enabled=not args.no_augment),
-        precision=args.precision, device=args.device, seed=args.seed, resume=args.resume,
-        checkpoint_minutes=args.checkpoint_minutes, progress=not args.quiet)
+    cfg = _train_config(args, settings, plan)
     res = train(cfg)
     if os.environ.get("RANK", "0") != "0":
         return 130 if res.interrupted else 0
@@ -334,6 +326,47 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_config(args: argparse.Namespace, settings: dict, plan: dict | None):
+    """The TrainConfig of these flags and settings; a value out of range is reported
+    with its flag's name."""
+    from tileunet.augment import AugmentConfig
+    from tileunet.train import ConfigError, TrainConfig
+
+    try:
+        return TrainConfig(
+            images=args.images, masks=args.masks, out=args.out,
+            val_fraction=args.val_fraction, val_images=args.val_images,
+            val_masks=args.val_masks, exclude=tuple(args.exclude), ignore=args.ignore,
+            iterations=args.iterations, minutes=args.minutes, **settings,
+            num_classes=args.num_classes, padding=args.padding,
+            workers=args.workers, augment_on=args.augment_on, init=args.init,
+            keep=args.keep, plan=plan, w0=args.w0, sigma=args.sigma,
+            class_weights=parse_class_weights(args.class_weights),
+            augment=AugmentConfig(enabled=not args.no_augment),
+            precision=args.precision, device=args.device, seed=args.seed,
+            resume=args.resume, checkpoint_minutes=args.checkpoint_minutes,
+            progress=not args.quiet)
+    except ConfigError as e:
+        raise ValueError(f"--{e.field.replace('_', '-')} must be {e.rule}, got "
+                         f"{e.value}") from None
+
+
+def _given_settings(args: argparse.Namespace, early: bool = False) -> dict:
+    """The planned settings given as flags; ``early``: with the paper's for the rest, to
+    check the flags before the plan (a tile is checked against the depth only where the
+    depth is given too: the plan may choose another)."""
+    from tileunet.plan import PAPER, PLANNED
+    from tileunet.train import TrainConfig
+
+    given = {f: getattr(args, f) for f in (*PLANNED, "val_every")
+             if getattr(args, f) is not None}
+    if not early:
+        return given
+    if "depth" not in given:
+        given.pop("tile", None)
+    return {**PAPER, "val_every": TrainConfig.val_every, **given}
+
+
 def training_settings(args: argparse.Namespace) -> tuple[dict, dict | None]:
     """The planned TrainConfig fields (network, tiles, optimiser, validation): the flags
     given, the rest from the plan (``--recipe auto`` with ``--minutes``), from the run
@@ -341,8 +374,7 @@ def training_settings(args: argparse.Namespace) -> tuple[dict, dict | None]:
     from tileunet.plan import PAPER, PLANNED
     from tileunet.train import TrainConfig
 
-    given = {f: getattr(args, f) for f in (*PLANNED, "val_every")
-             if getattr(args, f) is not None}
+    given = _given_settings(args)
     if args.init is not None and not args.resume:
         given = {**start_network(args.init, given), **given}
     base, plan = {**PAPER, "val_every": TrainConfig.val_every}, None
@@ -474,9 +506,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         format_table,
         write_results,
     )
+    from tileunet.outputs import refuse_existing
 
     out = Path(args.out or args.pred)
-    _refuse_existing([out / "metrics.csv", out / "metrics.json"], args.overwrite)
+    for name in ("metrics.csv", "metrics.json"):  # named as evaluate writes them
+        refuse_existing(out / name, args.overwrite)
     chosen = args.metric or list(DEFAULT_METRICS)
     if "isbi" in chosen:
         chosen = [m for m in chosen if m != "isbi"] + list(ISBI_METRICS)
@@ -493,14 +527,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     run_demo(args.out, minutes=args.minutes, size=args.size, seed=args.seed,
              device=args.device, overwrite=args.overwrite, progress=not args.quiet)
     return 0
-
-
-def _refuse_existing(paths: list[Path], overwrite: bool) -> None:
-    if overwrite:
-        return
-    for p in paths:
-        if p.exists():
-            raise FileExistsError(f"{p}: already exists (use --overwrite to replace it)")
 
 
 COMMANDS = {"sizes": cmd_sizes, "weights": cmd_weights, "train": cmd_train,

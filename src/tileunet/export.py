@@ -36,6 +36,19 @@ class _Probabilities(nn.Module):
         return torch.softmax(self.net(x), dim=1)
 
 
+def is_own_onnx(path: Path) -> bool:
+    """An ONNX file this module wrote (it carries ``tileunet.*`` metadata)."""
+    if not Path(path).is_file():
+        return False
+    try:
+        import onnx
+
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception:  # not ONNX, unreadable, or onnx is not installed
+        return False
+    return any(p.key.startswith("tileunet.") for p in proto.metadata_props)
+
+
 def export_onnx(model: str | Path, out: str | Path, *, tile: int | None = None) -> dict:
     """Write a trained model as an ONNX file (atomically).
 

@@ -58,6 +58,15 @@ METRICS_FILE = "metrics.csv"
 LOSS_PLOT = "loss.png"
 
 
+class ConfigError(ValueError):
+    """A setting out of its range; ``field`` names the TrainConfig field (the command
+    line turns it into the flag's name)."""
+
+    def __init__(self, field: str, rule: str, value: Any) -> None:
+        self.field, self.rule, self.value = field, rule, value
+        super().__init__(f"{field} must be {rule}, got {value}")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything a training run needs; stored as ``config.json`` in the run directory."""
@@ -121,25 +130,20 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
+        self._check_numbers()
         if self.iterations is None and self.minutes is None:
             raise ValueError("give iterations or minutes (or both) to bound training")
-        if self.iterations is not None and self.iterations < 1:
-            raise ValueError(f"iterations must be >= 1, got {self.iterations}")
-        if self.minutes is not None and self.minutes <= 0:
-            raise ValueError(f"minutes must be > 0, got {self.minutes}")
-        if not (self.checkpoint_minutes > 0 and math.isfinite(self.checkpoint_minutes)):
-            raise ValueError(f"checkpoint_minutes must be > 0, got {self.checkpoint_minutes}")
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if not 0.0 <= self.val_fraction < 1.0:  # (NaN too)
+            raise ConfigError("val_fraction", "in [0, 1)", self.val_fraction)
         if self.workers is not None and self.workers < 0:
-            raise ValueError(f"workers must be >= 0, got {self.workers}")
+            raise ConfigError("workers", ">= 0", self.workers)
         if self.augment_on not in ("auto", "cpu", "device"):
             raise ValueError(f"augment_on must be auto, cpu or device, got {self.augment_on!r}")
         if self.augment_on == "device" and self.augment.interpolation != "bicubic":
             raise ValueError("augment_on='device' needs interpolation='bicubic', got "
                              f"{self.augment.interpolation!r}")
         if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+            raise ConfigError("batch_size", ">= 1", self.batch_size)
         if (self.val_images is None) != (self.val_masks is None):
             raise ValueError("give both val_images and val_masks, or neither")
         check_scale(self.scale)
@@ -152,6 +156,47 @@ class TrainConfig:
                              "from its own checkpoint")
         if self.precision not in ("fp32", "bf16", "auto"):
             raise ValueError(f"precision must be fp32, bf16 or auto, got {self.precision!r}")
+
+    def _check_numbers(self) -> None:
+        """Every number in its range (NaN fails every check), before any work."""
+        def real(v: Any) -> bool:
+            return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+        def whole(v: Any) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        rules = [("width", whole(self.width) and self.width >= 1, "a whole number >= 1"),
+                 ("depth", whole(self.depth) and 1 <= self.depth <= 8, "between 1 and 8"),
+                 ("num_classes", whole(self.num_classes) and self.num_classes >= 2, ">= 2"),
+                 ("padding", self.padding in ("valid", "same"), "valid or same"),
+                 ("dropout", real(self.dropout) and 0 <= self.dropout < 1, "in [0, 1)"),
+                 ("lr", real(self.lr) and self.lr > 0, "> 0"),
+                 ("momentum", real(self.momentum) and 0 <= self.momentum < 1, "in [0, 1)"),
+                 ("weight_decay", real(self.weight_decay) and self.weight_decay >= 0, ">= 0"),
+                 ("warmup", whole(self.warmup) and self.warmup >= 0, ">= 0"),
+                 ("clip_grad", real(self.clip_grad) and self.clip_grad >= 0, ">= 0"),
+                 ("w0", real(self.w0) and self.w0 >= 0, ">= 0"),
+                 ("sigma", real(self.sigma) and self.sigma > 0, "> 0"),
+                 ("val_every", whole(self.val_every) and self.val_every >= 1, ">= 1"),
+                 ("minutes", self.minutes is None or (real(self.minutes) and self.minutes > 0),
+                  "> 0"),
+                 ("iterations", self.iterations is None or (
+                     whole(self.iterations) and self.iterations >= 1), ">= 1"),
+                 ("checkpoint_minutes", real(self.checkpoint_minutes)
+                  and self.checkpoint_minutes > 0, "> 0")]
+        for name, ok, rule in rules:
+            if not ok:
+                raise ConfigError(name, rule, getattr(self, name))
+        weights = self.class_weights
+        if isinstance(weights, (tuple, list)) and not (
+                len(weights) == self.num_classes and all(real(w) and w >= 0 for w in weights)
+                and any(w > 0 for w in weights)):
+            raise ConfigError("class_weights", f"{self.num_classes} numbers >= 0, not all 0",
+                              ",".join(str(w) for w in weights))
+        try:
+            UNet(depth=self.depth, width=1, padding=self.padding).output_size(self.tile)
+        except ValueError as e:  # the tile is used as given, never silently rounded
+            raise ConfigError("tile", "a usable input size", f"{self.tile}: {e}") from None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -409,12 +454,32 @@ def clear_temporaries(run: Path) -> None:
             tmp.unlink(missing_ok=True)
 
 
+def check_masks(samples: list[Sample], where: str, num_classes: int) -> None:
+    """Warn about masks with one class only (naming them); refuse training data in which
+    no mask has two classes: there is nothing to learn."""
+    classes = [np.unique(s.labels > 0) if num_classes == 2 else np.unique(s.labels)
+               for s in samples]
+    flat = [s.name for s, c in zip(samples, classes, strict=True) if len(c) < 2]
+    seen = set().union(*(c.tolist() for c in classes))
+    if len(seen) < 2:
+        if not any(seen):
+            raise DataError(f"{where}: no mask has an object: nothing to learn")
+        raise DataError(f"{where}: every mask is one class everywhere: nothing to learn")
+    if flat:
+        log.warning("%s: %d mask(s) hold one class only (%s): they teach only that class",
+                    where, len(flat), ", ".join(flat[:5]) + (" ..." if len(flat) > 5 else ""))
+
+
 def _load_split(cfg: TrainConfig) -> tuple[list[Sample], list[Sample],
                                            dict[str, np.ndarray] | None, int]:
     """Training and validation samples at the working scale, the ignore masks, and the
     images' channel count."""
+    if Path(cfg.masks).resolve() == Path(cfg.images).resolve():
+        raise DataError(f"{cfg.masks}: is the images folder too; the masks are label "
+                        "images in a folder of their own")
     samples = load_samples(cfg.images, cfg.masks, cfg.normalization,
                            num_classes=cfg.num_classes)
+    check_masks(samples, cfg.masks, cfg.num_classes)
     if cfg.exclude:
         samples = exclude_samples(samples, cfg.exclude, cfg.images)
     ignore = read_ignore_masks(cfg.images, cfg.ignore, samples) if cfg.ignore else None
@@ -502,7 +567,7 @@ def _train(cfg: TrainConfig, ranks: ddp.Ranks, device: torch.device, run: Path,
 
     layout = training_memory_format(device, amp)
     net, opt = _build(cfg, in_channels, device, layout, show)
-    tile = net.valid_input_size(cfg.tile)
+    tile = cfg.tile  # a usable size (TrainConfig checks it)
     extra = {"normalization": cfg.normalization.to_dict(), "train": cfg.to_dict(),
              "precision_used": "bf16" if amp is not None else "fp32", "tile": tile,
              "scale": cfg.scale,
@@ -776,4 +841,4 @@ def _load_checkpoint(path: Path, net: UNet, opt: torch.optim.Optimizer, run: Pat
     return state, json.loads(meta["rows"]), best
 
 
-__all__ = ["TrainConfig", "TrainResult", "train", "validate"]
+__all__ = ["ConfigError", "TrainConfig", "check_masks", "TrainResult", "train", "validate"]

@@ -32,6 +32,7 @@ import re
 import shutil
 import tempfile
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,7 @@ import torch.nn.functional as F
 from tileunet.checkpoint import load_model
 from tileunet.data import DataError, Normalization, read_pages
 from tileunet.model import UNet
+from tileunet.outputs import refuse_existing
 
 __all__ = ["MirroredUNet", "export_bioimageio", "input_sizes"]
 
@@ -116,6 +118,24 @@ def _scale_range(x: np.ndarray, norm: Normalization, eps: float) -> np.ndarray:
     return out
 
 
+def is_own_package(path: Path) -> bool:
+    """A package this module wrote: a zip or folder whose ``rdf.yaml`` carries the
+    ``tileunet`` tag, the folder holding nothing but files that ``rdf.yaml`` names."""
+    try:
+        if path.is_file():
+            with zipfile.ZipFile(path) as z:
+                rdf = z.read("rdf.yaml").decode("utf-8")
+            names: set[str] = set()
+        else:
+            rdf = (path / "rdf.yaml").read_text(encoding="utf-8")
+            names = {p.name for p in path.iterdir() if p.name != "rdf.yaml"}
+            if any(not (path / n).is_file() for n in names):
+                return False
+    except (OSError, KeyError, UnicodeDecodeError, zipfile.BadZipFile):
+        return False
+    return "- tileunet" in rdf and all(n in rdf for n in names)
+
+
 def export_bioimageio(model: str | Path, out: str | Path, *, sample: str | Path | None = None,
                       name: str | None = None, authors: list[str] | None = None,
                       license: str = "CC-BY-4.0", tile: int | None = None,
@@ -137,8 +157,8 @@ def export_bioimageio(model: str | Path, out: str | Path, *, sample: str | Path 
     """
     v0_5, Author, CiteEntry, save_zip, save_folder = _spec()
     out = Path(out).absolute()
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out}: already exists (use --overwrite to replace it)")
+    refuse_existing(out, overwrite, is_own_package, "a bioimage.io package that "
+                    "tileunet exported")
     net, extra = load_model(model, device="cpu")
     if extra.get("scale", 1.0) != 1.0:
         raise ValueError(f"{model}: trained at scale {extra['scale']}; the bioimage.io "
