@@ -42,7 +42,7 @@ def world(tmp_path_factory) -> Path:
             tifffile.imwrite(folder / f.name, a)
     tifffile.imwrite(root / "nan.tif", np.where(np.arange(image.size).reshape(image.shape)
                                                  < 7, np.nan, image).astype(np.float32))
-    save_image(root / "rgb.png", np.zeros((40, 40, 3), np.uint8))
+    save_image(root / "rgb.png", np.zeros((3, 40, 40), np.uint8))
     empty_masks = root / "empty_masks"
     full_masks = root / "full_masks"
     for m in sorted(masks.iterdir()):
@@ -117,7 +117,7 @@ CASES = [
     ("train-images-missing", [*TRAIN, "--images", f"{W}/nothing"], "nothing"),
     ("train-masks-missing", [*TRAIN, "--masks", f"{W}/nothing"], "nothing"),
     ("train-nan-image", [*TRAIN, "--images", f"{W}/nan_images"],
-     "nan_images/cell_000.tif: 100 of 7680 pixels are not finite (100 NaN, 0 infinite)"),
+     "nan_images/synth_000.tif: 100 of 7680 pixels are not finite (100 NaN, 0 infinite)"),
     ("train-inf-image", [*TRAIN, "--images", f"{W}/inf_images"], "(0 NaN, 100 infinite)"),
     ("train-masks-are-images", [*TRAIN, "--masks", f"{D}/images"],
      "is the images folder too"),
@@ -151,7 +151,7 @@ CASES = [
     ("predict-empty-folder", ["predict", f"{W}/run", f"{W}/empty", "-o", "{o}/p"], "empty"),
     ("predict-rgb-to-grey-model", ["predict", f"{W}/run", f"{W}/rgb.png", "-o", "{o}/p"],
      "rgb.png: has 3 channel(s), the model expects 1"),
-    ("predict-batch-size-0", [*PREDICT, "--batch-size", "0"], "batch"),
+    ("predict-batch-size-0", [*PREDICT, "--batch-size", "0"], "batch_size must be a positive"),
     ("predict-min-distance-0", [*PREDICT, "--min-distance", "0"], "min_distance"),
     ("predict-out-is-a-file", ["predict", f"{W}/run", f"{D}/images", "-o",
                                f"{W}/notes.txt"], "notes.txt: exists and is not a folder"),
@@ -167,13 +167,13 @@ CASES = [
     # ---- weights
     ("weights-mask-missing", ["weights", f"{W}/nothing.tif", "-o", "{o}/w.png"],
      "nothing.tif"),
-    ("weights-sigma-0", ["weights", f"{D}/masks/cell_000.tif", "-o", "{o}/w.png",
+    ("weights-sigma-0", ["weights", f"{D}/masks/synth_000.tif", "-o", "{o}/w.png",
                          "--sigma", "0"], "sigma must be finite and > 0"),
     ("weights-rgb-mask", ["weights", f"{W}/rgb.png", "-o", "{o}/w.png"],
      "expected a 2-D mask"),
-    ("weights-out-exists", ["weights", f"{D}/masks/cell_000.tif", "-o",
+    ("weights-out-exists", ["weights", f"{D}/masks/synth_000.tif", "-o",
                             f"{W}/an_image.png"], "an_image.png: already exists"),
-    ("weights-out-is-a-folder", ["weights", f"{D}/masks/cell_000.tif", "-o", f"{W}/mine",
+    ("weights-out-is-a-folder", ["weights", f"{D}/masks/synth_000.tif", "-o", f"{W}/mine",
                                  "--overwrite"], "mine: exists and is not a file"),
     # ---- export
     ("export-model-missing", ["export", f"{W}/nothing", "-o", "{o}/m.onnx"], "nothing"),

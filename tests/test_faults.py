@@ -120,3 +120,56 @@ def test_kill_9_before_the_first_checkpoint_can_be_started_again(dataset, straig
     again = subprocess.run(train_cmd(dataset, run), capture_output=True, text=True)
     assert again.returncode == 0, again.stderr
     assert_same_weights(straight, load_file(str(run / "model.safetensors")))
+
+
+# ------------------------------------------------------------------ prediction
+def predict_cmd(run: Path, images: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "tileunet", "-q", "predict", str(run), str(images),
+            "-o", str(out), "--precision", "fp32", *extra]
+
+
+@pytest.fixture(scope="module")
+def model_and_images(dataset, tmp_path_factory):
+    root = tmp_path_factory.mktemp("predict")
+    subprocess.run(train_cmd(dataset, root / "run", "--iterations", "3"), check=True,
+                   capture_output=True)
+    images = root / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    from tileunet.data import save_image
+    from tileunet.synthetic import synthetic_cells
+
+    for i in range(6):
+        image, _ = synthetic_cells((300, 260), rng=rng)
+        save_image(images / f"img{i}.tif", (image * 255).astype(np.uint8))
+    straight = root / "straight"
+    subprocess.run(predict_cmd(root / "run", images, straight), check=True,
+                   capture_output=True)
+    return root / "run", images, straight
+
+
+def outputs_of(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_a_killed_prediction_is_finished_by_skip_existing(model_and_images, tmp_path, sig):
+    run, images, straight = model_and_images
+    out = tmp_path / "out"
+    proc = subprocess.Popen(predict_cmd(run, images, out), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (out / "img1_overlay.png").exists():  # two images done, the third begun
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.01)
+    proc.send_signal(sig)
+    proc.communicate(timeout=60)
+    done_before = {p.name: p.stat().st_mtime_ns for p in out.glob("img0_*")}
+    (out / ".img4_mask.png.x1y2.tmp").write_bytes(b"half")  # as a kill -9 leaves it
+    refused = subprocess.run(predict_cmd(run, images, out), capture_output=True, text=True)
+    assert refused.returncode == 2 and "--skip-existing" in refused.stderr
+    again = subprocess.run(predict_cmd(run, images, out, "--skip-existing"),
+                           capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert outputs_of(out) == outputs_of(straight)  # all 6 x 4 files, byte for byte
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("img0_*")} == done_before

@@ -59,9 +59,9 @@ from tqdm.auto import tqdm
 
 from tileunet.data import DataError, Normalization, is_zarr_path, rescale
 from tileunet.model import UNet
-from tileunet.outputs import refuse_existing
+from tileunet.outputs import clear_stale, refuse_existing
 from tileunet.postprocess import check_threshold, grow_labels, instances_from_probability
-from tileunet.predict import check_tile_fits, predict
+from tileunet.predict import check_batch_size, check_tile_fits, predict
 from tileunet.tiling import reflect_indices
 
 logger = logging.getLogger(__name__)
@@ -143,7 +143,7 @@ class _TiffArray:
         return (_TiffArray, (self.path,))
 
 
-def _multiscales(attrs: dict) -> list | None:
+def ngff_multiscales(attrs: dict) -> list | None:
     """OME-Zarr ``multiscales`` of a group's attributes (NGFF 0.4, or 0.5 under "ome")."""
     return attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales")
 
@@ -189,7 +189,7 @@ def open_image(path: str | Path) -> Any:
                             f"{z.shape}")
         return _to_cyx(da.from_zarr(z), axes, p)
     attrs = dict(z.attrs)
-    multiscales = _multiscales(attrs)
+    multiscales = ngff_multiscales(attrs)
     if not multiscales:
         raise DataError(f"{p}: a zarr group without OME-Zarr 'multiscales' metadata; "
                         "give the path of the image array inside it")
@@ -566,7 +566,7 @@ def _zarr_scale(p: Path) -> tuple[float, float, str | None]:
     _, _, zarr = _dask()
     z = zarr.open(str(p), mode="r")
     attrs = dict(z.attrs)
-    ms = (_multiscales(attrs) or [None])[0]
+    ms = (ngff_multiscales(attrs) or [None])[0]
     if not ms:
         return 1.0, 1.0, None
     axes = [a if isinstance(a, dict) else {"name": a} for a in ms.get("axes", [])]
@@ -632,7 +632,7 @@ def _halve(a: np.ndarray, mean: bool) -> np.ndarray:
     return cells.mean(axis=(-3, -1), dtype=np.float64).astype(a.dtype)
 
 
-def _level_path(path: str, level: int) -> str:
+def level_path(path: str, level: int) -> str:
     """``"labels/mask/0"`` -> ``"labels/mask/<level>"``."""
     head, _, _ = path.rpartition("/")
     return f"{head}/{level}" if head else str(level)
@@ -648,18 +648,18 @@ def _write_pyramid(store: str, paths: dict, block: int, run: Any) -> int:
     for level in range(1, levels + 1):
         h, w = h // 2, w // 2
         for path in paths.values():
-            src = root[_level_path(path, level - 1)]
-            root.create_array(_level_path(path, level), shape=(*src.shape[:-2], h, w),
+            src = root[level_path(path, level - 1)]
+            root.create_array(level_path(path, level), shape=(*src.shape[:-2], h, w),
                               chunks=(*src.shape[:-2], block, block), dtype=src.dtype)
 
         def halve(_: np.ndarray, loc: tuple, level: int = level) -> None:
             i, j = loc
             g = zarr.open_group(store, mode="r+")
             for key, path in paths.items():
-                src = g[_level_path(path, level - 1)]
+                src = g[level_path(path, level - 1)]
                 part = src[..., 2 * i * block : 2 * (i + 1) * block,
                            2 * j * block : 2 * (j + 1) * block]
-                g[_level_path(path, level)][..., i * block : (i + 1) * block,
+                g[level_path(path, level)][..., i * block : (i + 1) * block,
                                             j * block : (j + 1) * block] = _halve(
                     part, mean=key == "probability")
 
@@ -818,6 +818,7 @@ def segment_to_zarr(
     _, da, zarr = _dask()
     split = instance_options(instances, min_distance)
     check_threshold(threshold)
+    check_batch_size(batch_size)
     if int(max_object) != max_object or max_object < 1:
         raise ValueError(f"max_object must be a positive integer, got {max_object!r}")
     out = Path(out).absolute()
@@ -826,6 +827,7 @@ def segment_to_zarr(
     if out.absolute() == Path(source).absolute():
         raise ValueError(f"{out}: is the input image; choose another output")
     refuse_existing(out, overwrite, is_own_store, "a zarr store that tileunet predict wrote")
+    clear_stale(out)
     if ome is None:
         ome = out.name.lower().endswith(".ome.zarr")
     model_path = str(Path(model).absolute())
@@ -961,5 +963,6 @@ def segment_to_zarr(
     return out
 
 
-__all__ = ["DEFAULT_BLOCK", "DEFAULT_MAX_OBJECT", "block_size", "is_zarr_path",
-           "linear_percentiles", "open_image", "predict_blocks", "segment_to_zarr"]
+__all__ = ["DEFAULT_BLOCK", "DEFAULT_MAX_OBJECT", "block_size", "is_own_store", "is_zarr_path",
+           "level_path", "linear_percentiles", "ngff_multiscales", "open_image",
+           "predict_blocks", "segment_to_zarr"]

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tileunet.interrupt import terminate_as_interrupt
+
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a U-Net on images and masks",
@@ -122,6 +124,9 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
                         "fp32 elsewhere")
     p.add_argument("--device", default="auto")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument("--skip-existing", action="store_true",
+                   help="finish an interrupted run: skip the images whose outputs are all "
+                        "there, predict the rest")
     g = p.add_argument_group("images larger than memory (-o NAME.zarr)")
     g.add_argument("--block", type=int, default=2048,
                    help="block side in pixels (default 2048; memory per block grows with "
@@ -252,7 +257,7 @@ def cmd_sizes(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from tileunet.export import export_onnx, is_own_onnx
-    from tileunet.outputs import refuse_existing
+    from tileunet.outputs import clear_stale, refuse_existing
 
     out = Path(args.out)
     if args.format == "bioimageio":
@@ -267,6 +272,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         return 0
     refuse_existing(out, args.overwrite, is_own_onnx, "an ONNX model that tileunet "
                     "exported")
+    clear_stale(out)
     try:
         meta = export_onnx(args.model, out, tile=args.tile)
     except RuntimeError as e:  # the optional packages are missing
@@ -478,6 +484,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
                              f"{len(args.images)}")
         if args.tta:
             raise ValueError("--tta is not available for block-wise (.zarr) prediction")
+        if args.skip_existing:
+            raise ValueError("--skip-existing is for folders of images; a .zarr output "
+                             "is built whole under a temporary name")
         out = segment_to_zarr(args.model, args.images[0], args.out, block=args.block,
                               max_object=args.max_object, tile=args.tile,
                               batch_size=args.batch_size, threshold=args.threshold,
@@ -494,7 +503,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                   batch_size=args.batch_size, threshold=args.threshold,
                   instances=args.instances, min_distance=args.min_distance,
                   precision=args.precision, device=args.device, overwrite=args.overwrite,
-                  progress=not args.quiet)
+                  skip_existing=args.skip_existing, progress=not args.quiet)
     return 0
 
 
@@ -541,7 +550,8 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     np.seterr(all="ignore")
     try:
-        return COMMANDS[args.command](args)
+        with terminate_as_interrupt():  # SIGTERM stops as cleanly as Ctrl-C
+            return COMMANDS[args.command](args)
     except KeyboardInterrupt:
         print("tileunet: interrupted", file=sys.stderr)
         return 130

@@ -217,18 +217,18 @@ def read_output(path: str | Path) -> list[tuple]:
     import dask.array as da
     import zarr
 
-    from tileunet.blockwise import OME_PATHS, PLAIN_PATHS, _level_path, _multiscales, image_scale
+    from tileunet.blockwise import OME_PATHS, PLAIN_PATHS, image_scale, level_path, ngff_multiscales
 
     path = Path(path)
     root = zarr.open_group(str(path), mode="r")
-    ms = _multiscales(dict(root.attrs))
+    ms = ngff_multiscales(dict(root.attrs))
     paths = OME_PATHS if ms else PLAIN_PATHS
     sy, sx, unit = image_scale(path) if ms else (1.0, 1.0, None)
     levels = len(ms[0]["datasets"]) if ms else 1
     name = path.name.split(".")[0]
 
     def data(key: str) -> Any:
-        arrays = [da.from_zarr(root[_level_path(paths[key], n) if ms else paths[key]])
+        arrays = [da.from_zarr(root[level_path(paths[key], n) if ms else paths[key]])
                   for n in range(levels)]
         if key == "probability" and ms and arrays[0].shape[0] == 1:  # one class: no c axis
             arrays = [a[0] for a in arrays]

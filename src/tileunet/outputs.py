@@ -7,7 +7,9 @@ A user's ``-o`` may name a folder that holds their own work, or the input itself
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
+from glob import escape
 from pathlib import Path
 
 from tileunet.data import DataError
@@ -28,4 +30,17 @@ def refuse_existing(path: str | Path, overwrite: bool,
                         "what tileunet wrote: choose another output")
 
 
-__all__ = ["refuse_existing"]
+def clear_stale(path: str | Path) -> None:
+    """Remove what killed writes of ``path`` left beside it: the hidden temporary files
+    and folders (``.NAME.XXXX.tmp``, ``.NAME.XXXX.old``) that the tool's atomic writes
+    make and rename (a write that ends normally or by an exception removes its own)."""
+    path = Path(path)
+    for pattern in (f".{escape(path.name)}.*.tmp", f".{escape(path.name)}.*.old"):
+        for stale in path.parent.glob(pattern):
+            if stale.is_dir() and not stale.is_symlink():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                stale.unlink(missing_ok=True)
+
+
+__all__ = ["clear_stale", "refuse_existing"]

@@ -185,6 +185,13 @@ def default_budget(device: torch.device | str) -> int:
     return CPU_BUDGET_BYTES
 
 
+def check_batch_size(batch_size: int | None) -> None:
+    """``None`` (as many tiles as fit the memory budget) or a positive integer."""
+    if batch_size is not None and (not isinstance(batch_size, (int, np.integer))
+                                   or isinstance(batch_size, bool) or batch_size < 1):
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+
+
 def check_tile_fits(net: UNet, tile: int, device: torch.device | str, *,
                     batch_size: int = 1, bytes_per_element: int = 4) -> None:
     """Refuse a tile size the network cannot use or whose activations
@@ -404,9 +411,7 @@ def predict(
         raise ValueError(f"network parameters must be floating point, got {dtype}")
     if precision == "auto" and dtype != torch.float32:
         amp = None  # a float64 (or already half-precision) network runs as it is
-    if batch_size is not None and (not isinstance(batch_size, (int, np.integer))
-                                   or isinstance(batch_size, bool) or batch_size < 1):
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    check_batch_size(batch_size)
     keep = _channels(channels, cfg.num_classes)
     if out is not None and tuple(out.shape) != (len(keep), h, w):
         raise ValueError(f"out must have shape {(len(keep), h, w)} (channels, H, W), "
@@ -487,5 +492,5 @@ def _channels(channels: Sequence[int] | None, num_classes: int) -> list[int]:
     return keep
 
 
-__all__ = ["autocast_dtype", "check_tile_fits", "choose_tile", "default_budget", "predict",
-           "tile_geometry", "tile_memory_bytes"]
+__all__ = ["autocast_dtype", "check_batch_size", "check_tile_fits", "choose_tile",
+           "default_budget", "predict", "tile_geometry", "tile_memory_bytes"]

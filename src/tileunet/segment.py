@@ -38,6 +38,7 @@ from tileunet.data import (
     save_image,
 )
 from tileunet.device import resolve_device
+from tileunet.outputs import clear_stale
 from tileunet.plots import overlay_rgb
 from tileunet.postprocess import (
     check_threshold,
@@ -46,7 +47,7 @@ from tileunet.postprocess import (
     instances_from_probability,
     label_mask,
 )
-from tileunet.predict import check_tile_fits
+from tileunet.predict import check_batch_size, check_tile_fits
 from tileunet.scale import predict_at_scale
 
 OUTPUTS = ("mask.png", "prob.tif", "instances.tif", "overlay.png")
@@ -91,14 +92,19 @@ def segment_files(model: str | Path, inputs: list[str | Path], out_dir: str | Pa
                   tta: bool = False, tile: int | None = None, batch_size: int | None = None,
                   threshold: float = 0.5, instances: str = "seeded", min_distance: int = 5,
                   precision: str = "auto", device: str = "auto", overwrite: bool = False,
-                  progress: bool = True) -> list[dict[str, Path]]:
+                  skip_existing: bool = False, progress: bool = True) -> list[dict[str, Path]]:
     """Predict every image in ``inputs`` and write the four outputs per image.
 
     ``instances`` and ``min_distance`` choose how instance labels are drawn from the
     foreground probability (:func:`tileunet.postprocess.instance_options`).
+    ``skip_existing`` finishes an interrupted run: images whose four outputs are all
+    there are skipped, the others are predicted again (a partial set is replaced).
     """
+    if overwrite and skip_existing:
+        raise ValueError("--overwrite and --skip-existing exclude each other")
     split = instance_options(instances, min_distance)  # a clear error before any work
     check_threshold(threshold)
+    check_batch_size(batch_size)
     dev = resolve_device(device)
     net, extra = load_model(model, device=dev)
     norm = Normalization.from_dict(extra.get("normalization", {}))
@@ -108,12 +114,18 @@ def segment_files(model: str | Path, inputs: list[str | Path], out_dir: str | Pa
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise DataError(f"{out}: exists and is not a folder")
-    if not overwrite:
+    if skip_existing:
+        jobs = [j for j in jobs if not all(p.is_file() for p in j.outputs(out).values())]
+    elif not overwrite:
         for j in jobs:
             for p in j.outputs(out).values():
                 if p.exists():
-                    raise FileExistsError(f"{p}: already exists (use --overwrite to replace it)")
+                    raise FileExistsError(f"{p}: already exists (use --overwrite to replace "
+                                          "it, or --skip-existing to finish an interrupted run)")
     out.mkdir(parents=True, exist_ok=True)
+    for j in jobs:  # what a killed run left of these outputs
+        for p in j.outputs(out).values():
+            clear_stale(p)
     written = []
     pages: dict[Path, list[np.ndarray]] = {}
     for j in tqdm(jobs, desc="images", unit="img", disable=not progress or len(jobs) < 2):

@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from tileunet.checkpoint import load_model
 from tileunet.data import DataError, Normalization, read_pages
 from tileunet.model import UNet
-from tileunet.outputs import refuse_existing
+from tileunet.outputs import clear_stale, refuse_existing
 
 __all__ = ["MirroredUNet", "export_bioimageio", "input_sizes"]
 
@@ -159,6 +159,7 @@ def export_bioimageio(model: str | Path, out: str | Path, *, sample: str | Path 
     out = Path(out).absolute()
     refuse_existing(out, overwrite, is_own_package, "a bioimage.io package that "
                     "tileunet exported")
+    clear_stale(out)
     net, extra = load_model(model, device="cpu")
     if extra.get("scale", 1.0) != 1.0:
         raise ValueError(f"{model}: trained at scale {extra['scale']}; the bioimage.io "
