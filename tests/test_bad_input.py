@@ -105,6 +105,8 @@ CASES = [
     ("train-tile-61", [*TRAIN, "--tile", "61"],
      "--tile must be a usable input size, got 61: 61 is not a valid input for depth 3"),
     ("train-tile-10", [*TRAIN, "--tile", "10"], "--tile must be a usable input size, got 10"),
+    ("train-tiles-beyond-memory", [*TRAIN, "--tile", "20004", "--batch-size", "64"],
+     "training tiles of 20004 px, 64 per step, need about"),
     ("train-batch-size-0", [*TRAIN, "--batch-size", "0"], "--batch-size must be >= 1"),
     ("train-val-every-0", [*TRAIN, "--val-every", "0"], "--val-every must be >= 1"),
     ("train-val-fraction-1", [*TRAIN, "--val-fraction", "1"], "--val-fraction must be in [0, 1)"),

@@ -109,3 +109,23 @@ def test_predict_auto_takes_the_branch_of_the_hardware(cpu_bf16, rng):
     other = predict(net, image, precision="fp32" if cpu_bf16 else "bf16", progress=False)
     np.testing.assert_array_equal(auto, same)
     assert np.abs(auto - other).max() > 0  # the two branches really differ
+
+
+def test_available_memory_reads_the_kernel_and_falls_back_to_physical_memory(monkeypatch):
+    import os
+
+    have = device_mod.available_memory(torch.device("cpu"))
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    assert 0 < have <= total
+
+    class Unreadable:
+        def __init__(self, *a) -> None:
+            pass
+
+        def read_text(self) -> str:
+            raise OSError("no /proc here")
+
+    monkeypatch.setattr(device_mod, "Path", Unreadable)
+    assert device_mod.available_memory(torch.device("cpu")) == total
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda d: (123, 456))
+    assert device_mod.available_memory(torch.device("cuda")) == 123

@@ -37,14 +37,19 @@ from tileunet.checkpoint import (
     save_model,
 )
 from tileunet.data import DataError, Normalization, Sample, atomic_write, load_samples
-from tileunet.device import autocast_dtype, resolve_device, training_memory_format
+from tileunet.device import (
+    autocast_dtype,
+    available_memory,
+    resolve_device,
+    training_memory_format,
+)
 from tileunet.interrupt import terminate_as_interrupt
 from tileunet.losses import weighted_cross_entropy
 from tileunet.metrics import pixel_iou, seg_score
 from tileunet.model import UNet
 from tileunet.plots import save_loss_figure  # not lazily: a Ctrl-C must not hit an import
 from tileunet.postprocess import instances_from_probability
-from tileunet.predict import predict
+from tileunet.predict import predict, tile_memory_bytes
 from tileunet.sampler import default_workers, device_tile_batches, tile_batches
 from tileunet.scale import check_scale, image_to_scale, labels_to_scale
 from tileunet.weights import class_weight_map, training_target, weight_map
@@ -433,6 +438,22 @@ def train(cfg: TrainConfig) -> TrainResult:
         ddp.teardown()
 
 
+def check_training_memory(cfg: TrainConfig, in_channels: int, device: torch.device) -> None:
+    """Refuse tiles and batches whose training step cannot fit in the memory available
+    on ``device``: a step keeps every activation of the forward pass for the backward
+    pass and then makes their gradients, so it is estimated at twice the forward sum of
+    :func:`tileunet.predict.tile_memory_bytes`, per tile."""
+    with torch.device("meta"):  # the geometry only: no weights are allocated
+        net = UNet(in_channels=in_channels, num_classes=cfg.num_classes, depth=cfg.depth,
+                   width=cfg.width, padding=cfg.padding, batch_norm=cfg.batch_norm)
+    need = 2 * tile_memory_bytes(net, cfg.tile) * cfg.batch_size
+    have = available_memory(device)
+    if need > have:
+        raise DataError(f"training tiles of {cfg.tile} px, {cfg.batch_size} per step, need "
+                        f"about {need / 1e9:.1f} GB of memory, {have / 1e9:.1f} GB are "
+                        "available: lower --tile or --batch-size")
+
+
 def unstarted_run(run: Path) -> bool:
     """A run folder this tool made that holds no trained weights yet: a start that was
     refused or stopped before its first checkpoint (only the weight-map cache, the
@@ -553,6 +574,7 @@ def _train(cfg: TrainConfig, ranks: ddp.Ranks, device: torch.device, run: Path,
     rng = np.random.default_rng(seed)
 
     train_s, val_s, ignore, in_channels = _load_split(cfg)
+    check_training_memory(cfg, in_channels, device)  # before the first file is written
     # rank 0 computes the weight maps into the cache; the other ranks then read them
     if main:
         (run / "cache").mkdir(parents=True, exist_ok=True)
