@@ -152,14 +152,19 @@ def outputs_of(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
-def test_a_killed_prediction_is_finished_by_skip_existing(model_and_images, tmp_path, sig):
+# after two whole images (the third begun), or in the middle of the fourth image's set
+# (its probability map, the first of its four files, is written)
+@pytest.mark.parametrize("sig, after", [(signal.SIGKILL, "img1_overlay.png"),
+                                        (signal.SIGTERM, "img1_overlay.png"),
+                                        (signal.SIGKILL, "img3_prob.tif")])
+def test_a_killed_prediction_is_finished_by_skip_existing(model_and_images, tmp_path, sig,
+                                                          after):
     run, images, straight = model_and_images
     out = tmp_path / "out"
     proc = subprocess.Popen(predict_cmd(run, images, out), stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
-    while not (out / "img1_overlay.png").exists():  # two images done, the third begun
+    while not (out / after).exists():
         assert proc.poll() is None and time.monotonic() < deadline
         time.sleep(0.01)
     proc.send_signal(sig)
