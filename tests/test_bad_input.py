@@ -138,7 +138,7 @@ CASES = [
     # ---- predict
     ("predict-threshold-2", [*PREDICT, "--threshold", "2"], "threshold must be in [0, 1), got 2"),
     ("predict-threshold-nan", [*PREDICT, "--threshold", "nan"], "threshold must be in [0, 1)"),
-    ("predict-tile-61", [*PREDICT, "--tile", "61"], "61 is not a valid input for depth 3"),
+    ("predict-tile-61", [*PREDICT, "--tile", "61"], "got 61; the nearest are 60 and 64"),
     ("predict-tile-huge", [*PREDICT, "--tile", "100004"], "tile 100004 needs about"),
     ("predict-model-missing", ["predict", f"{W}/nothing", f"{D}/images", "-o", "{o}/p"],
      "nothing"),

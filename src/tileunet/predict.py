@@ -197,7 +197,7 @@ def check_tile_fits(net: UNet, tile: int, device: torch.device | str, *,
     """Refuse a tile size the network cannot use or whose activations
     (:func:`tile_memory_bytes`) need more memory than ``device`` has available: a clear
     error before any work instead of a failed allocation halfway."""
-    net.output_size(tile)  # a usable size?
+    tile_geometry(net, tile)  # a usable size? (names the nearest ones)
     need = tile_memory_bytes(net, tile, bytes_per_element=bytes_per_element) * batch_size
     have = available_memory(torch.device(device))
     if need > have:
