@@ -296,7 +296,7 @@ def test_invalid_tile_size_names_neighbours(capsys, run_dir, dataset, tmp_path):
     images, _ = dataset
     err = error_of(capsys, ["predict", str(run_dir), str(images), "-o", str(tmp_path / "o"),
                             "--tile", "93"])
-    assert "not a valid input" in err and "92" in err
+    assert "got 93; the nearest are 92 and 96" in err
 
 
 def test_streamed_probability_file_equals_in_memory_predict(dataset, run_dir, tmp_path):
