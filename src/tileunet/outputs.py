@@ -30,6 +30,19 @@ def refuse_existing(path: str | Path, overwrite: bool,
                         "what tileunet wrote: choose another output")
 
 
+def is_temporary(path: Path) -> bool:
+    """A temporary file or folder of the tool's atomic writes (``.NAME.XXXX.tmp``)."""
+    return path.name.startswith(".") and path.name.endswith(".tmp")
+
+
+def clear_temporaries(folder: Path) -> None:
+    """Remove every temporary file that killed writes left in ``folder``, a folder that
+    only the tool writes to (a run directory, its cache)."""
+    for tmp in folder.glob(".*.tmp"):
+        if tmp.is_file() or tmp.is_symlink():
+            tmp.unlink(missing_ok=True)
+
+
 def clear_stale(path: str | Path) -> None:
     """Remove what killed writes of ``path`` left beside it: the hidden temporary files
     and folders (``.NAME.XXXX.tmp``, ``.NAME.XXXX.old``) that the tool's atomic writes
@@ -43,4 +56,4 @@ def clear_stale(path: str | Path) -> None:
                 stale.unlink(missing_ok=True)
 
 
-__all__ = ["clear_stale", "refuse_existing"]
+__all__ = ["clear_stale", "clear_temporaries", "is_temporary", "refuse_existing"]

@@ -47,6 +47,7 @@ from tileunet.interrupt import terminate_as_interrupt
 from tileunet.losses import weighted_cross_entropy
 from tileunet.metrics import pixel_iou, seg_score
 from tileunet.model import UNet
+from tileunet.outputs import clear_temporaries, is_temporary
 from tileunet.plots import save_loss_figure  # not lazily: a Ctrl-C must not hit an import
 from tileunet.postprocess import instances_from_probability
 from tileunet.predict import predict, tile_memory_bytes
@@ -462,17 +463,8 @@ def unstarted_run(run: Path) -> bool:
         return False
     ours = {"cache", CONFIG_FILE, METRICS_FILE, LOSS_PLOT}
     entries = list(run.iterdir())
-    return bool(entries) and all(
-        e.name in ours or (e.name.startswith(".") and e.name.endswith(".tmp"))
-        for e in entries) and all(
-        f.suffix == ".npz" or f.name.endswith(".tmp") for f in (run / "cache").glob("*"))
-
-
-def clear_temporaries(run: Path) -> None:
-    """Remove the temporary files of writes that a killed run left behind."""
-    for folder in (run, run / "cache"):
-        for tmp in folder.glob(".*.tmp"):
-            tmp.unlink(missing_ok=True)
+    return bool(entries) and all(e.name in ours or is_temporary(e) for e in entries) and all(
+        f.suffix == ".npz" or is_temporary(f) for f in (run / "cache").glob("*"))
 
 
 def check_masks(samples: list[Sample], where: str, num_classes: int) -> None:
@@ -578,7 +570,8 @@ def _train(cfg: TrainConfig, ranks: ddp.Ranks, device: torch.device, run: Path,
     # rank 0 computes the weight maps into the cache; the other ranks then read them
     if main:
         (run / "cache").mkdir(parents=True, exist_ok=True)
-        clear_temporaries(run)
+        for folder in (run, run / "cache"):  # what killed writes left
+            clear_temporaries(folder)
     prep_cfg = cfg if show else replace(cfg, progress=False)
     for turn in (True, False):
         if turn == main:
