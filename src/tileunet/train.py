@@ -139,17 +139,11 @@ class TrainConfig:
         self._check_numbers()
         if self.iterations is None and self.minutes is None:
             raise ValueError("give iterations or minutes (or both) to bound training")
-        if not 0.0 <= self.val_fraction < 1.0:  # (NaN too)
-            raise ConfigError("val_fraction", "in [0, 1)", self.val_fraction)
-        if self.workers is not None and self.workers < 0:
-            raise ConfigError("workers", ">= 0", self.workers)
         if self.augment_on not in ("auto", "cpu", "device"):
             raise ValueError(f"augment_on must be auto, cpu or device, got {self.augment_on!r}")
         if self.augment_on == "device" and self.augment.interpolation != "bicubic":
             raise ValueError("augment_on='device' needs interpolation='bicubic', got "
                              f"{self.augment.interpolation!r}")
-        if self.batch_size < 1:
-            raise ConfigError("batch_size", ">= 1", self.batch_size)
         if (self.val_images is None) != (self.val_masks is None):
             raise ValueError("give both val_images and val_masks, or neither")
         check_scale(self.scale)
@@ -184,6 +178,11 @@ class TrainConfig:
                  ("w0", real(self.w0) and self.w0 >= 0, ">= 0"),
                  ("sigma", real(self.sigma) and self.sigma > 0, "> 0"),
                  ("val_every", whole(self.val_every) and self.val_every >= 1, ">= 1"),
+                 ("val_fraction", real(self.val_fraction) and 0 <= self.val_fraction < 1,
+                  "in [0, 1)"),
+                 ("batch_size", whole(self.batch_size) and self.batch_size >= 1, ">= 1"),
+                 ("workers", self.workers is None or (
+                     whole(self.workers) and self.workers >= 0), ">= 0"),
                  ("minutes", self.minutes is None or (real(self.minutes) and self.minutes > 0),
                   "> 0"),
                  ("iterations", self.iterations is None or (
