@@ -61,7 +61,7 @@ from tileunet.data import DataError, Normalization, is_zarr_path, rescale
 from tileunet.model import UNet
 from tileunet.outputs import clear_stale, refuse_existing
 from tileunet.postprocess import check_threshold, grow_labels, instances_from_probability
-from tileunet.predict import check_batch_size, check_tile_fits, predict
+from tileunet.predict import check_batch_size, check_tile_fits, predict, tile_geometry
 from tileunet.tiling import reflect_indices
 
 logger = logging.getLogger(__name__)
@@ -824,7 +824,7 @@ def segment_to_zarr(
     out = Path(out).absolute()
     if not is_zarr_path(out):
         raise ValueError(f"{out}: block-wise output must be a zarr store named *.zarr")
-    if out.absolute() == Path(source).absolute():
+    if out == Path(source).absolute():
         raise ValueError(f"{out}: is the input image; choose another output")
     refuse_existing(out, overwrite, is_own_store, "a zarr store that tileunet predict wrote")
     clear_stale(out)
@@ -837,10 +837,11 @@ def segment_to_zarr(
         raise ValueError(f"{model}: trained at scale {extra['scale']}; block-wise "
                          "prediction supports models trained at scale 1 only")
     norm = Normalization.from_dict(extra.get("normalization", {}))
-    if tile is not None:  # a clear error before any work (memory: of this machine's
-        net.output_size(tile)  # workers; a cluster's are its own)
-        if scheduler is None:
+    if tile is not None:  # a clear error before any work, as predict gives it
+        if scheduler is None:  # the memory is this machine's; a cluster's is its own
             check_tile_fits(net, tile, resolve_device(device), batch_size=batch_size or 1)
+        else:
+            tile_geometry(net, tile)
     image = open_image(source)
     c, h, w = (int(n) for n in image.shape)
     if c != net.config.in_channels:
