@@ -361,8 +361,7 @@ def _given_settings(args: argparse.Namespace, early: bool = False) -> dict:
     """The planned settings given as flags; ``early``: with the paper's for the rest, to
     check the flags before the plan (a tile is checked against the depth only where the
     depth is given too: the plan may choose another)."""
-    from tileunet.plan import PAPER, PLANNED
-    from tileunet.train import TrainConfig
+    from tileunet.plan import PLANNED
 
     given = {f: getattr(args, f) for f in (*PLANNED, "val_every")
              if getattr(args, f) is not None}
@@ -370,20 +369,27 @@ def _given_settings(args: argparse.Namespace, early: bool = False) -> dict:
         return given
     if "depth" not in given:
         given.pop("tile", None)
-    return {**PAPER, "val_every": TrainConfig.val_every, **given}
+    return {**_paper_settings(), **given}
+
+
+def _paper_settings() -> dict:
+    """The paper's recipe for the planned fields, and TrainConfig's validation interval."""
+    from tileunet.plan import PAPER
+    from tileunet.train import TrainConfig
+
+    return {**PAPER, "val_every": TrainConfig.val_every}
 
 
 def training_settings(args: argparse.Namespace) -> tuple[dict, dict | None]:
     """The planned TrainConfig fields (network, tiles, optimiser, validation): the flags
     given, the rest from the plan (``--recipe auto`` with ``--minutes``), from the run
     being resumed, or the paper's recipe; and the plan as stored in config.json."""
-    from tileunet.plan import PAPER, PLANNED
-    from tileunet.train import TrainConfig
+    from tileunet.plan import PLANNED
 
     given = _given_settings(args)
     if args.init is not None and not args.resume:
         given = {**start_network(args.init, given), **given}
-    base, plan = {**PAPER, "val_every": TrainConfig.val_every}, None
+    base, plan = _paper_settings(), None
     if args.resume:
         base = _resumed_settings(Path(args.out), base)
     elif (args.recipe == "auto" and args.minutes is not None
