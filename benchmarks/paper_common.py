@@ -64,6 +64,7 @@ def parser(description: str, minutes: float) -> argparse.ArgumentParser:
     ap.add_argument("--weight-decay", type=float)
     ap.add_argument("--batch-norm", action=argparse.BooleanOptionalAction)
     ap.add_argument("--batch-size", type=int)
+    ap.add_argument("--weighted-tiles", type=float)
     ap.add_argument("--dropout", type=float)
     ap.add_argument("--scale", type=float)
     ap.add_argument("--init", metavar="RUN_OR_MODEL",

@@ -91,6 +91,8 @@ CASES = [
     ("train-sigma-0", [*TRAIN, "--sigma", "0"], "--sigma must be > 0, got 0"),
     ("train-sigma-nan", [*TRAIN, "--sigma", "nan"], "--sigma must be > 0, got nan"),
     ("train-w0-negative", [*TRAIN, "--w0", "-1"], "--w0 must be >= 0"),
+    ("train-weighted-tiles-2", [*TRAIN, "--weighted-tiles", "2"],
+     "--weighted-tiles must be in [0, 1], got 2"),
     ("train-class-weights-negative", [*TRAIN, "--class-weights", "1,-2"],
      "--class-weights must be 2 numbers >= 0, not all 0, got 1.0,-2.0"),
     ("train-class-weights-count", [*TRAIN, "--class-weights", "1,2,3"],

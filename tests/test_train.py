@@ -15,7 +15,7 @@ from tileunet.augment import AugmentConfig
 from tileunet.checkpoint import load_model
 from tileunet.data import save_image
 from tileunet.synthetic import synthetic_cells, write_synthetic_dataset
-from tileunet.train import TrainConfig, Validation, lr_at, split_samples, train
+from tileunet.train import ConfigError, TrainConfig, Validation, lr_at, split_samples, train
 
 # the module, not the function that tileunet/__init__ exports under the same name
 train_mod = importlib.import_module("tileunet.train")
@@ -383,6 +383,23 @@ def test_adamw_trains_and_resumes_exactly(data, tmp_path, monkeypatch):
         torch.testing.assert_close(parts.net.state_dict()[k], v, rtol=1e-4, atol=1e-6)
     with pytest.raises(ValueError, match="trained with AdamW, not SGD"):
         train(tiny(data, tmp_path / "parts", iterations=8, keep="last", resume=True))
+
+
+def test_weighted_tiles_train_resume_exactly_and_change_the_tiles(data, tmp_path,
+                                                                   monkeypatch):
+    kw = dict(iterations=5, weighted_tiles=0.7, keep="last")
+    whole = train(tiny(data, tmp_path / "whole", **kw))
+    monkeypatch.setattr(train_mod, "weighted_cross_entropy", _InterruptAt(3))
+    assert train(tiny(data, tmp_path / "parts", **kw)).iterations == 2
+    monkeypatch.undo()
+    parts = train(tiny(data, tmp_path / "parts", resume=True, **kw))
+    for k, v in whole.net.state_dict().items():
+        torch.testing.assert_close(parts.net.state_dict()[k], v, rtol=1e-4, atol=1e-6)
+    uniform = train(tiny(data, tmp_path / "uniform", iterations=5, keep="last"))
+    assert any(not torch.equal(uniform.net.state_dict()[k], v)
+               for k, v in whole.net.state_dict().items())
+    with pytest.raises(ConfigError, match="weighted_tiles"):
+        tiny(data, tmp_path / "bad", iterations=5, weighted_tiles=1.5)
 
 
 def test_the_best_weights_survive_a_resume(data, tmp_path, monkeypatch):

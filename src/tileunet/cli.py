@@ -51,6 +51,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="batch normalisation after each convolution (paper: no)")
     p.add_argument("--tile", type=int, help="input tile size (paper: 572)")
     p.add_argument("--batch-size", type=int, help="tiles per step (paper: 1)")
+    p.add_argument("--weighted-tiles", type=float, metavar="SHARE",
+                   help="share of training tiles centred in proportion to the weight map "
+                        "(borders between touching objects, thin membranes), the rest "
+                        "anywhere (paper: 0)")
     p.add_argument("--scale", type=float,
                    help="working resolution relative to the images' (paper: 1; 0.5 trains "
                         "and predicts at half size, for objects tens of pixels across); "

@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 #: the fields a plan chooses; an explicit flag for any of them wins over the plan
 PLANNED = ("width", "depth", "tile", "batch_size", "optimizer", "lr", "momentum",
-           "weight_decay", "batch_norm", "dropout", "scale")
+           "weight_decay", "batch_norm", "dropout", "scale", "weighted_tiles")
 #: the paper's recipe: TrainConfig's defaults of those fields
 PAPER = {f.name: f.default for f in fields(TrainConfig) if f.name in PLANNED}
 #: steps the plan wants to fit into the budget

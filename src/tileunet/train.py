@@ -51,7 +51,12 @@ from tileunet.outputs import clear_temporaries, is_temporary
 from tileunet.plots import save_loss_figure  # not lazily: a Ctrl-C must not hit an import
 from tileunet.postprocess import instances_from_probability
 from tileunet.predict import predict, tile_memory_bytes
-from tileunet.sampler import default_workers, device_tile_batches, tile_batches
+from tileunet.sampler import (
+    WeightedCentres,
+    default_workers,
+    device_tile_batches,
+    tile_batches,
+)
 from tileunet.scale import check_scale, image_to_scale, labels_to_scale
 from tileunet.weights import class_weight_map, training_target, weight_map
 
@@ -98,6 +103,9 @@ class TrainConfig:
     # optimisation
     tile: int = 572
     batch_size: int = 1
+    # share of training tiles centred where the weight map is high (sampler.WeightedCentres;
+    # 0: every tile centre uniform over the image, as the paper)
+    weighted_tiles: float = 0.0
     # where training tiles are made: "auto" resamples them on the GPU when training on
     # CUDA (augment_on="device"), else on the CPU, in the training process or in
     # `workers` processes (None: 0 on a CPU, up to 6 beside a GPU)
@@ -181,6 +189,8 @@ class TrainConfig:
                  ("val_fraction", real(self.val_fraction) and 0 <= self.val_fraction < 1,
                   "in [0, 1)"),
                  ("batch_size", whole(self.batch_size) and self.batch_size >= 1, ">= 1"),
+                 ("weighted_tiles", real(self.weighted_tiles)
+                  and 0 <= self.weighted_tiles <= 1, "in [0, 1]"),
                  ("workers", self.workers is None or (
                      whole(self.workers) and self.workers >= 0), ">= 0"),
                  ("minutes", self.minutes is None or (real(self.minutes) and self.minutes > 0),
@@ -631,14 +641,15 @@ def _train(cfg: TrainConfig, ranks: ddp.Ranks, device: torch.device, run: Path,
 
     # the random states as of the last completed step (for resume)
     rng_state, dropout_rng = rng.bit_generator.state, torch.get_rng_state()
+    centres = WeightedCentres(train_p, cfg.weighted_tiles)
     if augment_on_device(cfg, device):
         batches = device_tile_batches(train_p, tile, cfg.augment, cfg.batch_size, rng=rng,
-                                      device=device)
+                                      device=device, centres=centres)
     else:
         workers = default_workers(device) if cfg.workers is None else cfg.workers
         batches = tile_batches(train_p, tile, cfg.augment, cfg.batch_size, rng=rng,
                                workers=workers, seed=seed, start=it,
-                               pin_memory=device.type == "cuda")
+                               pin_memory=device.type == "cuda", centres=centres)
     try:
         stack.enter_context(terminate_as_interrupt())
         net.train()
