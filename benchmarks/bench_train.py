@@ -47,7 +47,7 @@ from tileunet.data import load_samples
 from tileunet.device import autocast_dtype, training_memory_format
 from tileunet.sampler import default_workers, device_tile_batches, tile_batches
 from tileunet.synthetic import write_synthetic_dataset
-from tileunet.train import (
+from tileunet.training import (
     TrainConfig,
     augment_on_device,
     lr_at,

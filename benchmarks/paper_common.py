@@ -29,7 +29,7 @@ from tileunet.device import resolve_device
 from tileunet.plots import overlay_rgb
 from tileunet.postprocess import instances_from_probability
 from tileunet.scale import predict_at_scale
-from tileunet.train import TrainConfig, train
+from tileunet.training import TrainConfig, train
 
 ABLATIONS = {
     "full": "the full method (weight map, elastic deformation, test-time flips)",

@@ -31,7 +31,7 @@ from paper_common import (
 from tileunet.data import read_image, save_image
 from tileunet.metrics import pixel_iou, seg_score
 from tileunet.postprocess import instances_from_probability
-from tileunet.train import TrainConfig, train
+from tileunet.training import TrainConfig, train
 from tileunet.weights import to_instances
 
 TRAIN = ("005", "031", "034", "054", "067")

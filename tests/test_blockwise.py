@@ -13,18 +13,10 @@ zarr = pytest.importorskip("zarr")
 import tifffile  # noqa: E402
 
 from tileunet import UNet, predict  # noqa: E402
-from tileunet.blockwise import (  # noqa: E402
-    _channel_stats,
-    _Runner,
-    block_size,
-    linear_percentiles,
-    open_image,
-    predict_blocks,
-    segment_to_zarr,
-)
+from tileunet.blockwise import block_size, predict_blocks, segment_to_zarr  # noqa: E402
 from tileunet.checkpoint import save_model  # noqa: E402
 from tileunet.cli import main  # noqa: E402
-from tileunet.data import DataError, Normalization  # noqa: E402
+from tileunet.data import Normalization  # noqa: E402
 from tileunet.postprocess import instances_from_probability  # noqa: E402
 from tileunet.synthetic import synthetic_cells  # noqa: E402
 
@@ -61,65 +53,6 @@ def test_block_size_is_aligned_to_the_pooling_step(net):
     assert block_size(net, 101) == 104
     with pytest.raises(ValueError, match="block"):
         block_size(net, 0)
-
-
-@pytest.mark.parametrize("n", [1, 2, 7, 1000, 12345])
-def test_linear_percentiles_match_numpy(rng, n):
-    x = (rng.normal(size=n) * 100).astype(np.float32)
-    s = np.sort(x)
-    got = linear_percentiles(n, [1.0, 99.8, 50.0, 0.0, 100.0], lambda r: s[r])
-    np.testing.assert_array_equal(got, np.percentile(x, [1.0, 99.8, 50.0, 0.0, 100.0]))
-
-
-@pytest.mark.parametrize("dtype", [np.uint16, np.float32, np.int16])
-def test_normalisation_statistics_are_exact(rng, dtype):
-    img = (rng.normal(size=(2, 97, 61)) * 300).astype(dtype)
-    import dask.array as da
-
-    arr = da.from_array(img, chunks=(2, 30, 25))
-    for method in ("percentile", "minmax"):
-        norm = Normalization(method)
-        ranges = _channel_stats(arr, norm, _Runner(None, progress=False))
-        for c, (lo, hi) in enumerate(ranges):
-            ch = img[c].astype(np.float32)
-            if method == "percentile":
-                want = [float(v) for v in np.percentile(ch, [norm.low, norm.high])]
-            else:
-                want = [float(ch.min()), float(ch.max())]
-            assert (lo, hi) == tuple(want)
-
-
-def test_open_image_reads_zarr_ome_zarr_and_tiled_tiff(tmp_path, rng):
-    img = rng.integers(0, 4000, (90, 70), dtype=np.uint16)
-    a = open_image(_zarr(tmp_path / "a.zarr", img, (32, 32)))
-    np.testing.assert_array_equal(a.compute(), img[None])
-    tifffile.imwrite(tmp_path / "t.tif", img, tile=(32, 32), bigtiff=True)
-    np.testing.assert_array_equal(open_image(tmp_path / "t.tif").compute(), img[None])
-    rgb = rng.integers(0, 255, (64, 48, 3), dtype=np.uint8)
-    tifffile.imwrite(tmp_path / "rgb.tif", rgb, tile=(32, 32))
-    np.testing.assert_array_equal(open_image(tmp_path / "rgb.tif").compute(),
-                                  rgb.transpose(2, 0, 1))
-    # OME-Zarr (NGFF 0.4 layout): a group with multiscales metadata, TCZYX
-    g = zarr.open_group(str(tmp_path / "o.ome.zarr"), mode="w", zarr_format=2)
-    g.attrs["multiscales"] = [{"version": "0.4", "datasets": [{"path": "0"}],
-                               "axes": [{"name": n} for n in "tczyx"]}]
-    z = g.create_array("0", shape=(1, 1, 1, 90, 70), chunks=(1, 1, 1, 32, 32),
-                       dtype="uint16")
-    z[...] = img[None, None, None]
-    np.testing.assert_array_equal(open_image(tmp_path / "o.ome.zarr").compute(), img[None])
-
-
-def test_open_image_errors_name_the_file(tmp_path):
-    with pytest.raises(DataError, match="no such file"):
-        open_image(tmp_path / "missing.zarr")
-    (tmp_path / "x.tif").write_bytes(b"not a tiff")
-    with pytest.raises(DataError, match=r"x\.tif: not a readable TIFF"):
-        open_image(tmp_path / "x.tif")
-    z = zarr.open_array(str(tmp_path / "stack.zarr"), mode="w", shape=(3, 2, 20, 20),
-                        dtype="uint8")
-    with pytest.raises(DataError, match="stack.zarr"):
-        open_image(tmp_path / "stack.zarr")
-    del z
 
 
 @pytest.fixture
@@ -236,21 +169,6 @@ def test_overwrite_never_replaces_the_input_or_a_store_of_someone_else(tmp_path,
     assert "is not a zarr store that tileunet predict wrote" in capsys.readouterr().err
     for store in (src, other):
         assert np.array_equal(zarr.open_array(str(store), mode="r")[:], data)
-
-
-def test_image_scale_from_tiff_and_ome_zarr(tmp_path):
-    from tileunet.blockwise import image_scale
-
-    img = np.zeros((20, 30), np.uint8)
-    tifffile.imwrite(tmp_path / "ij.tif", img, imagej=True, resolution=(1 / 0.5, 1 / 0.25),
-                     metadata={"unit": "um"})
-    sy, sx, unit = image_scale(tmp_path / "ij.tif")
-    assert (sy, sx, unit) == (pytest.approx(0.25), pytest.approx(0.5), "micrometer")
-    tifffile.imwrite(tmp_path / "plain.tif", img)
-    assert image_scale(tmp_path / "plain.tif") == (1.0, 1.0, None)
-    tifffile.imwrite(tmp_path / "cm.tif", img, resolution=(1e4, 2e4), resolutionunit="CENTIMETER")
-    sy, sx, unit = image_scale(tmp_path / "cm.tif")
-    assert (sy, sx, unit) == (pytest.approx(0.5), pytest.approx(1.0), "micrometer")
 
 
 def _ome_image(path, img, scale=(0.4, 0.3), unit="micrometer"):

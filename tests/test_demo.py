@@ -32,6 +32,21 @@ def test_demo_end_to_end_small(tmp_path):
 
 
 @pytest.mark.slow
+def test_demo_with_iterations_and_a_seed_repeats_exactly(tmp_path):
+    from safetensors.numpy import load_file
+
+    for name in ("a", "b"):
+        assert main(["--quiet", "demo", "--out", str(tmp_path / name), "--iterations", "3",
+                     "--size", "96", "--seed", "4"]) == 0
+    a, b = (load_file(tmp_path / n / "run" / "model.safetensors") for n in ("a", "b"))
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    for name in ("large-prob.tif", "large-instances.tif"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    rows = (tmp_path / "a" / "run" / "metrics.csv").read_text().splitlines()
+    assert rows[-1].split(",")[0] == "3"  # stopped at the third step
+
+
+@pytest.mark.slow
 @pytest.mark.data
 def test_train_and_predict_on_dic_hela(shared_data, tmp_path):
     hela = shared_data / "dic-hela" / "01"

@@ -62,9 +62,15 @@ def test_same_padding_keeps_size():
 
 def test_batch_norm_variant_runs_and_has_no_conv_bias():
     net = UNet(depth=3, width=4, batch_norm=True)
-    assert any(isinstance(m, nn.BatchNorm2d) for m in net.modules())
+    norms = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
+    convs3 = [m for m in net.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3)]
+    assert len(norms) == len(convs3) > 0  # one batch norm after each 3x3 convolution
+    assert all(m.bias is None for m in convs3)  # the norm's shift replaces the bias
+    plain = UNet(depth=3, width=4)
+    assert all(m.bias is not None for m in plain.modules() if isinstance(m, nn.Conv2d))
     n = net.valid_input_size(40)
     net(torch.randn(2, 1, n, n)).sum().backward()
+    assert all(m.weight.grad is not None for m in norms)
 
 
 def test_he_init_statistics():

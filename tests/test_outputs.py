@@ -1,4 +1,5 @@
-"""Tests for tileunet.outputs: what --overwrite may replace, and stale temporaries."""
+"""Tests for tileunet.outputs: atomic files, staged folders, what --overwrite may replace,
+and stale temporaries."""
 
 from __future__ import annotations
 
@@ -6,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tileunet.data import DataError
-from tileunet.outputs import clear_stale, refuse_existing
+from tileunet.errors import DataError
+from tileunet.outputs import atomic_write, clear_stale, refuse_existing, staged
 
 
 def test_refuse_existing(tmp_path):
@@ -42,3 +43,39 @@ def test_clear_stale_removes_only_the_leftovers_of_that_output(tmp_path):
     clear_stale(tmp_path / "[x].onnx")  # glob characters in a name are taken literally
     assert not any(p.exists() for p in gone)
     assert all(p.exists() for p in kept)
+
+
+def test_atomic_write_leaves_the_old_file_on_failure(tmp_path):
+    path = tmp_path / "sub" / "a.txt"
+    atomic_write(path, lambda tmp: tmp.write_text("one"))
+    assert path.read_text() == "one" and (path.stat().st_mode & 0o777) == 0o644
+
+    def half(tmp: Path) -> None:
+        tmp.write_text("half")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(path, half)
+    assert path.read_text() == "one"
+    assert sorted(p.name for p in path.parent.iterdir()) == ["a.txt"]  # no temporary left
+
+
+def test_staged_swaps_a_folder_in_whole_and_only_at_the_end(tmp_path):
+    out = tmp_path / "pkg"
+    with staged(out) as built:
+        built.mkdir()
+        (built / "f").write_text("new")
+        assert not out.exists()  # nothing at the output while it is built
+    assert (out / "f").read_text() == "new"
+    with pytest.raises(RuntimeError), staged(out) as built:
+        built.mkdir()
+        (built / "f").write_text("newer")
+        raise RuntimeError
+    assert (out / "f").read_text() == "new"  # a failed build changes nothing
+    with staged(out) as built:  # a file may replace a folder (an output's own kind)
+        built.write_text("file")
+    assert out.read_text() == "file"
+    with pytest.raises(FileNotFoundError, match="nothing was built"), staged(out):
+        pass
+    assert out.read_text() == "file"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pkg"]  # temporaries gone

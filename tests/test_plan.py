@@ -25,7 +25,7 @@ from tileunet.plan import (
     object_sizes,
     probe_step,
 )
-from tileunet.train import TrainConfig
+from tileunet.training import TrainConfig
 
 PAPER_NET = Network(64, 5, 572)
 

@@ -211,13 +211,6 @@ def test_callback_counts_every_tile_once():
     assert done == [4, 4, 4]  # 4 x 3 = 12 tiles in batches of 4
 
 
-def test_progress_bar_runs(capsys):
-    img = np.ones((1, 6, 6))
-    out = tiled_apply(crop_by(1), img, margin=1, in_tile=4, out_tile=2, progress=True,
-                      desc="test")
-    assert np.array_equal(out, img)
-
-
 # ------------------------------------------------------------- transforms
 def weighted_3x3(x):
     """A valid 3x3 filter with distinct weights: any wrong orientation shows."""

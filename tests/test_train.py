@@ -15,10 +15,10 @@ from tileunet.augment import AugmentConfig
 from tileunet.checkpoint import load_model
 from tileunet.data import save_image
 from tileunet.synthetic import synthetic_cells, write_synthetic_dataset
-from tileunet.train import ConfigError, TrainConfig, Validation, lr_at, split_samples, train
+from tileunet.training import ConfigError, TrainConfig, Validation, lr_at, split_samples, train
 
 # the module, not the function that tileunet/__init__ exports under the same name
-train_mod = importlib.import_module("tileunet.train")
+train_mod = importlib.import_module("tileunet.training")
 
 
 @pytest.fixture(scope="module")
@@ -278,7 +278,7 @@ def test_exclude_leaves_images_out(data, tmp_path):
 
 def test_ignore_regions_get_zero_weight(data, tmp_path):
     from tileunet.data import Normalization, load_samples
-    from tileunet.train import prepare_samples, read_ignore_masks
+    from tileunet.training import prepare_samples, read_ignore_masks
 
     images, masks = data
     ignore_dir = tmp_path / "ignore"
@@ -383,6 +383,19 @@ def test_adamw_trains_and_resumes_exactly(data, tmp_path, monkeypatch):
         torch.testing.assert_close(parts.net.state_dict()[k], v, rtol=1e-4, atol=1e-6)
     with pytest.raises(ValueError, match="trained with AdamW, not SGD"):
         train(tiny(data, tmp_path / "parts", iterations=8, keep="last", resume=True))
+
+
+def test_progress_bars_do_not_change_the_weights(data, tmp_path):
+    # with dropout, the masks come from the global generator: nothing on the way
+    # (building a config, checking a tile) may draw from it, shown bars or not
+    kw = dict(iterations=4, dropout=0.5, keep="last")
+    quiet = train(tiny(data, tmp_path / "quiet", **kw))
+    shown = train(tiny(data, tmp_path / "shown", progress=True, **kw))
+    for k, v in quiet.net.state_dict().items():
+        assert torch.equal(shown.net.state_dict()[k], v), k
+    state = torch.get_rng_state()
+    tiny(data, tmp_path / "x", tile=92)
+    assert torch.equal(torch.get_rng_state(), state)
 
 
 def test_weighted_tiles_train_resume_exactly_and_change_the_tiles(data, tmp_path,

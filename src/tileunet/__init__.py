@@ -10,7 +10,7 @@ from tileunet.checkpoint import load_model, save_model
 from tileunet.losses import weighted_cross_entropy
 from tileunet.model import UNet, UNetConfig
 from tileunet.predict import predict
-from tileunet.train import TrainConfig, TrainResult, train
+from tileunet.training import TrainConfig, TrainResult, train
 from tileunet.weights import separation_border, training_target, weight_map
 
 __version__ = "0.1.0"

@@ -462,7 +462,7 @@ def _coordinate_factors(params: AugmentParams) -> tuple[np.ndarray, np.ndarray]:
     cols = [np.ones(size), vx]
     if params.elastic.any():
         m = _spline_matrix(size, params.elastic.shape[1])  # (size, points)
-        mc = np.matmul(m, params.elastic)  # (2, size, points); einsum costs 0.1 ms here
+        mc = np.matmul(m, params.elastic)  # (2, size, points)
         rows = [np.concatenate([rows[c], mc[c]], axis=-1) for c in range(2)]
         cols.extend(m.T)
     return np.stack(rows), np.stack(cols)
@@ -801,8 +801,8 @@ def apply_on_device(params: AugmentParams, src: DeviceImage
     The same coordinate map (in float64) and the same interpolation as :func:`apply`
     (bicubic image, bilinear weights, nearest target, then the gray-value change), so
     the tiles agree with the NumPy path to float32 rounding (~1e-5 of the value range).
-    An H200 makes about 1,000 572-pixel tiles per second this way (most of the ~1 ms
-    is Python), against 35–90 for one CPU core (``benchmarks/bench_train.py``).
+    On a GPU this is many times faster than one CPU core makes tiles
+    (``benchmarks/RESULTS.md``, "The data pipeline on its own").
     Only ``interpolation="bicubic"`` is implemented here.
 
     Returns

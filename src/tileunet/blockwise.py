@@ -46,20 +46,30 @@ import functools
 import logging
 import math
 import shutil
-import tempfile
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import tifffile
 from scipy import ndimage as ndi
 from tqdm.auto import tqdm
 
-from tileunet.data import DataError, Normalization, is_zarr_path, rescale
+from tileunet.data import Normalization, is_zarr_path, rescale
+from tileunet.errors import DataError
+from tileunet.lazyio import (
+    OME_PATHS,
+    PLAIN_PATHS,
+    image_scale,
+    open_image,
+    require_dask,
+    write_ngff,
+    write_pyramid,
+)
 from tileunet.model import UNet
-from tileunet.outputs import clear_stale, refuse_existing
+from tileunet.outputs import clear_stale, refuse_existing, staged
+from tileunet.percentiles import channel_ranges
 from tileunet.postprocess import check_threshold, grow_labels, instances_from_probability
 from tileunet.predict import check_batch_size, check_tile_fits, predict, tile_geometry
 from tileunet.tiling import reflect_indices
@@ -70,260 +80,9 @@ logger = logging.getLogger(__name__)
 DEFAULT_BLOCK = 2048
 #: Default reach of the instance labelling beyond each block, in pixels.
 DEFAULT_MAX_OBJECT = 256
-ZARR_SUFFIXES = (".zarr", ".ome.zarr")
-TIFF_SUFFIXES = (".tif", ".tiff", ".btf", ".tf8")
-
-
-def _dask():
-    try:
-        import dask
-        import dask.array as da
-        import zarr
-    except ImportError as e:  # pragma: no cover - the extra is pinned for the tests
-        raise ImportError(
-            f"block-wise prediction needs dask and zarr ({e.name} is missing): "
-            "pip install 'tileunet[dask]'"
-        ) from None
-    return dask, da, zarr
-
-
-# ---------------------------------------------------------------------- reading
-def _to_cyx(arr: Any, axes: str, source: Path) -> Any:
-    """Reorder a dask array with named axes to ``(C, Y, X)``; other axes must be 1 long."""
-    axes = axes.upper()
-    if len(axes) != arr.ndim or "Y" not in axes or "X" not in axes:
-        raise DataError(f"{source}: cannot tell the image axes (axes {axes!r}, "
-                        f"shape {arr.shape})")
-    chan = [a for a in axes if a in "CS"]
-    if len(chan) > 1 and arr.shape[axes.index(chan[1])] > 1 and arr.shape[
-            axes.index(chan[0])] > 1:
-        raise DataError(f"{source}: has two channel axes (axes {axes})")
-    index = []
-    for a, n in zip(axes, arr.shape, strict=True):
-        if a in "YX" or (a in "CS" and n > 1):
-            index.append(slice(None))
-        elif n == 1:
-            index.append(0)
-        else:
-            raise DataError(f"{source}: has {n} planes along axis {a!r} (shape {arr.shape}, "
-                            f"axes {axes}); block-wise prediction takes one 2-D image, "
-                            "with or without channels")
-    kept = "".join(a for a, n in zip(axes, arr.shape, strict=True) if a in "YX" or
-                   (a in "CS" and n > 1))
-    arr = arr[tuple(index)]
-    if len(kept) == 2:
-        arr = arr[None]
-        kept = "C" + kept
-    order = [kept.index(c) for c in ("C" if "C" in kept else "S", "Y", "X")]
-    return arr.transpose(order)
-
-
-@functools.lru_cache(maxsize=8)
-def _tiff_level0(path: str) -> Any:
-    _, _, zarr = _dask()
-    z = zarr.open(tifffile.imread(path, aszarr=True, series=0, level=0), mode="r")
-    return z["0"] if not hasattr(z, "shape") else z
-
-
-class _TiffArray:
-    """A TIFF's first series as an array that reads only the pieces asked for, through
-    tifffile's zarr interface; it pickles as its path (the open file stays in each
-    process), so the blocks can be read on the workers of a cluster."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        z = _tiff_level0(path)
-        self.shape, self.dtype, self.ndim = tuple(z.shape), np.dtype(z.dtype), z.ndim
-        self.chunks = tuple(z.chunks)
-
-    def __getitem__(self, index: Any) -> np.ndarray:
-        return np.asarray(_tiff_level0(self.path)[index])
-
-    def __reduce__(self) -> tuple:
-        return (_TiffArray, (self.path,))
-
-
-def ngff_multiscales(attrs: dict) -> list | None:
-    """OME-Zarr ``multiscales`` of a group's attributes (NGFF 0.4, or 0.5 under "ome")."""
-    return attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales")
-
-
-def open_image(path: str | Path) -> Any:
-    """A large image as a lazy ``(C, H, W)`` dask array, nothing read yet.
-
-    Parameters
-    ----------
-    path : str or path-like
-        A zarr array (``(Y, X)`` or ``(C, Y, X)``), an OME-Zarr image (the first,
-        full-resolution level of its ``multiscales``; ``t`` and ``z`` axes must be 1
-        long), or a TIFF (tiled or striped, BigTIFF included), read through tifffile's
-        zarr interface; its first series, full-resolution level.
-
-    Raises
-    ------
-    DataError
-        Naming the file and what was wrong.
-    """
-    _, da, zarr = _dask()
-    p = Path(path)
-    if not p.exists():
-        raise DataError(f"{p}: no such file or directory")
-    if p.suffix.lower() in TIFF_SUFFIXES:
-        try:
-            with tifffile.TiffFile(p) as tif:
-                axes = tif.series[0].axes
-            lazy = _TiffArray(str(p.absolute()))
-        except (tifffile.TiffFileError, ValueError, OSError, KeyError) as e:
-            raise DataError(f"{p}: not a readable TIFF ({e})") from None
-        return _to_cyx(da.from_array(lazy, chunks=lazy.chunks, asarray=True), axes, p)
-    if not p.is_dir():
-        raise DataError(f"{p}: not a zarr store or a TIFF file")
-    try:
-        z = zarr.open(str(p), mode="r")
-    except Exception as e:  # zarr raises several kinds for a folder that is not a store
-        raise DataError(f"{p}: not a zarr store ({type(e).__name__}: {e})") from None
-    if isinstance(z, zarr.Array):
-        axes = {2: "YX", 3: "CYX"}.get(z.ndim)
-        if axes is None:
-            raise DataError(f"{p}: a zarr array must be (Y, X) or (C, Y, X), got shape "
-                            f"{z.shape}")
-        return _to_cyx(da.from_zarr(z), axes, p)
-    attrs = dict(z.attrs)
-    multiscales = ngff_multiscales(attrs)
-    if not multiscales:
-        raise DataError(f"{p}: a zarr group without OME-Zarr 'multiscales' metadata; "
-                        "give the path of the image array inside it")
-    ms = multiscales[0]
-    try:
-        level = ms["datasets"][0]["path"]
-        names = [a["name"] if isinstance(a, dict) else a for a in ms.get("axes", [])]
-        arr = z[level]
-    except (KeyError, IndexError, TypeError) as e:
-        raise DataError(f"{p}: broken OME-Zarr multiscales metadata ({e})") from None
-    if not names:  # NGFF 0.1/0.2: always 5-D TCZYX
-        names = list("tczyx")[-arr.ndim:]
-    return _to_cyx(da.from_zarr(arr), "".join(n[0] for n in names), p)
 
 
 # ---------------------------------------------------------------- normalisation
-def _float_keys(x: np.ndarray) -> np.ndarray:
-    """float32 values as uint32 keys that sort like the values (finite values only)."""
-    bits = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
-    neg = (bits >> 31).astype(bool)
-    return np.where(neg, ~bits, bits | np.uint32(0x80000000))
-
-
-def _keys_to_float(keys: np.ndarray) -> np.ndarray:
-    keys = np.asarray(keys, dtype=np.uint32)
-    neg = (keys >> 31) == 0
-    return np.where(neg, ~keys, keys & np.uint32(0x7FFFFFFF)).view(np.float32)
-
-
-def linear_percentiles(n: int, q: Sequence[float], kth: Callable[[np.ndarray], np.ndarray]
-                       ) -> np.ndarray:
-    """``np.percentile(x, q)`` of ``n`` values from a function that returns order statistics.
-
-    ``kth(ranks)`` must return the ``ranks``-th smallest values (0-based, float32).
-    The arithmetic is NumPy's default ``"linear"`` method step by step, so the result is
-    the same float64 number ``np.percentile`` gives (tested against it).
-    """
-    quantiles = np.true_divide(np.asarray(q, dtype=np.float64), 100)
-    virtual = (n - 1) * quantiles
-    prev = np.floor(virtual)
-    nxt = prev + 1
-    prev_i, next_i = prev.astype(np.intp), nxt.astype(np.intp)
-    above = virtual >= n - 1
-    prev_i[above] = n - 1
-    next_i[above] = n - 1
-    below = virtual < 0
-    prev_i[below] = 0
-    next_i[below] = 0
-    next_i = np.minimum(next_i, n - 1)
-    gamma = np.asarray(virtual - prev, dtype=virtual.dtype)
-    a, b = kth(prev_i), kth(next_i)
-    diff = b - a
-    out = np.add(a, diff * gamma)
-    np.subtract(b, diff * (1 - gamma), out=out, where=gamma >= 0.5, casting="unsafe")
-    return out
-
-
-def _channel_stats(image: Any, norm: Normalization, run: Callable) -> list[tuple[float, float]]:
-    """Per-channel ``(lo, hi)`` exactly as :class:`Normalization` finds them in memory."""
-    c = image.shape[0]
-    if norm.method == "none":
-        return [(0.0, 1.0)] * c
-    want_pct = norm.method == "percentile"
-
-    def first(block: np.ndarray, _loc: tuple) -> list:
-        x = block.astype(np.float32, copy=False)
-        out = []
-        for ch in x:
-            bad = ch.size - int(np.count_nonzero(np.isfinite(ch)))
-            hist = (np.bincount((_float_keys(ch) >> 16).ravel(), minlength=1 << 16)
-                    if want_pct and not bad else None)
-            out.append((float(ch.min()), float(ch.max()), bad, hist))
-        return out
-
-    parts = run(image, first, "image statistics")
-    stats, ranges = [], []
-    for ch in range(c):
-        lo = min(p[ch][0] for p in parts)
-        hi = max(p[ch][1] for p in parts)
-        bad = sum(p[ch][2] for p in parts)
-        if bad:
-            raise DataError(f"{bad} pixels of channel {ch} are NaN or infinite; fill or "
-                            "crop them before using the image")
-        stats.append(sum(p[ch][3] for p in parts) if want_pct else None)
-        ranges.append((lo, hi))
-    if not want_pct:
-        return ranges
-    n = int(np.prod(image.shape[1:]))
-    quantiles = np.true_divide(np.asarray([norm.low, norm.high], dtype=np.float64), 100)
-    virtual = (n - 1) * quantiles
-    ranks = np.unique(np.clip(np.concatenate([np.floor(virtual), np.floor(virtual) + 1]),
-                              0, n - 1).astype(np.int64))
-    # the top 16 bits of each wanted rank's key, from the first histogram
-    prefixes = []
-    for hist in stats:
-        cum = np.cumsum(hist)
-        prefixes.append({int(r): int(np.searchsorted(cum, r, side="right")) for r in ranks})
-    wanted = [sorted(set(p.values())) for p in prefixes]
-
-    def second(block: np.ndarray, _loc: tuple) -> list:
-        x = block.astype(np.float32, copy=False)
-        out = []
-        for ch, pre in zip(x, wanted, strict=True):
-            keys = _float_keys(ch).ravel()
-            top = keys >> 16
-            out.append({p: np.bincount((keys[top == p] & 0xFFFF), minlength=1 << 16)
-                        for p in pre})
-        return out
-
-    parts2 = run(image, second, "image percentiles")
-    result = []
-    for ch, (lo, hi) in enumerate(ranges):
-        if not hi > lo:
-            result.append((lo, hi))
-            continue
-        cum_top = np.concatenate([[0], np.cumsum(stats[ch])])
-        low16 = {p: sum(part[ch][p] for part in parts2) for p in wanted[ch]}
-
-        def kth(r: np.ndarray, ch: int = ch, cum_top=cum_top, low16=low16) -> np.ndarray:
-            vals = []
-            for rank in np.atleast_1d(r):
-                p = prefixes[ch][int(rank)]
-                within = int(rank) - int(cum_top[p])
-                j = int(np.searchsorted(np.cumsum(low16[p]), within, side="right"))
-                vals.append((p << 16) | j)
-            return _keys_to_float(np.array(vals, dtype=np.uint32))
-
-        p_lo, p_hi = linear_percentiles(n, [norm.low, norm.high], kth)
-        if p_hi > p_lo:
-            lo, hi = float(p_lo), float(p_hi)
-        result.append((lo, hi))
-    return result
-
-
 def _normalize_block(block: np.ndarray, ranges: list[tuple[float, float]],
                      method: str) -> np.ndarray:
     """The arithmetic of :class:`Normalization`, with ranges found on the whole image."""
@@ -435,7 +194,7 @@ def predict_blocks(model: UNet | str | Path, image: Any, *, block: int = DEFAULT
     dask.array.Array
         ``(K, H, W)`` float32, chunked in blocks; nothing is computed yet.
     """
-    _, da, _ = _dask()
+    _, da, _ = require_dask()
     net = _resolve_net(model, device)
     if isinstance(model, UNet) and device is not None:
         from tileunet.device import resolve_device
@@ -477,7 +236,7 @@ def predict_blocks(model: UNet | str | Path, image: Any, *, block: int = DEFAULT
 
 
 # ---------------------------------------------------------------------- running
-class _Runner:
+class Runner:
     """Runs one function per block (with a halo) and collects the small results, with a
     tqdm bar over blocks; locally (synchronous) or on a dask.distributed client."""
 
@@ -490,7 +249,7 @@ class _Runner:
         """``fn(piece, chunk_location)`` for every block of ``arr`` (with ``depth``
         pixels of halo on the two last axes where there is a neighbour); the results in
         block order."""
-        _, da, _ = _dask()
+        _, da, _ = require_dask()
         nb = arr.numblocks
 
         def wrap(piece: np.ndarray, block_info: dict | None = None) -> np.ndarray:
@@ -535,167 +294,6 @@ class _Runner:
 
 
 # ---------------------------------------------------------------------- segment
-PLAIN_PATHS = {"probability": "probability", "mask": "mask", "labels": "labels"}
-OME_PATHS = {"probability": "0", "mask": "labels/mask/0", "labels": "labels/instances/0"}
-#: NGFF units for the length units microscopy files use
-_UNITS = {"micron": "micrometer", "microns": "micrometer", "um": "micrometer",
-          "\u00b5m": "micrometer", "\u03bcm": "micrometer", "micrometer": "micrometer",
-          "nm": "nanometer", "nanometer": "nanometer", "mm": "millimeter",
-          "millimeter": "millimeter", "cm": "centimeter", "centimeter": "centimeter",
-          "m": "meter", "meter": "meter", "angstrom": "angstrom"}
-
-
-def image_scale(path: str | Path) -> tuple[float, float, str | None]:
-    """Pixel size ``(y, x, unit)`` stored with an image (1, 1, None when there is none).
-
-    From an OME-Zarr image's first dataset, an OME-TIFF's ``PhysicalSizeY/X``, or a
-    TIFF's resolution tags (with ImageJ's unit, or centimetres / inches).
-    """
-    p = Path(path)
-    try:
-        if p.suffix.lower() in TIFF_SUFFIXES:
-            return _tiff_scale(p)
-        if p.is_dir():
-            return _zarr_scale(p)
-    except (KeyError, IndexError, TypeError, ValueError, ZeroDivisionError):
-        logger.warning("%s: unreadable pixel size; using 1 per pixel", p)
-    return 1.0, 1.0, None
-
-
-def _zarr_scale(p: Path) -> tuple[float, float, str | None]:
-    _, _, zarr = _dask()
-    z = zarr.open(str(p), mode="r")
-    attrs = dict(z.attrs)
-    ms = (ngff_multiscales(attrs) or [None])[0]
-    if not ms:
-        return 1.0, 1.0, None
-    axes = [a if isinstance(a, dict) else {"name": a} for a in ms.get("axes", [])]
-    names = [a["name"] for a in axes]
-    scale = [1.0] * len(names)
-    for t in ms["datasets"][0].get("coordinateTransformations", []):
-        if t.get("type") == "scale":
-            scale = [float(v) for v in t["scale"]]
-    iy, ix = names.index("y"), names.index("x")
-    unit = axes[ix].get("unit")
-    return scale[iy], scale[ix], _UNITS.get(str(unit).lower(), unit) if unit else None
-
-
-def _tiff_scale(p: Path) -> tuple[float, float, str | None]:
-    import re
-
-    with tifffile.TiffFile(p) as tif:
-        if tif.is_ome and tif.ome_metadata:
-            xml = tif.ome_metadata
-            got = {}
-            for ax in ("X", "Y"):
-                m = re.search(rf'PhysicalSize{ax}="([^"]+)"', xml)
-                if m:
-                    got[ax] = float(m.group(1))
-            if "X" in got:
-                m = re.search(r'PhysicalSizeXUnit="([^"]+)"', xml)
-                unit = _UNITS.get(m.group(1).lower(), "micrometer") if m else "micrometer"
-                return got.get("Y", got["X"]), got["X"], unit
-        page = tif.pages.first
-        tags = page.tags
-        if "XResolution" not in tags:
-            return 1.0, 1.0, None
-        xr, yr = tags["XResolution"].value, tags.get("YResolution", tags["XResolution"]).value
-        sx, sy = xr[1] / xr[0], yr[1] / yr[0]  # units per pixel
-        ij = tif.imagej_metadata or {}
-        if ij.get("unit"):
-            unit = _UNITS.get(str(ij["unit"]).lower())
-            return (sy, sx, unit) if unit else (1.0, 1.0, None)
-        res_unit = int(tags["ResolutionUnit"].value) if "ResolutionUnit" in tags else 2
-        if res_unit == 3:  # centimetre (inches are dots per inch of print, not a pixel size)
-            return sy * 1e4, sx * 1e4, "micrometer"
-    return 1.0, 1.0, None
-
-
-def _pyramid_levels(h: int, w: int, block: int) -> int:
-    """How many times the OME-Zarr output is halved: until a level fits in one block,
-    or a side would drop under 16 px."""
-    n = 0
-    while max(h, w) > block and min(h, w) // 2 >= 16:
-        h, w, n = h // 2, w // 2, n + 1
-    return n
-
-
-def _halve(a: np.ndarray, mean: bool) -> np.ndarray:
-    """2x2 mean (probabilities) or the top-left pixel of each 2x2 cell (masks, labels:
-    no values that were not there) over the last two axes; an odd last row/column is
-    dropped, as the level's size is the floor of half."""
-    hh, ww = a.shape[-2] // 2 * 2, a.shape[-1] // 2 * 2
-    a = a[..., :hh, :ww]
-    if not mean:
-        return a[..., ::2, ::2]
-    cells = a.reshape(*a.shape[:-2], hh // 2, 2, ww // 2, 2)
-    return cells.mean(axis=(-3, -1), dtype=np.float64).astype(a.dtype)
-
-
-def level_path(path: str, level: int) -> str:
-    """``"labels/mask/0"`` -> ``"labels/mask/<level>"``."""
-    head, _, _ = path.rpartition("/")
-    return f"{head}/{level}" if head else str(level)
-
-
-def _write_pyramid(store: str, paths: dict, block: int, run: Any) -> int:
-    """Halved levels ``1, 2, ...`` beside each level-0 array of an OME-Zarr output, each
-    computed block by block from the level above; returns how many were written."""
-    _, da, zarr = _dask()
-    root = zarr.open_group(store, mode="r+")
-    h, w = root[paths["labels"]].shape
-    levels = _pyramid_levels(h, w, block)
-    for level in range(1, levels + 1):
-        h, w = h // 2, w // 2
-        for path in paths.values():
-            src = root[level_path(path, level - 1)]
-            root.create_array(level_path(path, level), shape=(*src.shape[:-2], h, w),
-                              chunks=(*src.shape[:-2], block, block), dtype=src.dtype)
-
-        def halve(_: np.ndarray, loc: tuple, level: int = level) -> None:
-            i, j = loc
-            g = zarr.open_group(store, mode="r+")
-            for key, path in paths.items():
-                src = g[level_path(path, level - 1)]
-                part = src[..., 2 * i * block : 2 * (i + 1) * block,
-                           2 * j * block : 2 * (j + 1) * block]
-                g[level_path(path, level)][..., i * block : (i + 1) * block,
-                                            j * block : (j + 1) * block] = _halve(
-                    part, mean=key == "probability")
-
-        run(da.zeros((h, w), chunks=block, dtype=np.uint8), halve, f"pyramid {level}/{levels}")
-    return levels
-
-
-def _write_ngff(root: Any, k: int, scale: tuple[float, float, str | None],
-                levels: int = 0) -> None:
-    """OME-Zarr 0.4 metadata: the probabilities as the image, mask and instances as its
-    label images (``image-label``), all with the input's pixel size, level ``l`` of
-    each at ``2**l`` times that."""
-    sy, sx, unit = scale
-
-    def space(name: str) -> dict:
-        return {"name": name, "type": "space", **({"unit": unit} if unit else {})}
-
-    def multiscales(name: str, channel: bool) -> list:
-        axes = ([{"name": "c", "type": "channel"}] if channel else []) + [space("y"),
-                                                                            space("x")]
-        return [{"version": "0.4", "name": name, "axes": axes, "datasets": [
-            {"path": str(level), "coordinateTransformations": [{"type": "scale", "scale": (
-                [1.0] if channel else []) + [float(sy) * 2**level, float(sx) * 2**level]}]}
-            for level in range(levels + 1)]}]
-
-    root.attrs["multiscales"] = multiscales("probability", True)
-    root.attrs["omero"] = {"channels": [
-        {"label": "foreground" if k == 2 else f"class {i}", "active": True,
-         "color": "FFFFFF", "window": {"start": 0.0, "end": 1.0, "min": 0.0, "max": 1.0}}
-        for i in range(1 if k == 2 else k)]}
-    labels = root["labels"]
-    labels.attrs["labels"] = ["instances", "mask"]
-    for name in ("instances", "mask"):
-        g = labels[name]
-        g.attrs["multiscales"] = multiscales(name, False)
-        g.attrs["image-label"] = {"version": "0.4", "source": {"image": "../../"}}
 def _have(i: int, n_blocks: int, depth: int) -> tuple[int, int]:
     """Halo pixels a block got before and after it (``boundary="none"``)."""
     return (depth if i > 0 else 0), (depth if i < n_blocks - 1 else 0)
@@ -757,6 +355,146 @@ def is_own_store(path: Path) -> bool:
         return False
 
 
+@dataclass(frozen=True)
+class _Store:
+    """The zarr output being built, and the block-wise steps that fill it (each run by
+    ``run``, a :class:`Runner`; what the blocks' functions capture is this object,
+    which pickles for the workers of a cluster)."""
+
+    path: str
+    paths: dict  # output -> array path (PLAIN_PATHS or OME_PATHS)
+    k: int  # classes
+    h: int
+    w: int
+    block: int
+    threshold: float
+    chan: bool  # the probability array has a channel axis
+
+    def create(self, zarr_format: int) -> Any:
+        """The group with empty probability, mask and label arrays, and the scratch
+        array of object names."""
+        _, _, zarr = require_dask()
+        h, w, b, kp = self.h, self.w, self.block, 1 if self.k == 2 else self.k
+        root = zarr.open_group(self.path, mode="w", zarr_format=zarr_format)
+        root.create_array(self.paths["probability"],
+                          shape=(kp, h, w) if self.chan else (h, w),
+                          chunks=(kp, b, b) if self.chan else (b, b), dtype="float32")
+        root.create_array(self.paths["mask"], shape=(h, w), chunks=(b, b), dtype="uint8")
+        root.create_array(self.paths["labels"], shape=(h, w), chunks=(b, b), dtype="uint32")
+        zarr.open_group(self.scratch, mode="w").create_array(
+            "names", shape=(h, w), chunks=(b, b), dtype="uint64")
+        return root
+
+    @property
+    def scratch(self) -> str:
+        return str(Path(self.path) / "_names")
+
+    def write_probabilities(self, probs: Any, run: Runner) -> None:
+        """Probabilities and mask, block by block, straight into the store."""
+        _, _, zarr = require_dask()
+        roff, coff = _offsets(probs.chunks[1]), _offsets(probs.chunks[2])
+
+        def write(p: np.ndarray, loc: tuple) -> None:
+            _, i, j = loc
+            ys, xs = slice(roff[i], roff[i + 1]), slice(coff[j], coff[j + 1])
+            g = zarr.open_group(self.path, mode="r+")
+            if self.chan:
+                g[self.paths["probability"]][:, ys, xs] = p
+            else:
+                g[self.paths["probability"]][ys, xs] = p[0]
+            if self.k == 2:
+                g[self.paths["mask"]][ys, xs] = (p[0] > self.threshold).view(
+                    np.uint8) * np.uint8(255)
+            else:
+                g[self.paths["mask"]][ys, xs] = np.argmax(p, axis=0).astype(np.uint8)
+
+        run(probs, write, "predict")
+
+    def name_objects(self, reach: int, split: dict, run: Runner) -> tuple[np.ndarray, int]:
+        """Every object named by the raster index of its first pixel, from windows that
+        reach ``reach`` pixels beyond each block; the names, sorted, and how many
+        objects may be cut at block borders."""
+        _, da, zarr = require_dask()
+        h, w, b = self.h, self.w, self.block
+        stored = da.from_zarr(self.path, component=self.paths["probability"])
+        fg = (stored[0] if self.chan else stored) if self.k == 2 else 1.0 - stored[0]
+        lb = max(b, reach)  # blocks at least as large as the reach (dask needs that)
+        fg = fg.rechunk((_chunks(h, lb, reach), _chunks(w, lb, reach)))
+        offs = (_offsets(fg.chunks[0]), _offsets(fg.chunks[1]))
+
+        def name(p: np.ndarray, loc: tuple) -> tuple[np.ndarray, int]:
+            names, held, cut = _name_objects(p, loc, offs, w, reach, self.threshold, split)
+            i, j = loc
+            zarr.open_group(self.scratch, mode="r+")["names"][
+                offs[0][i] : offs[0][i + 1], offs[1][j] : offs[1][j + 1]] = names
+            return held, cut
+
+        parts = run(fg, name, "instances", depth=reach)
+        names = np.unique(np.concatenate([p[0] for p in parts] + [np.zeros(0, np.uint64)]))
+        cut = sum(p[1] for p in parts)
+        if cut:
+            logger.warning("%d object(s) reach more than max_object=%d px beyond their "
+                           "block and may be cut at block borders", cut, reach)
+        return names, cut
+
+    def number_objects(self, all_names: np.ndarray, grow: int, run: Runner) -> None:
+        """Names -> ``1..N`` in raster order of the objects' first pixels, each object
+        grown back by ``grow`` pixels, into the labels; the scratch names go."""
+        _, da, zarr = require_dask()
+        halo = 2 * grow + 1
+        names = da.from_zarr(self.scratch, component="names")
+        names = names.rechunk((_chunks(self.h, self.block, halo),
+                               _chunks(self.w, self.block, halo)))
+        offs = (_offsets(names.chunks[0]), _offsets(names.chunks[1]))
+        ny, nx = len(offs[0]) - 1, len(offs[1]) - 1
+
+        def relabel(p: np.ndarray, loc: tuple) -> None:
+            i, j = loc
+            (top, bottom), (left, right) = _have(i, ny, halo), _have(j, nx, halo)
+            seq = np.searchsorted(all_names, p).astype(np.int32) + 1
+            seq[p == 0] = 0
+            grown = grow_labels(seq, grow, "gaps", band_rows=max(seq.shape[0], 1))
+            zarr.open_group(self.path, mode="r+")[self.paths["labels"]][
+                offs[0][i] : offs[0][i + 1], offs[1][j] : offs[1][j + 1]] = grown[
+                top : grown.shape[0] - bottom, left : grown.shape[1] - right].astype(np.uint32)
+
+        run(names, relabel, "labels", depth=halo)
+        shutil.rmtree(self.scratch)
+
+
+def _writable_store(out: str | Path, source: str | Path, overwrite: bool) -> Path:
+    """``out`` as an absolute path, once it is known that it may be written: a zarr
+    name, not the input, not someone else's store; stale temporaries of it cleared."""
+    out = Path(out).absolute()
+    if not is_zarr_path(out):
+        raise ValueError(f"{out}: block-wise output must be a zarr store named *.zarr")
+    if out == Path(source).absolute():
+        raise ValueError(f"{out}: is the input image; choose another output")
+    refuse_existing(out, overwrite, is_own_store, "a zarr store that tileunet predict wrote")
+    clear_stale(out)
+    return out
+
+
+def _checked_model(model_path: str, device: str, tile: int | None, batch_size: int | None,
+                   local: bool) -> tuple[UNet, Normalization]:
+    """The model (loaded once here, for a clear error before any work;
+    :func:`predict_blocks` finds it cached) and its normalisation; ``tile`` checked
+    as :func:`tileunet.predict` checks it (against this machine's memory when the
+    blocks run ``local``ly: a cluster's memory is its own)."""
+    from tileunet.device import resolve_device
+
+    net, extra = _cached_model(model_path, str(resolve_device(device)))
+    if extra.get("scale", 1.0) != 1.0:
+        raise ValueError(f"{model_path}: trained at scale {extra['scale']}; block-wise "
+                         "prediction supports models trained at scale 1 only")
+    if tile is not None:
+        if local:
+            check_tile_fits(net, tile, resolve_device(device), batch_size=batch_size or 1)
+        else:
+            tile_geometry(net, tile)
+    return net, Normalization.from_dict(extra.get("normalization", {}))
+
+
 def segment_to_zarr(
     model: str | Path,
     source: str | Path,
@@ -812,36 +550,18 @@ def segment_to_zarr(
     Other parameters
         As for :func:`tileunet.segment.segment_files`.
     """
-    from tileunet.device import resolve_device
     from tileunet.postprocess import instance_options
 
-    _, da, zarr = _dask()
     split = instance_options(instances, min_distance)
     check_threshold(threshold)
     check_batch_size(batch_size)
     if int(max_object) != max_object or max_object < 1:
         raise ValueError(f"max_object must be a positive integer, got {max_object!r}")
-    out = Path(out).absolute()
-    if not is_zarr_path(out):
-        raise ValueError(f"{out}: block-wise output must be a zarr store named *.zarr")
-    if out == Path(source).absolute():
-        raise ValueError(f"{out}: is the input image; choose another output")
-    refuse_existing(out, overwrite, is_own_store, "a zarr store that tileunet predict wrote")
-    clear_stale(out)
+    out = _writable_store(out, source, overwrite)
     if ome is None:
         ome = out.name.lower().endswith(".ome.zarr")
     model_path = str(Path(model).absolute())
-    # loaded once here (a clear error before any work); predict_blocks finds it cached
-    net, extra = _cached_model(model_path, str(resolve_device(device)))
-    if extra.get("scale", 1.0) != 1.0:
-        raise ValueError(f"{model}: trained at scale {extra['scale']}; block-wise "
-                         "prediction supports models trained at scale 1 only")
-    norm = Normalization.from_dict(extra.get("normalization", {}))
-    if tile is not None:  # a clear error before any work, as predict gives it
-        if scheduler is None:  # the memory is this machine's; a cluster's is its own
-            check_tile_fits(net, tile, resolve_device(device), batch_size=batch_size or 1)
-        else:
-            tile_geometry(net, tile)
+    net, norm = _checked_model(model_path, device, tile, batch_size, local=scheduler is None)
     image = open_image(source)
     c, h, w = (int(n) for n in image.shape)
     if c != net.config.in_channels:
@@ -850,120 +570,49 @@ def segment_to_zarr(
     k = net.config.num_classes
     b = block_size(net, block)
     reach = min(int(max_object), h, w)  # a reach past the image sees all of it
-    grow = 2
     client, own_client = scheduler, False
     if isinstance(scheduler, str):
         from distributed import Client
 
         client, own_client = Client(scheduler), True
-    run = _Runner(client, progress)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    run = Runner(client, progress)
     try:
-        # 1. exact normalisation statistics of the whole image
-        blocks = image.rechunk(((c,), _chunks(h, b, 1), _chunks(w, b, 1)))
-        try:
-            ranges = _channel_stats(blocks, norm, run)
-        except DataError as e:
-            raise DataError(f"{source}: {e}") from None
-        # 2. probabilities and mask, block by block, straight into the store
-        kp = 1 if k == 2 else k  # probability channels stored
-        chan = ome or k != 2  # the probability array has a channel axis
-        paths = OME_PATHS if ome else PLAIN_PATHS
-        root = zarr.open_group(str(tmp), mode="w", zarr_format=2 if ome else 3)
-        root.create_array(paths["probability"], shape=(kp, h, w) if chan else (h, w),
-                          chunks=(kp, b, b) if chan else (b, b), dtype="float32")
-        root.create_array(paths["mask"], shape=(h, w), chunks=(b, b), dtype="uint8")
-        root.create_array(paths["labels"], shape=(h, w), chunks=(b, b), dtype="uint32")
-        scratch = zarr.open_group(str(tmp / "_names"), mode="w")
-        scratch.create_array("names", shape=(h, w), chunks=(b, b), dtype="uint64")
-        # each worker resolves "auto" itself: a CPU-only client may drive GPU workers
-        probs = predict_blocks(model_path, image, block=b, tile=tile, batch_size=batch_size,
-                               device=device, precision=precision,
-                               channels=[1] if k == 2 else None, ranges=ranges,
-                               normalization=norm.method)
-        roff, coff = _offsets(probs.chunks[1]), _offsets(probs.chunks[2])
-        store = str(tmp)
-
-        def write_probs(p: np.ndarray, loc: tuple) -> None:
-            _, i, j = loc
-            ys, xs = slice(roff[i], roff[i + 1]), slice(coff[j], coff[j + 1])
-            g = zarr.open_group(store, mode="r+")
-            if chan:
-                g[paths["probability"]][:, ys, xs] = p
-            else:
-                g[paths["probability"]][ys, xs] = p[0]
-            if k == 2:
-                g[paths["mask"]][ys, xs] = (p[0] > threshold).view(np.uint8) * np.uint8(255)
-            else:
-                g[paths["mask"]][ys, xs] = np.argmax(p, axis=0).astype(np.uint8)
-
-        run(probs, write_probs, "predict")
-        # 3. objects named by their first pixel, from windows reaching `reach` further
-        stored = da.from_zarr(str(tmp), component=paths["probability"])
-        fg = (stored[0] if chan else stored) if k == 2 else 1.0 - stored[0]
-        lb = max(b, reach)  # blocks at least as large as the reach (dask needs that)
-        fg = fg.rechunk((_chunks(h, lb, reach), _chunks(w, lb, reach)))
-        offs = (_offsets(fg.chunks[0]), _offsets(fg.chunks[1]))
-
-        def name(p: np.ndarray, loc: tuple) -> tuple[np.ndarray, int]:
-            names, held, cut = _name_objects(p, loc, offs, w, reach, float(threshold), split)
-            i, j = loc
-            zarr.open_group(str(tmp / "_names"), mode="r+")["names"][
-                offs[0][i] : offs[0][i + 1], offs[1][j] : offs[1][j + 1]] = names
-            return held, cut
-
-        parts = run(fg, name, "instances", depth=reach)
-        all_names = np.unique(np.concatenate([p[0] for p in parts] + [np.zeros(0, np.uint64)]))
-        cut = sum(p[1] for p in parts)
-        if cut:
-            logger.warning("%d object(s) reach more than max_object=%d px beyond their "
-                           "block and may be cut at block borders", cut, reach)
-        # 4. names -> 1..N in raster order of first pixels, objects grown back
-        halo = 2 * grow + 1
-        names = da.from_zarr(str(tmp / "_names"), component="names")
-        names = names.rechunk((_chunks(h, b, halo), _chunks(w, b, halo)))
-        offs2 = (_offsets(names.chunks[0]), _offsets(names.chunks[1]))
-        ny, nx = len(offs2[0]) - 1, len(offs2[1]) - 1
-
-        def relabel(p: np.ndarray, loc: tuple) -> None:
-            i, j = loc
-            (top, bottom), (left, right) = _have(i, ny, halo), _have(j, nx, halo)
-            seq = np.searchsorted(all_names, p).astype(np.int32) + 1
-            seq[p == 0] = 0
-            grown = grow_labels(seq, grow, "gaps", band_rows=max(seq.shape[0], 1))
-            zarr.open_group(store, mode="r+")[paths["labels"]][
-                offs2[0][i] : offs2[0][i + 1], offs2[1][j] : offs2[1][j + 1]] = grown[
-                top : grown.shape[0] - bottom, left : grown.shape[1] - right].astype(np.uint32)
-
-        run(names, relabel, "labels", depth=halo)
-        shutil.rmtree(tmp / "_names")
-        if ome:  # a pyramid of halved levels, so viewers can show a large output whole
-            levels = _write_pyramid(store, paths, b, run)
-            _write_ngff(root, k, image_scale(source), levels)
-        root.attrs["tileunet"] = {
-            "model": model_path, "source": str(Path(source).absolute()),
-            "threshold": float(threshold), "instances": instances,
-            "min_distance": int(min_distance), "block": b, "max_object": reach,
-            "objects": int(all_names.size), "cut_objects": int(cut),
-            "normalization": {**norm.to_dict(), "ranges": [list(r) for r in ranges]},
-            "probability": "foreground" if k == 2 else "all classes",
-        }
-        if out.exists():  # --overwrite: the old store goes only once the new one is whole
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
-            out.rename(old / "store")
-            tmp.rename(out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        with staged(out) as tmp:
+            # 1. exact normalisation statistics of the whole image
+            try:
+                ranges = channel_ranges(image.rechunk(((c,), _chunks(h, b, 1),
+                                                       _chunks(w, b, 1))), norm, run)
+            except DataError as e:
+                raise DataError(f"{source}: {e}") from None
+            store = _Store(str(tmp), OME_PATHS if ome else PLAIN_PATHS, k, h, w, b,
+                           float(threshold), chan=ome or k != 2)
+            root = store.create(zarr_format=2 if ome else 3)
+            # 2. probabilities and mask; each worker resolves "auto" itself (a CPU-only
+            # client may drive GPU workers)
+            store.write_probabilities(predict_blocks(
+                model_path, image, block=b, tile=tile, batch_size=batch_size, device=device,
+                precision=precision, channels=[1] if k == 2 else None, ranges=ranges,
+                normalization=norm.method), run)
+            # 3. objects named by their first pixel; 4. numbered 1..N and grown back
+            all_names, cut = store.name_objects(reach, split, run)
+            store.number_objects(all_names, 2, run)
+            if ome:  # a pyramid of halved levels, so viewers can show a large output whole
+                levels = write_pyramid(store.path, store.paths, b, run)
+                write_ngff(root, k, image_scale(source), levels)
+            root.attrs["tileunet"] = {
+                "model": model_path, "source": str(Path(source).absolute()),
+                "threshold": float(threshold), "instances": instances,
+                "min_distance": int(min_distance), "block": b, "max_object": reach,
+                "objects": int(all_names.size), "cut_objects": int(cut),
+                "normalization": {**norm.to_dict(), "ranges": [list(r) for r in ranges]},
+                "probability": "foreground" if k == 2 else "all classes",
+            }
     finally:
         if own_client:
             client.close()
     return out
 
 
-__all__ = ["DEFAULT_BLOCK", "DEFAULT_MAX_OBJECT", "block_size", "is_own_store", "is_zarr_path",
-           "level_path", "linear_percentiles", "ngff_multiscales", "open_image",
+__all__ = ["DEFAULT_BLOCK", "DEFAULT_MAX_OBJECT", "Runner", "block_size", "is_own_store",
            "predict_blocks", "segment_to_zarr"]
+

@@ -15,8 +15,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from tileunet.data import atomic_write
 from tileunet.model import UNet
+from tileunet.outputs import atomic_write
 
 FORMAT = "tileunet"
 FORMAT_VERSION = "1"

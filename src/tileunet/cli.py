@@ -15,36 +15,17 @@ from pathlib import Path
 import numpy as np
 
 from tileunet.interrupt import terminate_as_interrupt
+from tileunet.model import PADDINGS
+from tileunet.training import TrainConfig
 
 
-def _add_train(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a U-Net on images and masks",
-                       description="Train with the paper's recipe; writes a run directory.")
-    p.add_argument("--images", required=True, help="folder (or file) of training images")
-    p.add_argument("--masks", required=True, help="folder of masks, paired by file stem")
-    p.add_argument("--out", required=True, help="run directory to write")
-    p.add_argument("--val-fraction", type=float, default=0.2,
-                   help="fraction of images held out for validation (default 0.2)")
-    p.add_argument("--val-images", help="explicit validation images (instead of a split)")
-    p.add_argument("--val-masks", help="masks of --val-images")
-    p.add_argument("--exclude", action="append", default=[], metavar="NAME",
-                   help="leave out images whose name matches (shell pattern, repeatable), "
-                        "e.g. a partly annotated frame: --exclude t067")
-    p.add_argument("--ignore", metavar="DIR",
-                   help="masks of regions that are not annotated (non-zero = ignore), "
-                        "paired with the images like --masks; weight 0 there")
-    budget = p.add_argument_group("budget (at least one; training stops at the first)")
-    budget.add_argument("--minutes", type=float, help="wall-clock minutes of training")
-    budget.add_argument("--iterations", type=int, help="number of SGD steps")
-    p.add_argument("--recipe", choices=("auto", "paper"), default="auto",
-                   help="auto (default): with --minutes, the network, tiles and optimiser "
-                        "are planned for this machine and budget (a short probe times "
-                        "candidate networks); paper: the paper's settings. Any flag "
-                        "below that you give wins over the plan")
+def _add_train_settings(p: argparse.ArgumentParser) -> None:
+    """The network, tile and optimiser flags of ``train``: those a plan chooses (the
+    ones without a default here) and how tiles are made."""
     p.add_argument("--width", type=int, help="channels of level 1 (paper: 64)")
     p.add_argument("--depth", type=int, help="levels (paper: 5)")
-    p.add_argument("--num-classes", type=int, default=2)
-    p.add_argument("--padding", choices=("valid", "same"), default="valid")
+    p.add_argument("--num-classes", type=int, default=TrainConfig.num_classes)
+    p.add_argument("--padding", choices=PADDINGS, default=TrainConfig.padding)
     p.add_argument("--dropout", type=float, help="at the end of the contracting path "
                    "(paper: 0.5)")
     p.add_argument("--batch-norm", action=argparse.BooleanOptionalAction,
@@ -62,7 +43,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int,
                    help="processes making training tiles on the CPU (default: 0 on CPU; "
                         "with a GPU the tiles are made on it unless this is given)")
-    p.add_argument("--augment-on", choices=("auto", "cpu", "device"), default="auto",
+    p.add_argument("--augment-on", choices=("auto", "cpu", "device"),
+                   default=TrainConfig.augment_on,
                    help="where training tiles are resampled: auto (default: on the GPU "
                         "when training on one), cpu, or device")
     p.add_argument("--optimizer", choices=("sgd", "adamw"),
@@ -72,16 +54,44 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                         "paper recipe: 0.003)")
     p.add_argument("--momentum", type=float, help="SGD momentum (paper: 0.99)")
     p.add_argument("--weight-decay", type=float)
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a U-Net on images and masks",
+                       description="Train with the paper's recipe; writes a run directory.")
+    p.add_argument("--images", required=True, help="folder (or file) of training images")
+    p.add_argument("--masks", required=True, help="folder of masks, paired by file stem")
+    p.add_argument("--out", required=True, help="run directory to write")
+    p.add_argument("--val-fraction", type=float, default=TrainConfig.val_fraction,
+                   help="fraction of images held out for validation (default 0.2)")
+    p.add_argument("--val-images", help="explicit validation images (instead of a split)")
+    p.add_argument("--val-masks", help="masks of --val-images")
+    p.add_argument("--exclude", action="append", default=[], metavar="NAME",
+                   help="leave out images whose name matches (shell pattern, repeatable), "
+                        "e.g. a partly annotated frame: --exclude t067")
+    p.add_argument("--ignore", metavar="DIR",
+                   help="masks of regions that are not annotated (non-zero = ignore), "
+                        "paired with the images like --masks; weight 0 there")
+    budget = p.add_argument_group("budget (at least one; training stops at the first)")
+    budget.add_argument("--minutes", type=float, help="wall-clock minutes of training")
+    budget.add_argument("--iterations", type=int, help="number of SGD steps")
+    p.add_argument("--recipe", choices=("auto", "paper"), default="auto",
+                   help="auto (default): with --minutes, the network, tiles and optimiser "
+                        "are planned for this machine and budget (a short probe times "
+                        "candidate networks); paper: the paper's settings. Any flag "
+                        "below that you give wins over the plan")
+    _add_train_settings(p)
     p.add_argument("--init", metavar="RUN_OR_MODEL",
                    help="start from these weights instead of He initialisation "
                         "(fine-tuning); another number of classes replaces the last layer")
-    p.add_argument("--keep", choices=("best", "last"), default="best",
+    p.add_argument("--keep", choices=("best", "last"), default=TrainConfig.keep,
                    help="model.safetensors: the weights of the best validation (SEG with "
                         "two classes; default) or of the last step (always in "
                         "last.safetensors)")
-    p.add_argument("--w0", type=float, default=10.0, help="border weight w0 (paper: 10)")
-    p.add_argument("--sigma", type=float, default=5.0, help="border sigma in px (paper: 5)")
-    p.add_argument("--class-weights", default="balanced",
+    p.add_argument("--w0", type=float, default=TrainConfig.w0, help="border weight w0 (paper: 10)")
+    p.add_argument("--sigma", type=float, default=TrainConfig.sigma,
+                   help="border sigma in px (paper: 5)")
+    p.add_argument("--class-weights", default=TrainConfig.class_weights,
                    help="'balanced', 'none', or comma-separated weights per class")
     p.add_argument("--no-augment", action="store_true", help="disable augmentation")
     p.add_argument("--val-every", type=int,
@@ -91,9 +101,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="auto (default): bf16 autocast on GPUs and on CPUs with native bf16, "
                         "fp32 elsewhere")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=TrainConfig.seed)
     p.add_argument("--resume", action="store_true", help="continue from the run's checkpoint")
-    p.add_argument("--checkpoint-minutes", type=float, default=5.0, metavar="M",
+    p.add_argument("--checkpoint-minutes", type=float, default=TrainConfig.checkpoint_minutes,
+                   metavar="M",
                    help="save a resumable checkpoint at least every M minutes (default 5); "
                         "Ctrl-C and SIGTERM also save one")
     p.add_argument("--devices", type=int, default=1, metavar="N",
@@ -206,6 +217,9 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
                        description="The whole job on synthetic data, no downloads.")
     p.add_argument("--out", default="demo-output", help="output folder (default demo-output)")
     p.add_argument("--minutes", type=float, default=5.0, help="training budget (default 5)")
+    p.add_argument("--iterations", type=int,
+                   help="stop training after this many steps (if --minutes has not run out "
+                        "first): with --seed, the same outputs on every run on this machine")
     p.add_argument("--size", type=int, default=2048, help="side of the large test image")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
@@ -309,7 +323,7 @@ def cmd_weights(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from tileunet.train import train
+    from tileunet.training import train
 
     if args.minutes is None and args.iterations is None:
         raise ValueError("train: give --minutes or --iterations (or both)")
@@ -340,7 +354,7 @@ def _train_config(args: argparse.Namespace, settings: dict, plan: dict | None):
     """The TrainConfig of these flags and settings; a value out of range is reported
     with its flag's name."""
     from tileunet.augment import AugmentConfig
-    from tileunet.train import ConfigError, TrainConfig
+    from tileunet.training import ConfigError
 
     try:
         return TrainConfig(
@@ -379,7 +393,6 @@ def _given_settings(args: argparse.Namespace, early: bool = False) -> dict:
 def _paper_settings() -> dict:
     """The paper's recipe for the planned fields, and TrainConfig's validation interval."""
     from tileunet.plan import PAPER
-    from tileunet.train import TrainConfig
 
     return {**PAPER, "val_every": TrainConfig.val_every}
 
@@ -544,7 +557,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from tileunet.demo import run_demo
 
     run_demo(args.out, minutes=args.minutes, size=args.size, seed=args.seed,
-             device=args.device, overwrite=args.overwrite, progress=not args.quiet)
+             device=args.device, overwrite=args.overwrite, progress=not args.quiet,
+             iterations=args.iterations)
     return 0
 
 

@@ -23,9 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-import tempfile
-import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -33,6 +31,9 @@ import numpy as np
 import tifffile
 from PIL import Image
 from scipy import ndimage as ndi
+
+from tileunet.errors import DataError
+from tileunet.outputs import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +46,6 @@ SAVE_SUFFIXES = (".png", ".tif", ".tiff")
 _TIFF_SUFFIXES = (".tif", ".tiff")
 _CHANNEL_AXES = "SC"  # tifffile axis codes for samples (RGB) and channels
 _PathLike = str | os.PathLike
-
-
-class DataError(ValueError):
-    """A file could not be used; the message (one line) names the file and the reason."""
 
 
 def _fail(path: _PathLike, reason: str) -> DataError:
@@ -160,7 +157,7 @@ def read_pages(path: _PathLike) -> list[np.ndarray]:
     if not path.exists():
         raise _fail(path, "no such file")
     if _is_zarr_store(path):
-        from tileunet.blockwise import open_image  # needs the dask extra
+        from tileunet.lazyio import open_image  # needs the dask extra
 
         image = open_image(path).compute()  # (C, H, W)
         _check_finite(path, image)
@@ -687,26 +684,6 @@ def _png_array(array: np.ndarray, path: Path) -> np.ndarray:
                       f"grey); save as .tif")
 
 
-def atomic_write(path: _PathLike, write: Callable[[Path], object]) -> None:
-    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it to ``path``.
-
-    Readers see the old file or the complete new one, never a half-written one; on any
-    error (Ctrl-C included) the temporary file is removed. Missing parent folders are
-    created, and the file gets ordinary read permissions.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_image(path: _PathLike, array: np.ndarray, *, axes: str | None = None) -> None:
     """Write an array to ``path`` atomically (never a half-written file).
 
@@ -763,18 +740,11 @@ def save_image(path: _PathLike, array: np.ndarray, *, axes: str | None = None) -
                              f"got axes={axes!r} for shape {a.shape}")
         data = a
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
-    try:
-        with open(tmp, "xb") as fh:  # new file, usual permissions (umask applies)
-            if suffix == ".png":
-                Image.fromarray(data).save(fh, format="PNG")
-            else:
-                tifffile.imwrite(fh, data, photometric="minisblack",
-                                 metadata={"axes": axes}, compression="zlib")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    def write(tmp: Path) -> None:
+        if suffix == ".png":
+            Image.fromarray(data).save(tmp, format="PNG")
+        else:
+            tifffile.imwrite(tmp, data, photometric="minisblack", metadata={"axes": axes},
+                             compression="zlib")
+
+    atomic_write(path, write)

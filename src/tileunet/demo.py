@@ -25,7 +25,7 @@ from tileunet.plots import overlay_rgb, save_weight_map_figure
 from tileunet.postprocess import instances_from_probability
 from tileunet.predict import predict
 from tileunet.synthetic import synthetic_cells, write_synthetic_dataset
-from tileunet.train import TrainConfig, train
+from tileunet.training import TrainConfig, train
 from tileunet.weights import to_instances, weight_map
 
 MARKER = ".tileunet-demo"

@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from tileunet import metrics as M
-from tileunet.data import DataError, atomic_write, list_images, read_image
+import tileunet.metrics as M
+from tileunet.data import DataError, list_images, read_image
+from tileunet.outputs import atomic_write
 from tileunet.weights import to_instances
 
 PRED_SUFFIXES = ("_instances", "_prob", "_mask", "_overlay")

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from tileunet.checkpoint import load_model
-from tileunet.data import atomic_write
+from tileunet.outputs import atomic_write
 from tileunet.predict import tile_geometry
 
 __all__ = ["export_onnx"]

@@ -122,13 +122,13 @@ class UNet(nn.Module):
 
     def __init__(
         self,
-        in_channels: int = 1,
-        num_classes: int = 2,
-        depth: int = 5,
-        width: int = 64,
-        padding: str = "valid",
-        dropout: float = 0.5,
-        batch_norm: bool = False,
+        in_channels: int = UNetConfig.in_channels,
+        num_classes: int = UNetConfig.num_classes,
+        depth: int = UNetConfig.depth,
+        width: int = UNetConfig.width,
+        padding: str = UNetConfig.padding,
+        dropout: float = UNetConfig.dropout,
+        batch_norm: bool = UNetConfig.batch_norm,
     ) -> None:
         super().__init__()
         self.config = UNetConfig(in_channels, num_classes, depth, width, padding,

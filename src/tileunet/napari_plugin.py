@@ -217,7 +217,7 @@ def read_output(path: str | Path) -> list[tuple]:
     import dask.array as da
     import zarr
 
-    from tileunet.blockwise import OME_PATHS, PLAIN_PATHS, image_scale, level_path, ngff_multiscales
+    from tileunet.lazyio import OME_PATHS, PLAIN_PATHS, image_scale, level_path, ngff_multiscales
 
     path = Path(path)
     root = zarr.open_group(str(path), mode="r")

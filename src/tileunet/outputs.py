@@ -1,18 +1,28 @@
-"""Existing outputs: replaced only with ``--overwrite``, and only when the tool wrote them.
+"""Writing outputs safely: never half-written, and replaced only when the tool wrote them.
+
+Files are written to a hidden temporary name beside their place, flushed to disk and
+renamed (:func:`atomic_write`); folders and zarr stores are built aside and swapped in
+whole (:func:`staged`). Readers see the old output or the complete new one, and a killed
+write leaves only hidden temporaries, which the next write of the same output clears
+(:func:`clear_stale`).
 
 A user's ``-o`` may name a folder that holds their own work, or the input itself;
 ``--overwrite`` must not delete that. Each writer knows how to recognise its own output
-(a marker, metadata, a file layout) and passes that test here, before any work starts.
+(a marker, metadata, a file layout) and passes that test to :func:`refuse_existing`
+before any work starts.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
 from glob import escape
 from pathlib import Path
 
-from tileunet.data import DataError
+from tileunet.errors import DataError
 
 
 def refuse_existing(path: str | Path, overwrite: bool,
@@ -56,4 +66,61 @@ def clear_stale(path: str | Path) -> None:
                 stale.unlink(missing_ok=True)
 
 
-__all__ = ["clear_stale", "clear_temporaries", "is_temporary", "refuse_existing"]
+def atomic_write(path: str | Path, write: Callable[[Path], object]) -> None:
+    """Call ``write(tmp)`` on a temporary file beside ``path``, flush it to disk, then
+    rename it to ``path``.
+
+    On any error (Ctrl-C included) the temporary file is removed and ``path`` is as it
+    was. Missing parent folders are created; the file gets ordinary read permissions.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def staged(out: str | Path) -> Iterator[Path]:
+    """Build an output (a file or a folder) aside and swap it in whole.
+
+    Yields the path to build it at (named like ``out``, in a hidden temporary folder
+    beside it; its folder may hold other scratch files).
+    When the block ends normally the new output takes ``out``'s place and the previous
+    one (if any) is removed only then; on an exception ``out`` is left as it was. The
+    temporary folder goes either way.
+    """
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    root = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        (root / "new").mkdir()
+        built = root / "new" / out.name
+        yield built
+        if not built.exists():
+            raise FileNotFoundError(f"{out}: nothing was built to put in its place")
+        old = root / "old"
+        had = out.exists() or out.is_symlink()
+        if had:
+            out.rename(old)
+        try:
+            built.rename(out)
+        except BaseException:
+            if had:
+                old.rename(out)
+            raise
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+__all__ = ["atomic_write", "clear_stale", "clear_temporaries", "is_temporary",
+           "refuse_existing", "staged"]

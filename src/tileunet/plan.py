@@ -32,7 +32,7 @@ from scipy import ndimage as ndi
 from tileunet.device import autocast_dtype, training_memory_format
 from tileunet.losses import weighted_cross_entropy
 from tileunet.model import UNet
-from tileunet.train import TrainConfig, make_optimizer
+from tileunet.training import TrainConfig, make_optimizer
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import hsv_to_rgb
 from matplotlib.figure import Figure
 
-from tileunet.data import atomic_write
+from tileunet.outputs import atomic_write
 from tileunet.weights import separation_border, to_instances
 
 __all__ = ["overlay_rgb", "save_loss_figure", "save_weight_map_figure"]

@@ -163,8 +163,8 @@ def instances_from_probability(
         Images taller than this are processed a group of objects at a time: the
         objects whose first row lies within ``band_rows`` rows, cropped to the box that
         holds them, so memory beyond the image and its labels stays small at any size
-        (all of ``tileunet predict`` on an 8192 x 8192 image of cells peaks at 1.85 GB,
-        ``benchmarks/RESULTS.md``). Each object is found from its own
+        (``benchmarks/RESULTS.md``, "Memory: an 8192×8192 image to files"). Each
+        object is found from its own
         pixels as on the whole image; only the distance watershed's seeds can differ,
         where two objects of different groups lie within ``min_distance`` of each other.
 

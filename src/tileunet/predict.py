@@ -127,12 +127,11 @@ def tile_memory_bytes(net: UNet, tile: int, *, bytes_per_element: int = 4) -> in
     pooling, up-convolution and concatenation, the logits and the probabilities), of
     channels x height x width x ``bytes_per_element``, times :data:`MEMORY_SAFETY`.
     In inference mode most tensors are freed as soon as they are used, so this sum is
-    already about twice the measured peak (the paper's network, tile 572: 698 MiB
-    summed; 387 MiB peak resident memory on a CPU, 365 MiB peak allocated on an H200 in
-    float32, 145 MiB in bf16); the safety factor on top covers allocator slack and
-    convolution workspaces. One exception: cuDNN may use whatever GPU memory is free as
-    workspace for its fastest float32 algorithm (seen for 1212 px tiles on an H200);
-    it falls back to other algorithms when that memory is not there.
+    already well above the peak (``benchmarks/RESULTS.md``, "The memory estimate of a
+    tile"); the safety factor on top covers allocator slack and convolution
+    workspaces. One exception: cuDNN may use whatever GPU memory is free as workspace
+    for its fastest float32 algorithm; it falls back to other algorithms when that
+    memory is not there.
 
     Parameters
     ----------
@@ -396,46 +395,102 @@ def predict(
     """
     cfg = net.config
     x = _as_image(image, cfg.in_channels)  # (C, H, W)
-    h, w = x.shape[1:]
-    if context:
-        if tta:
-            raise ValueError("tta is not available with context=True")
-        if min(h, w) <= 2 * net.margin:
-            raise ValueError(f"an image with context must be larger than 2 * margin = "
-                             f"{2 * net.margin} on each side, got {h}x{w}")
-        h, w = h - 2 * net.margin, w - 2 * net.margin  # the part that is predicted
+    h, w = _predicted_size(net, x, context, tta)
     dev = _net_device(net) if device is None else torch.device(device)
+    amp, dtype = _compute_types(net, precision, dev)
+    check_batch_size(batch_size)
+    keep = _channels(channels, cfg.num_classes)
+    if out is not None and tuple(out.shape) != (len(keep), h, w):
+        raise ValueError(f"out must have shape {(len(keep), h, w)} (channels, H, W), "
+                         f"got {tuple(out.shape)}")
+    tile, batch_size, n_tiles = _tiles(net, (h, w), tile, batch_size, dev, dtype)
+    out_tile, stride = tile_geometry(net, tile)
+    if device is not None:
+        net.to(dev)
+    channels_last = inference_channels_last(dev, dtype)
+    transforms = DIHEDRAL if tta else DIHEDRAL[:1]
+    run = _tile_probabilities(net, dev, amp, out_tile, keep, len(transforms), channels_last)
+    was_training = net.training
+    restore_format = channels_last and all(
+        p.is_contiguous() for p in net.parameters() if p.ndim == 4)
+    bar_class = progress if callable(progress) else tqdm
+    bar = bar_class(total=len(transforms) * n_tiles, desc="predict", unit="tile",
+                    disable=not progress)
+    if out is None:
+        out = np.empty((len(keep), h, w), dtype=np.float32)
+    try:
+        net.eval()
+        if channels_last:
+            net.to(memory_format=torch.channels_last)
+        strict = strict_fp32(dev) if amp is None else contextlib.nullcontext()
+        with torch.inference_mode(), strict:
+            xt = torch.from_numpy(x).to(dev, dtype)  # no copy when already there
+            for i, transform in enumerate(transforms):
+                tiled_apply(run, xt, margin=net.margin, in_tile=tile, out_tile=out_tile,
+                            stride=stride, batch_size=int(batch_size),
+                            out_channels=len(keep), callback=bar.update,
+                            transform=transform, out=out, add=i > 0, context=context)
+    finally:
+        bar.close()
+        net.train(was_training)
+        if restore_format:
+            net.to(memory_format=torch.contiguous_format)
+    return out
+
+
+def _predicted_size(net: UNet, x: np.ndarray, context: bool, tta: bool) -> tuple[int, int]:
+    """``(H, W)`` of the result: the image's, or with ``context`` its inner part."""
+    h, w = x.shape[1:]
+    if not context:
+        return h, w
+    if tta:
+        raise ValueError("tta is not available with context=True")
+    if min(h, w) <= 2 * net.margin:
+        raise ValueError(f"an image with context must be larger than 2 * margin = "
+                         f"{2 * net.margin} on each side, got {h}x{w}")
+    return h - 2 * net.margin, w - 2 * net.margin
+
+
+def _compute_types(net: UNet, precision: str, dev: torch.device
+                   ) -> tuple[torch.dtype | None, torch.dtype]:
+    """The autocast dtype (None: none) and the network's parameter dtype."""
     amp = autocast_dtype(precision, dev)  # validates precision
     dtype = next(net.parameters()).dtype
     if not dtype.is_floating_point:
         raise ValueError(f"network parameters must be floating point, got {dtype}")
     if precision == "auto" and dtype != torch.float32:
         amp = None  # a float64 (or already half-precision) network runs as it is
-    check_batch_size(batch_size)
-    keep = _channels(channels, cfg.num_classes)
-    if out is not None and tuple(out.shape) != (len(keep), h, w):
-        raise ValueError(f"out must have shape {(len(keep), h, w)} (channels, H, W), "
-                         f"got {tuple(out.shape)}")
+    return amp, dtype
+
+
+def _tiles(net: UNet, size: tuple[int, int], tile: int | None, batch_size: int | None,
+           dev: torch.device, dtype: torch.dtype) -> tuple[int, int, int]:
+    """Tile side, tiles per batch (the given ones, checked, or what fits the memory
+    budget of ``dev``) and the number of tiles of an image of ``size``."""
     element = torch.tensor([], dtype=dtype).element_size()
     budget = default_budget(dev) if tile is None or batch_size is None else 0
     if tile is None:
-        tile = choose_tile(net, (h, w), budget, bytes_per_element=element)
+        tile = choose_tile(net, size, budget, bytes_per_element=element)
     else:
         check_tile_fits(net, tile, dev, batch_size=batch_size or 1, bytes_per_element=element)
     out_tile, stride = tile_geometry(net, tile)
-    n_tiles = len(tile_layout((h, w), in_tile=tile, out_tile=out_tile, margin=net.margin,
+    n_tiles = len(tile_layout(size, in_tile=tile, out_tile=out_tile, margin=net.margin,
                               stride=stride))
     if batch_size is None:
         per_tile = tile_memory_bytes(net, tile, bytes_per_element=element)
         batch_size = max(1, min(n_tiles, budget // per_tile))
-    if device is not None:
-        net.to(dev)
-    m = net.margin
-    crop = m if cfg.padding == "same" else 0  # same padding: keep the centre only
-    channels_last = inference_channels_last(dev, dtype)
-    transforms = DIHEDRAL if tta else DIHEDRAL[:1]
-    select = None if keep == list(range(cfg.num_classes)) else torch.tensor(keep)
-    scale = 1.0 / len(transforms)  # a power of two: sums of scaled tiles are exact
+    return tile, batch_size, n_tiles
+
+
+def _tile_probabilities(net: UNet, dev: torch.device, amp: torch.dtype | None,
+                        out_tile: int, keep: list[int], n_transforms: int,
+                        channels_last: bool) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The function :func:`tiled_apply` runs on each batch of tiles: the kept classes'
+    softmax probabilities of the output tiles, scaled by ``1 / n_transforms`` (a power
+    of two: sums of scaled tiles are exact)."""
+    crop = net.margin if net.config.padding == "same" else 0  # same: keep the centre only
+    select = None if keep == list(range(net.config.num_classes)) else torch.tensor(keep)
+    scale = 1.0 / n_transforms
 
     def run(batch: torch.Tensor) -> torch.Tensor:  # (N, C, tile, tile)
         if channels_last:
@@ -453,32 +508,7 @@ def predict(
             probs = probs * scale
         return probs
 
-    was_training = net.training
-    restore_format = channels_last and all(
-        p.is_contiguous() for p in net.parameters() if p.ndim == 4)
-    bar_class = progress if callable(progress) else tqdm
-    bar = bar_class(total=len(transforms) * n_tiles, desc="predict", unit="tile",
-                    disable=not progress)
-    if out is None:
-        out = np.empty((len(keep), h, w), dtype=np.float32)
-    try:
-        net.eval()
-        if channels_last:
-            net.to(memory_format=torch.channels_last)
-        strict = strict_fp32(dev) if amp is None else contextlib.nullcontext()
-        with torch.inference_mode(), strict:
-            xt = torch.from_numpy(x).to(dev, dtype)  # no copy when already there
-            for i, transform in enumerate(transforms):
-                tiled_apply(run, xt, margin=m, in_tile=tile, out_tile=out_tile,
-                            stride=stride, batch_size=int(batch_size),
-                            out_channels=len(keep), callback=bar.update,
-                            transform=transform, out=out, add=i > 0, context=context)
-    finally:
-        bar.close()
-        net.train(was_training)
-        if restore_format:
-            net.to(memory_format=torch.contiguous_format)
-    return out
+    return run
 
 
 def _channels(channels: Sequence[int] | None, num_classes: int) -> list[int]:

@@ -31,7 +31,6 @@ from typing import Any, TypeVar
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
 
@@ -321,8 +320,6 @@ def tiled_apply(
     stride: int | None = None,
     batch_size: int = 1,
     out_channels: int | None = None,
-    progress: bool = False,
-    desc: str = "tiles",
     callback: Callable[[int], object] | None = None,
     transform: tuple[int, bool] = (0, False),
     out: Any = None,
@@ -360,13 +357,9 @@ def tiled_apply(
         Tiles per call of ``fn``.
     out_channels : int, optional
         Expected ``K``; checked when given.
-    progress : bool
-        Show a tqdm bar over the tiles (ignored when ``callback`` is given).
-    desc : str
-        Label of the progress bar.
     callback : callable, optional
-        Called with the number of tiles done after each batch (e.g. a shared
-        ``tqdm.update``), instead of this function's own bar.
+        Called with the number of tiles done after each batch (e.g. a progress bar's
+        ``update``).
     transform : (int, bool)
         ``(k, flip)`` of :func:`dihedral`; default the identity.
     out : array-like, optional
@@ -416,9 +409,35 @@ def tiled_apply(
     th, tw = (ow, oh) if k % 2 else (oh, ow)  # the transformed result
     layout = tile_layout((th, tw), in_tile=in_tile, out_tile=out_tile, margin=margin,
                          stride=stride)
-    s, t = layout.stride, layout.in_tile
     if out is not None and (len(out.shape) != 3 or tuple(out.shape[1:]) != (oh, ow)):
         raise ValueError(f"out must have shape (K, {oh}, {ow}), got {tuple(out.shape)}")
+    cut = _tile_cutter(image, layout, (k, flip), context)
+    stack = torch.stack if isinstance(image, torch.Tensor) else np.stack
+    origins = layout.origins()
+    for start in range(0, len(origins), batch_size):
+        chunk = origins[start : start + batch_size]
+        batch = stack([cut(y, x) for y, x in chunk])
+        result = _to_numpy(fn(batch))  # (N, K, out_tile, out_tile)
+        _check_result(result, tuple(batch.shape), len(chunk), out_tile,
+                      out_channels if out is None else out.shape[0])
+        if out is None:
+            out = np.empty((result.shape[1], oh, ow), dtype=result.dtype)
+        for (y, x), tile in zip(chunk, result, strict=True):
+            _put_tile(out, tile, (y, x), layout.stride, (th, tw), (k, flip), add)
+        if callback is not None:
+            callback(len(chunk))
+    assert out is not None  # there is always at least one tile
+    return out
+
+
+def _tile_cutter(image: ArrayT, layout: TileLayout, transform: tuple[int, bool],
+                 context: bool) -> Callable[[int, int], ArrayT]:
+    """``cut(y, x)``: the input tile at padded position ``(y, x)`` of the transformed,
+    mirror-padded image, cut straight from ``image`` (no padded or transformed copy)."""
+    k, flip = transform
+    _, h, w = image.shape
+    th, tw = (w, h) if k % 2 else (h, w)
+    t = layout.in_tile
     if context:  # the padded image is the image, continued by mirroring to the last tile
         (ph, pw) = layout.padded_hw
         rows_all, cols_all = reflect_indices(h, 0, ph - h), reflect_indices(w, 0, pw - w)
@@ -426,13 +445,11 @@ def tiled_apply(
         (pt, pl), (pb, pr) = layout.pad_before, layout.pad_after
         rows_all = reflect_indices(th, pt, pb)  # padded row p is image row rows_all[p]
         cols_all = reflect_indices(tw, pl, pr)
-    is_torch = isinstance(image, torch.Tensor)
-    stack = torch.stack if is_torch else np.stack
 
     def cut(y: int, x: int) -> ArrayT:
         i, j, swap = _dihedral_source(k, flip, (h, w), rows_all[y : y + t],
                                       cols_all[x : x + t])
-        if is_torch:
+        if isinstance(image, torch.Tensor):
             dev = image.device
             block = image.index_select(-2, torch.from_numpy(i).to(dev))
             block = block.index_select(-1, torch.from_numpy(j).to(dev))
@@ -440,45 +457,36 @@ def tiled_apply(
         block = image[:, i[:, None], j[None, :]]
         return block.swapaxes(-2, -1) if swap else block
 
-    origins = layout.origins()
-    bar = tqdm(total=len(origins), desc=desc, unit="tile",
-               disable=not progress or callback is not None)
-    try:
-        for start in range(0, len(origins), batch_size):
-            chunk = origins[start : start + batch_size]
-            batch = stack([cut(y, x) for y, x in chunk])
-            result = _to_numpy(fn(batch))  # (N, K, out_tile, out_tile)
-            kk = out_channels if out is None else out.shape[0]
-            if (result.ndim != 4 or result.shape[0] != len(chunk)
-                    or result.shape[2:] != (out_tile, out_tile)
-                    or (kk is not None and result.shape[1] != kk)):
-                want = f"({len(chunk)}, {'K' if kk is None else kk}, {out_tile}, {out_tile})"
-                raise ValueError(
-                    f"fn must map a batch of shape {tuple(batch.shape)} to {want}, "
-                    f"got {result.shape}"
-                )
-            if out is None:
-                out = np.empty((result.shape[1], oh, ow), dtype=result.dtype)
-            for (y, x), tile in zip(chunk, result, strict=True):
-                dy, dx = min(s, th - y), min(s, tw - x)
-                i, j, swap = _dihedral_source(k, flip, (oh, ow), np.arange(y, y + dy),
-                                              np.arange(x, x + dx))
-                block = tile[:, :dy, :dx]
-                if swap:
-                    block = block.swapaxes(-2, -1)
-                (rs, rdown), (cs, cdown) = _as_slice(i), _as_slice(j)
-                block = block[:, ::-1 if rdown else 1, ::-1 if cdown else 1]
-                if add:
-                    out[:, rs, cs] += block
-                else:
-                    out[:, rs, cs] = block
-            if callback is not None:
-                callback(len(chunk))
-            bar.update(len(chunk))
-    finally:
-        bar.close()
-    assert out is not None  # there is always at least one tile
-    return out
+    return cut
+
+
+def _check_result(result: np.ndarray, batch_shape: tuple, n: int, out_tile: int,
+                  channels: int | None) -> None:
+    """``fn``'s output for a batch of ``n`` tiles must be ``(n, K, out_tile, out_tile)``."""
+    if (result.ndim != 4 or result.shape[0] != n or result.shape[2:] != (out_tile, out_tile)
+            or (channels is not None and result.shape[1] != channels)):
+        want = f"({n}, {'K' if channels is None else channels}, {out_tile}, {out_tile})"
+        raise ValueError(f"fn must map a batch of shape {batch_shape} to {want}, "
+                         f"got {result.shape}")
+
+
+def _put_tile(out: Any, tile: np.ndarray, origin: tuple[int, int], stride: int,
+              size: tuple[int, int], transform: tuple[int, bool], add: bool) -> None:
+    """Write (or add) the first ``stride`` x ``stride`` pixels of an output tile at
+    ``origin`` of the transformed result (``size``), mapped back to ``out``'s frame."""
+    (y, x), (th, tw), (k, flip) = origin, size, transform
+    oh, ow = (tw, th) if k % 2 else (th, tw)
+    dy, dx = min(stride, th - y), min(stride, tw - x)
+    i, j, swap = _dihedral_source(k, flip, (oh, ow), np.arange(y, y + dy), np.arange(x, x + dx))
+    block = tile[:, :dy, :dx]
+    if swap:
+        block = block.swapaxes(-2, -1)
+    (rs, rdown), (cs, cdown) = _as_slice(i), _as_slice(j)
+    block = block[:, ::-1 if rdown else 1, ::-1 if cdown else 1]
+    if add:
+        out[:, rs, cs] += block
+    else:
+        out[:, rs, cs] = block
 
 
 __all__ = ["DIHEDRAL", "TileLayout", "dihedral", "mirror_pad", "reflect_indices", "tile_layout",

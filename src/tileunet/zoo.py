@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import getpass
 import re
-import shutil
-import tempfile
 import warnings
 import zipfile
 from pathlib import Path
@@ -43,7 +41,7 @@ import torch.nn.functional as F
 from tileunet.checkpoint import load_model
 from tileunet.data import DataError, Normalization, read_pages
 from tileunet.model import UNet
-from tileunet.outputs import clear_stale, refuse_existing
+from tileunet.outputs import clear_stale, refuse_existing, staged
 
 __all__ = ["MirroredUNet", "export_bioimageio", "input_sizes"]
 
@@ -136,6 +134,73 @@ def is_own_package(path: Path) -> bool:
     return "- tileunet" in rdf and all(n in rdf for n in names)
 
 
+def _write_weights(wrapped: torch.nn.Module, x: np.ndarray, y: np.ndarray,
+                   stage: Path) -> None:
+    """The test tensors and the weights in the three formats of the package."""
+    np.save(stage / "test_input.npy", x)
+    np.save(stage / "test_output.npy", y.astype(np.float32))
+    torch.save(wrapped.state_dict(), stage / "weights.pt")
+    example = torch.from_numpy(x)
+    with warnings.catch_warnings(), torch.no_grad():
+        # the size checks become constants of the trace; the sizes stay symbolic
+        # (test_model runs it at three sizes and two batch sizes)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        traced = torch.jit.trace(wrapped, example, check_trace=False)
+    traced.save(str(stage / "weights_torchscript.pt"))
+    _onnx(wrapped, example, stage / "weights.onnx")
+
+
+def _tensor_descrs(v0_5: Any, net: UNet, norm: Normalization, stage: Path, lo: int,
+                   step: int, eps: float) -> tuple[list, list]:
+    """The input (raw image, with its scale-range preprocessing) and output (class
+    probabilities, halo ``net.margin``) tensor descriptions."""
+    k, c = net.config.num_classes, net.config.in_channels
+    tid_in, tid_out = v0_5.TensorId("raw"), v0_5.TensorId("probabilities")
+    y_id, x_id = v0_5.AxisId("y"), v0_5.AxisId("x")
+    classes = ["background", "foreground"] if k == 2 else [f"class{i}" for i in range(k)]
+    pre = []
+    if norm.method != "none":
+        lo_q, hi_q = (norm.low, norm.high) if norm.method == "percentile" else (0.0, 100.0)
+        pre = [v0_5.ScaleRangeDescr(kwargs=v0_5.ScaleRangeKwargs(
+            axes=[y_id, x_id], min_percentile=lo_q, max_percentile=hi_q, eps=eps))]
+    inputs = [v0_5.InputTensorDescr(
+        id=tid_in, description="raw image",
+        axes=[v0_5.BatchAxis(),
+              v0_5.ChannelAxis(channel_names=[v0_5.Identifier(f"channel{i}")
+                                              for i in range(c)]),
+              v0_5.SpaceInputAxis(id=y_id, size=v0_5.ParameterizedSize(min=lo, step=step)),
+              v0_5.SpaceInputAxis(id=x_id, size=v0_5.ParameterizedSize(min=lo, step=step))],
+        test_tensor=v0_5.FileDescr(source=stage / "test_input.npy"),
+        preprocessing=pre)]
+    m = net.margin
+    outputs = [v0_5.OutputTensorDescr(
+        id=tid_out, description="softmax class probabilities",
+        axes=[v0_5.BatchAxis(),
+              v0_5.ChannelAxis(channel_names=[v0_5.Identifier(n) for n in classes]),
+              v0_5.SpaceOutputAxisWithHalo(
+                  id=y_id, halo=m, size=v0_5.SizeReference(tensor_id=tid_in, axis_id=y_id)),
+              v0_5.SpaceOutputAxisWithHalo(
+                  id=x_id, halo=m, size=v0_5.SizeReference(tensor_id=tid_in, axis_id=x_id))],
+        test_tensor=v0_5.FileDescr(source=stage / "test_output.npy"))]
+    return inputs, outputs
+
+
+def _weights_descr(v0_5: Any, stage: Path, cfg: dict) -> Any:
+    """The state dict (with the architecture to build), TorchScript and ONNX weights."""
+    version = v0_5.Version(torch.__version__.split("+")[0])
+    return v0_5.WeightsDescr(
+        pytorch_state_dict=v0_5.PytorchStateDictWeightsDescr(
+            source=stage / "weights.pt", pytorch_version=version,
+            architecture=v0_5.ArchitectureFromLibraryDescr(
+                import_from="tileunet.zoo", callable=v0_5.Identifier("MirroredUNet"),
+                kwargs=cfg)),
+        torchscript=v0_5.TorchscriptWeightsDescr(
+            source=stage / "weights_torchscript.pt", pytorch_version=version,
+            parent="pytorch_state_dict"),
+        onnx=v0_5.OnnxWeightsDescr(source=stage / "weights.onnx", opset_version=17,
+                                   parent="pytorch_state_dict"))
+
+
 def export_bioimageio(model: str | Path, out: str | Path, *, sample: str | Path | None = None,
                       name: str | None = None, authors: list[str] | None = None,
                       license: str = "CC-BY-4.0", tile: int | None = None,
@@ -170,8 +235,7 @@ def export_bioimageio(model: str | Path, out: str | Path, *, sample: str | Path 
     wrapped.load_state_dict(net.state_dict())
     lo, step = input_sizes(net)
     size = lo + max(0, -(-((tile or 256) - lo) // step)) * step
-    k, c = net.config.num_classes, net.config.in_channels
-    x = _sample(sample, c, size)
+    x = _sample(sample, net.config.in_channels, size)
     eps = 1e-6
     with torch.inference_mode():
         y = wrapped(torch.from_numpy(_scale_range(x, norm, eps))).numpy()
@@ -180,63 +244,12 @@ def export_bioimageio(model: str | Path, out: str | Path, *, sample: str | Path 
     title = re.sub(r"[^A-Za-z0-9_+\- ()]", "-", title)[:64]
     if len(title) < 5:
         title = f"tileunet {title}"
-    tmp_root = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
-        stage = tmp_root / "stage"
+    with staged(out) as built:
+        stage = built.parent / "stage"
         stage.mkdir()
-        np.save(stage / "test_input.npy", x)
-        np.save(stage / "test_output.npy", y.astype(np.float32))
-        torch.save(wrapped.state_dict(), stage / "weights.pt")
-        example = torch.from_numpy(x)
-        with warnings.catch_warnings(), torch.no_grad():
-            # the size checks become constants of the trace; the sizes stay symbolic
-            # (test_model runs it at three sizes and two batch sizes)
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            traced = torch.jit.trace(wrapped, example, check_trace=False)
-        traced.save(str(stage / "weights_torchscript.pt"))
-        _onnx(wrapped, example, stage / "weights.onnx")
+        _write_weights(wrapped, x, y, stage)
         (stage / "README.md").write_text(_readme(net, extra, norm, lo, step, title))
-        tid_in, tid_out = v0_5.TensorId("raw"), v0_5.TensorId("probabilities")
-        y_id, x_id = v0_5.AxisId("y"), v0_5.AxisId("x")
-        classes = (["background", "foreground"] if k == 2
-                   else [f"class{i}" for i in range(k)])
-        pre = []
-        if norm.method != "none":
-            lo_q, hi_q = ((norm.low, norm.high) if norm.method == "percentile"
-                          else (0.0, 100.0))
-            pre = [v0_5.ScaleRangeDescr(kwargs=v0_5.ScaleRangeKwargs(
-                axes=[y_id, x_id], min_percentile=lo_q, max_percentile=hi_q, eps=eps))]
-        inputs = [v0_5.InputTensorDescr(
-            id=tid_in, description="raw image",
-            axes=[v0_5.BatchAxis(),
-                  v0_5.ChannelAxis(channel_names=[v0_5.Identifier(f"channel{i}")
-                                                  for i in range(c)]),
-                  v0_5.SpaceInputAxis(id=y_id, size=v0_5.ParameterizedSize(min=lo, step=step)),
-                  v0_5.SpaceInputAxis(id=x_id, size=v0_5.ParameterizedSize(min=lo, step=step))],
-            test_tensor=v0_5.FileDescr(source=stage / "test_input.npy"),
-            preprocessing=pre)]
-        m = net.margin
-        outputs = [v0_5.OutputTensorDescr(
-            id=tid_out, description="softmax class probabilities",
-            axes=[v0_5.BatchAxis(),
-                  v0_5.ChannelAxis(channel_names=[v0_5.Identifier(n) for n in classes]),
-                  v0_5.SpaceOutputAxisWithHalo(
-                      id=y_id, halo=m, size=v0_5.SizeReference(tensor_id=tid_in, axis_id=y_id)),
-                  v0_5.SpaceOutputAxisWithHalo(
-                      id=x_id, halo=m, size=v0_5.SizeReference(tensor_id=tid_in, axis_id=x_id))],
-            test_tensor=v0_5.FileDescr(source=stage / "test_output.npy"))]
-        version = v0_5.Version(torch.__version__.split("+")[0])
-        weights = v0_5.WeightsDescr(
-            pytorch_state_dict=v0_5.PytorchStateDictWeightsDescr(
-                source=stage / "weights.pt", pytorch_version=version,
-                architecture=v0_5.ArchitectureFromLibraryDescr(
-                    import_from="tileunet.zoo", callable=v0_5.Identifier("MirroredUNet"),
-                    kwargs=cfg)),
-            torchscript=v0_5.TorchscriptWeightsDescr(
-                source=stage / "weights_torchscript.pt", pytorch_version=version,
-                parent="pytorch_state_dict"),
-            onnx=v0_5.OnnxWeightsDescr(source=stage / "weights.onnx", opset_version=17,
-                                       parent="pytorch_state_dict"))
+        inputs, outputs = _tensor_descrs(v0_5, net, norm, stage, lo, step, eps)
         descr = v0_5.ModelDescr(
             name=title,
             description=("U-Net (Ronneberger et al. 2015) trained with tileunet: valid "
@@ -247,18 +260,11 @@ def export_bioimageio(model: str | Path, out: str | Path, *, sample: str | Path 
             license=license,
             documentation=v0_5.FileDescr(source=stage / "README.md"),
             tags=["unet", "segmentation", "2d", "tileunet", "pytorch"],
-            inputs=inputs, outputs=outputs, weights=weights)
-        built = tmp_root / ("package.zip" if out.suffix.lower() == ".zip" else "package")
+            inputs=inputs, outputs=outputs, weights=_weights_descr(v0_5, stage, cfg))
         if out.suffix.lower() == ".zip":
             save_zip(descr, output_path=built)
         else:
             save_folder(descr, output_path=built)
-        if out.exists():
-            old = tmp_root / "old"
-            out.rename(old)
-        built.rename(out)
-    finally:
-        shutil.rmtree(tmp_root, ignore_errors=True)
     return out
 
 

@@ -10,7 +10,6 @@ without warm-up and clipping. ``docs/design.md`` records the measurements behind
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import hashlib
 import json
@@ -25,7 +24,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from tileunet import ddp
+import tileunet.ddp as ddp
 from tileunet.augment import AugmentConfig
 from tileunet.checkpoint import (
     CHECKPOINT_FILE,
@@ -36,7 +35,7 @@ from tileunet.checkpoint import (
     read_metadata,
     save_model,
 )
-from tileunet.data import DataError, Normalization, Sample, atomic_write, load_samples
+from tileunet.data import DataError, Normalization, Sample, load_samples
 from tileunet.device import (
     autocast_dtype,
     available_memory,
@@ -46,8 +45,8 @@ from tileunet.device import (
 from tileunet.interrupt import terminate_as_interrupt
 from tileunet.losses import weighted_cross_entropy
 from tileunet.metrics import pixel_iou, seg_score
-from tileunet.model import UNet
-from tileunet.outputs import clear_temporaries, is_temporary
+from tileunet.model import UNet, UNetConfig
+from tileunet.outputs import atomic_write, clear_temporaries, is_temporary
 from tileunet.plots import save_loss_figure  # not lazily: a Ctrl-C must not hit an import
 from tileunet.postprocess import instances_from_probability
 from tileunet.predict import predict, tile_memory_bytes
@@ -93,13 +92,13 @@ class TrainConfig:
     ignore: str | None = None
     iterations: int | None = None
     minutes: float | None = None
-    # network (the paper's by default)
-    width: int = 64
-    depth: int = 5
-    num_classes: int = 2
-    padding: str = "valid"
-    dropout: float = 0.5
-    batch_norm: bool = False
+    # network (the paper's by default: UNetConfig's)
+    width: int = UNetConfig.width
+    depth: int = UNetConfig.depth
+    num_classes: int = UNetConfig.num_classes
+    padding: str = UNetConfig.padding
+    dropout: float = UNetConfig.dropout
+    batch_norm: bool = UNetConfig.batch_norm
     # optimisation
     tile: int = 572
     batch_size: int = 1
@@ -209,7 +208,11 @@ class TrainConfig:
             raise ConfigError("class_weights", f"{self.num_classes} numbers >= 0, not all 0",
                               ",".join(str(w) for w in weights))
         try:
-            UNet(depth=self.depth, width=1, padding=self.padding).output_size(self.tile)
+            # (building even this small network draws its initial weights: a check must
+            # leave the random numbers of the run alone)
+            with torch.random.fork_rng(devices=[]):
+                geometry = UNet(depth=self.depth, width=1, padding=self.padding)
+            geometry.output_size(self.tile)
         except ValueError as e:  # the tile is used as given, never silently rounded
             raise ConfigError("tile", "a usable input size", f"{self.tile}: {e}") from None
 
@@ -561,46 +564,197 @@ def _run_state(it: int, seconds: float, rng_state: dict, dropout_rng: torch.Tens
     return state
 
 
+def _prepare_data(cfg: TrainConfig, ranks: ddp.Ranks, device: torch.device, run: Path,
+                  show: bool) -> tuple[list[Prepared], list[Prepared], int]:
+    """Training and validation samples with their weight maps, and the channel count;
+    rank 0 computes the weight maps into the cache, the other ranks then read them."""
+    train_s, val_s, ignore, in_channels = _load_split(cfg)
+    check_training_memory(cfg, in_channels, device)  # before the first file is written
+    if ranks.main:
+        (run / "cache").mkdir(parents=True, exist_ok=True)
+        for folder in (run, run / "cache"):  # what killed writes left
+            clear_temporaries(folder)
+    prep_cfg = cfg if show else replace(cfg, progress=False)
+    for turn in (True, False):
+        if turn == ranks.main:
+            train_p = prepare_samples(train_s, prep_cfg, run / "cache", ignore=ignore)
+            val_p = prepare_samples(val_s, prep_cfg, run / "cache", desc="weight maps (val)",
+                                    ignore=ignore)
+        ddp.barrier(ranks)
+    return train_p, val_p, in_channels
+
+
+def _tile_stream(cfg: TrainConfig, train_p: list[Prepared], device: torch.device,
+                 rng: np.random.Generator, seed: int, start: int) -> Any:
+    """Endless batches of training tiles, made where ``cfg`` says (:mod:`sampler`)."""
+    centres = WeightedCentres(train_p, cfg.weighted_tiles)
+    if augment_on_device(cfg, device):
+        return device_tile_batches(train_p, cfg.tile, cfg.augment, cfg.batch_size, rng=rng,
+                                   device=device, centres=centres)
+    workers = default_workers(device) if cfg.workers is None else cfg.workers
+    return tile_batches(train_p, cfg.tile, cfg.augment, cfg.batch_size, rng=rng,
+                        workers=workers, seed=seed, start=start,
+                        pin_memory=device.type == "cuda", centres=centres)
+
+
+def _progress_bar(cfg: TrainConfig, it: int, seconds: float, show: bool) -> Any:
+    """Steps, or with a time budget seconds (so its remaining time is the budget's)."""
+    if cfg.iterations is not None:
+        return tqdm(total=cfg.iterations, initial=it, desc="train", unit="it",
+                    disable=not show, dynamic_ncols=True)
+    total = round(cfg.minutes * 60)
+    return tqdm(total=total, initial=min(round(seconds), total), desc="train", unit="s",
+                disable=not show, dynamic_ncols=True,
+                bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} s [{elapsed}<{remaining}"
+                           "{postfix}]")
+
+
+@dataclass
+class _Loop:
+    """The moving parts of one training run, and its steps: schedule, step, record,
+    validate, checkpoint (:meth:`run`)."""
+
+    cfg: TrainConfig
+    ranks: ddp.Ranks
+    device: torch.device
+    net: UNet
+    model: torch.nn.Module  # net, or net wrapped for DistributedDataParallel
+    opt: torch.optim.Optimizer
+    amp: torch.dtype | None
+    layout: torch.memory_format
+    val_p: list[Prepared]
+    prep_cfg: TrainConfig  # cfg, with progress bars only where they are shown
+    run_dir: Path
+    ckpt_path: Path
+    rows: list[dict[str, Any]]
+    best: Best
+    rng: np.random.Generator
+    it: int
+    t0: float  # perf_counter at the run's (virtual) start: resumed runs keep their clock
+    show: bool
+    ema: float | None = None
+    val: Validation | None = None
+    saved_at: float = field(default_factory=time.perf_counter)
+
+    def __post_init__(self) -> None:
+        # the random states as of the last completed step (for resume)
+        self.rng_state, self.dropout_rng = self.rng.bit_generator.state, torch.get_rng_state()
+
+    def fraction(self) -> float:
+        """How much of the budget (steps or time) is spent; all ranks follow rank 0's
+        clock: the same learning rate, the same last step."""
+        f = 0.0
+        if self.cfg.iterations is not None:
+            f = max(f, self.it / self.cfg.iterations)
+        if self.cfg.minutes is not None:
+            f = max(f, (time.perf_counter() - self.t0) / (self.cfg.minutes * 60))
+        return ddp.broadcast_float(min(f, 1.0), self.ranks, self.device)
+
+    def step(self, batch: tuple[torch.Tensor, ...], lr: float) -> torch.Tensor:
+        """One optimiser step at ``lr``; the loss as all ranks together see it."""
+        for g in self.opt.param_groups:
+            g["lr"] = lr
+        x, y, w = (t.to(self.device, non_blocking=True) for t in batch)
+        x = x.contiguous(memory_format=self.layout)
+        with torch.autocast(self.device.type, dtype=self.amp or torch.float32,
+                            enabled=self.amp is not None):
+            logits = self.model(x)
+        loss = weighted_cross_entropy(logits, y, w)
+        mean_loss = ddp.mean(loss.detach(), self.ranks)
+        if not torch.isfinite(mean_loss):
+            raise FloatingPointError(
+                f"loss became {mean_loss.item()} at iteration {self.it}; lower --lr")
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.cfg.clip_grad > 0:
+            torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.cfg.clip_grad)
+        self.opt.step()
+        self.it += 1
+        self.rng_state, self.dropout_rng = self.rng.bit_generator.state, torch.get_rng_state()
+        return mean_loss
+
+    def record(self, value: float, lr: float, now: float, done: bool) -> None:
+        """Validate when it is time (rank 0), add a metrics row, and write the metrics
+        and the loss figure at each validation, so people can watch the run."""
+        main, it = self.ranks.main, self.it
+        validated = main and bool(self.val_p) and (it % self.cfg.val_every == 0 or done)
+        if validated:
+            self.val = validate(self.net, self.val_p, self.cfg.tile, self.prep_cfg,
+                                self.device, self.amp)
+            self.net.train()
+            self.best.offer(it, self.val, self.net)
+            _say(f"iteration {it}: train loss {self.ema:.4f}, {self.val}", self.show)
+        if main and (it % 10 == 0 or done or validated):
+            self.rows.append({"iteration": it, "seconds": round(now, 2), "train_loss": value,
+                              "train_loss_ema": self.ema, "lr": lr,
+                              **(self.val.row() if validated else {})})
+        if main and it % self.cfg.val_every == 0 and not done:
+            _write_metrics(self.run_dir / METRICS_FILE, self.rows, self.best.iteration)
+            _plot_losses(self.run_dir / LOSS_PLOT, self.rows)
+
+    def checkpoint_if_due(self, now: float) -> None:
+        """A resumable checkpoint every ``cfg.checkpoint_minutes``: kill -9 loses at
+        most that much."""
+        due = time.perf_counter() - self.saved_at >= self.cfg.checkpoint_minutes * 60
+        if ddp.broadcast_float(float(due), self.ranks, self.device):
+            periodic = _run_state(self.it, now, self.rng_state, self.dropout_rng, self.ranks)
+            if self.ranks.main:
+                _save_checkpoint(self.ckpt_path, self.net, self.opt, periodic, self.rows,
+                                 self.best)
+            self.saved_at = time.perf_counter()
+
+    def run(self, batches: Any, bar: Any) -> bool:
+        """Step until the budget is spent; True when interrupted (Ctrl-C, SIGTERM)."""
+        try:
+            with terminate_as_interrupt():
+                self.net.train()
+                batch = next(batches)
+                frac = self.fraction()
+                while frac < 1.0:
+                    lr = lr_at(self.cfg, self.it, frac)
+                    mean_loss = self.step(batch, lr)
+                    # draw the next tiles before waiting for the loss: on a GPU the work
+                    # of making them is queued while the step still runs
+                    batch = next(batches)
+                    value = mean_loss.item()
+                    self.ema = value if self.ema is None else 0.95 * self.ema + 0.05 * value
+                    now = time.perf_counter() - self.t0
+                    bar.update(max(0, min(round(now), bar.total) - bar.n)
+                               if self.cfg.iterations is None else 1)
+                    bar.set_postfix(it=self.it, loss=f"{self.ema:.4f}", lr=f"{lr:.2e}",
+                                    refresh=False)
+                    frac = self.fraction()
+                    self.record(value, lr, now, done=frac >= 1.0)
+                    if frac < 1.0:
+                        self.checkpoint_if_due(now)
+        except KeyboardInterrupt:
+            if self.ranks.main:
+                _say(f"interrupted at iteration {self.it}: saving a checkpoint to "
+                     f"{self.ckpt_path}", True)
+            return True
+        return False
+
+
 def _train(cfg: TrainConfig, ranks: ddp.Ranks, device: torch.device, run: Path,
            ckpt_path: Path) -> TrainResult:
     ddp.barrier(ranks)  # every rank has checked the run folder before rank 0 writes to it
     main = ranks.main
     show = cfg.progress and main
     amp = autocast_dtype(cfg.precision, device)
-    # Denormal floats appear in the gradients of ReLU nets and slow x86 CPUs down up to
-    # 10x for whole phases of training (measured here); flushing them costs no accuracy.
+    # Denormal floats appear in the gradients of ReLU nets and slow x86 CPUs down for
+    # whole phases of training; flushing them costs no accuracy.
     torch.set_flush_denormal(True)
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     seed = ranks.seed(cfg.seed)
     rng = np.random.default_rng(seed)
-
-    train_s, val_s, ignore, in_channels = _load_split(cfg)
-    check_training_memory(cfg, in_channels, device)  # before the first file is written
-    # rank 0 computes the weight maps into the cache; the other ranks then read them
-    if main:
-        (run / "cache").mkdir(parents=True, exist_ok=True)
-        for folder in (run, run / "cache"):  # what killed writes left
-            clear_temporaries(folder)
-    prep_cfg = cfg if show else replace(cfg, progress=False)
-    for turn in (True, False):
-        if turn == main:
-            train_p = prepare_samples(train_s, prep_cfg, run / "cache", ignore=ignore)
-            val_p = prepare_samples(val_s, prep_cfg, run / "cache", desc="weight maps (val)",
-                                    ignore=ignore)
-        ddp.barrier(ranks)
-
+    train_p, val_p, in_channels = _prepare_data(cfg, ranks, device, run, show)
     layout = training_memory_format(device, amp)
     net, opt = _build(cfg, in_channels, device, layout, show)
-    tile = cfg.tile  # a usable size (TrainConfig checks it)
     extra = {"normalization": cfg.normalization.to_dict(), "train": cfg.to_dict(),
-             "precision_used": "bf16" if amp is not None else "fp32", "tile": tile,
-             "scale": cfg.scale,
-             "train_images": [p.name for p in train_p],
+             "precision_used": "bf16" if amp is not None else "fp32", "tile": cfg.tile,
+             "scale": cfg.scale, "train_images": [p.name for p in train_p],
              "val_images": [p.name for p in val_p]}
-
-    state = {"iteration": 0, "seconds": 0.0}
-    rows: list[dict[str, Any]] = []
-    best = Best()
+    state, rows, best = {"iteration": 0, "seconds": 0.0}, [], Best()
     if cfg.resume:
         state, rows, best, rng = _restore(ckpt_path, net, opt, run, ranks, rng, seed)
     model: torch.nn.Module = net
@@ -613,129 +767,46 @@ def _train(cfg: TrainConfig, ranks: ddp.Ranks, device: torch.device, run: Path,
     if main:
         _write_json(run / CONFIG_FILE, {"model": net.config.to_dict(), **extra,
                                         "processes": ranks.world})
-
     it, seconds = int(state["iteration"]), float(state["seconds"])
-    total_s = cfg.minutes * 60 if cfg.minutes is not None else None
-    by_time = cfg.iterations is None
-    # with a time budget the bar counts seconds (so its remaining time is the budget's)
-    time_format = "{l_bar}{bar}| {n_fmt}/{total_fmt} s [{elapsed}<{remaining}{postfix}]"
-    bar = tqdm(total=round(total_s) if by_time else cfg.iterations,
-               initial=min(round(seconds), round(total_s)) if by_time else it,
-               desc="train", unit="s" if by_time else "it", disable=not show,
-               dynamic_ncols=True, bar_format=time_format if by_time else None)
-    ema = None
-    interrupted = False
-    stack = contextlib.ExitStack()
-    val: Validation | None = None
-    t0 = time.perf_counter() - seconds
-    saved_at = time.perf_counter()
-
-    def progress_fraction() -> float:
-        f = 0.0
-        if cfg.iterations is not None:
-            f = max(f, it / cfg.iterations)
-        if total_s is not None:
-            f = max(f, (time.perf_counter() - t0) / total_s)
-        # all ranks follow rank 0's clock: the same learning rate, the same last step
-        return ddp.broadcast_float(min(f, 1.0), ranks, device)
-
-    # the random states as of the last completed step (for resume)
-    rng_state, dropout_rng = rng.bit_generator.state, torch.get_rng_state()
-    centres = WeightedCentres(train_p, cfg.weighted_tiles)
-    if augment_on_device(cfg, device):
-        batches = device_tile_batches(train_p, tile, cfg.augment, cfg.batch_size, rng=rng,
-                                      device=device, centres=centres)
-    else:
-        workers = default_workers(device) if cfg.workers is None else cfg.workers
-        batches = tile_batches(train_p, tile, cfg.augment, cfg.batch_size, rng=rng,
-                               workers=workers, seed=seed, start=it,
-                               pin_memory=device.type == "cuda", centres=centres)
+    loop = _Loop(cfg, ranks, device, net, model, opt, amp, layout, val_p,
+                 cfg if show else replace(cfg, progress=False), run, ckpt_path, rows, best,
+                 rng, it, time.perf_counter() - seconds, show)
+    batches = _tile_stream(cfg, train_p, device, rng, seed, it)
+    bar = _progress_bar(cfg, it, seconds, show)
     try:
-        stack.enter_context(terminate_as_interrupt())
-        net.train()
-        batch = next(batches)
-        frac = progress_fraction()
-        while frac < 1.0:
-            lr = lr_at(cfg, it, frac)
-            for g in opt.param_groups:
-                g["lr"] = lr
-            x, y, w = (t.to(device, non_blocking=True) for t in batch)
-            x = x.contiguous(memory_format=layout)
-            with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-                logits = model(x)
-            loss = weighted_cross_entropy(logits, y, w)
-            mean_loss = ddp.mean(loss.detach(), ranks)  # what all ranks together see
-            if not torch.isfinite(mean_loss):
-                raise FloatingPointError(
-                    f"loss became {mean_loss.item()} at iteration {it}; lower --lr")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.clip_grad > 0:
-                torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.clip_grad)
-            opt.step()
-            it += 1
-            rng_state, dropout_rng = rng.bit_generator.state, torch.get_rng_state()
-            # draw the next tiles before waiting for the loss: on a GPU the work of
-            # making them is queued while the step still runs
-            batch = next(batches)
-            value = mean_loss.item()
-            ema = value if ema is None else 0.95 * ema + 0.05 * value
-            now = time.perf_counter() - t0
-            if by_time:
-                bar.update(max(0, min(round(now), bar.total) - bar.n))
-            else:
-                bar.update(1)
-            bar.set_postfix(it=it, loss=f"{ema:.4f}", lr=f"{lr:.2e}", refresh=False)
-            frac = progress_fraction()
-            done = frac >= 1.0
-            validated = main and bool(val_p) and (it % cfg.val_every == 0 or done)
-            if validated:
-                val = validate(net, val_p, tile, prep_cfg, device, amp)
-                net.train()
-                best.offer(it, val, net)
-                _say(f"iteration {it}: train loss {ema:.4f}, {val}", show)
-            if main and (it % 10 == 0 or done or validated):
-                rows.append({"iteration": it, "seconds": round(now, 2), "train_loss": value,
-                             "train_loss_ema": ema, "lr": lr,
-                             **(val.row() if validated else {})})
-            if main and it % cfg.val_every == 0 and not done:  # let people watch the run
-                _write_metrics(run / METRICS_FILE, rows, best.iteration)
-                _plot_losses(run / LOSS_PLOT, rows)
-            due = time.perf_counter() - saved_at >= cfg.checkpoint_minutes * 60
-            if not done and ddp.broadcast_float(float(due), ranks, device):
-                # a resumable checkpoint every few minutes: kill -9 loses at most that
-                periodic = _run_state(it, now, rng_state, dropout_rng, ranks)
-                if main:
-                    _save_checkpoint(ckpt_path, net, opt, periodic, rows, best)
-                saved_at = time.perf_counter()
-    except KeyboardInterrupt:
-        interrupted = True
-        if main:
-            _say(f"interrupted at iteration {it}: saving a checkpoint to {ckpt_path}", True)
+        interrupted = loop.run(batches, bar)
     finally:
-        stack.close()
         bar.close()
         batches.close()  # stops the worker processes, if any
-    seconds = time.perf_counter() - t0
+    return _finish(loop, extra, interrupted)
+
+
+def _finish(loop: _Loop, extra: dict, interrupted: bool) -> TrainResult:
+    """The final checkpoint, last.safetensors, model.safetensors (the kept weights),
+    metrics and figure; the run's result."""
+    net, ranks, it, val = loop.net, loop.ranks, loop.it, loop.val
+    seconds = time.perf_counter() - loop.t0
     net.eval()
     # (an interrupted rank may be alone: no collective calls)
-    state = _run_state(it, seconds, rng_state, dropout_rng, ranks, gather=not interrupted)
+    state = _run_state(it, seconds, loop.rng_state, loop.dropout_rng, ranks,
+                       gather=not interrupted)
     if ranks.distributed and not interrupted:
         ddp.check_same_weights(net, ranks)
-    kept = best.iteration if cfg.keep == "best" and best.weights is not None else it
-    if main:
-        _save_checkpoint(ckpt_path, net, opt, state, rows, best)
-        save_model(run / LAST_FILE, net, {**extra, "iteration": it})
+    best = loop.best
+    kept = best.iteration if loop.cfg.keep == "best" and best.weights is not None else it
+    if ranks.main:
+        _save_checkpoint(loop.ckpt_path, net, loop.opt, state, loop.rows, best)
+        save_model(loop.run_dir / LAST_FILE, net, {**extra, "iteration": it})
         if kept != it:
             net.load_state_dict(best.weights)
             val = best.validation
-        save_model(run / MODEL_FILE, net, {**extra, "iteration": kept})
-        _write_metrics(run / METRICS_FILE, rows, kept)
-        _plot_losses(run / LOSS_PLOT, rows)
+        save_model(loop.run_dir / MODEL_FILE, net, {**extra, "iteration": kept})
+        _write_metrics(loop.run_dir / METRICS_FILE, loop.rows, kept)
+        _plot_losses(loop.run_dir / LOSS_PLOT, loop.rows)
     if not interrupted:
         ddp.barrier(ranks)  # the files are written when any rank returns
-    return TrainResult(run, it, seconds, val and val.loss, val and val.iou, interrupted, net,
-                       kept, val and val.seg)
+    return TrainResult(loop.run_dir, it, seconds, val and val.loss, val and val.iou,
+                       interrupted, net, kept, val and val.seg)
 
 
 def augment_on_device(cfg: TrainConfig, device: torch.device) -> bool:
