@@ -8,11 +8,13 @@ this machine (the probe, a small share of the budget) and picks the largest netw
 that still gets :data:`TARGET_STEPS` steps into the budget; on a fast machine that is
 the paper's network. A smaller network also works at a lower resolution where the
 objects in the training masks are large enough (:func:`choose_scale`), with tiles that
-fit the images there. The optimiser stays the paper's (SGD with momentum 0.99, the
-clock-driven cosine schedule): AdamW with batch normalisation lowered the training loss
-faster but validated erratically with one tile per step (``benchmarks/RESULTS.md``,
-"30 minutes on a CPU"). What the paper's method is made of stays in every plan: valid
-convolutions, overlap-tile, the weight map and elastic deformation.
+fit the images there. A smaller network trains with AdamW (without batch
+normalisation, which validated erratically with one or two tiles per step), which
+reached in a third of the steps what the paper's SGD with momentum 0.99 reached
+(``benchmarks/RESULTS.md``, "30 minutes on a CPU"); the paper's network keeps the
+paper's optimiser. Both follow the clock-driven cosine schedule. What the paper's method
+is made of stays in every plan: valid convolutions, overlap-tile, the weight map and
+elastic deformation.
 
 ``--recipe paper`` skips all of this: :data:`PAPER` is the paper's recipe, field by field.
 """
@@ -41,12 +43,15 @@ PLANNED = ("width", "depth", "tile", "batch_size", "optimizer", "lr", "momentum"
            "weight_decay", "batch_norm", "dropout", "scale", "weighted_tiles")
 #: the paper's recipe: TrainConfig's defaults of those fields
 PAPER = {f.name: f.default for f in fields(TrainConfig) if f.name in PLANNED}
-#: steps the plan wants to fit into the budget
-TARGET_STEPS = 3000
+#: steps the plan wants to fit into the budget: on the CPU runs of benchmarks/RESULTS.md
+#: more steps of small tiles kept paying well past the first few thousand
+TARGET_STEPS = 10_000
 #: largest share of the budget the probe may take
 PROBE_SHARE = 0.02
 #: share of the budget left for validation, writing files and the first steps' warm-up
 RESERVE = 0.15
+#: the optimiser of plans with a network smaller than the paper's
+SMALL_NETWORK_OPTIMISER = {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 1e-4}
 #: validations per run (the kept model is chosen among them)
 VALIDATIONS = 10
 #: working scales a plan may choose, from the images' own down
@@ -69,11 +74,11 @@ class Network:
 
 
 #: candidates from the cheapest to the paper's network; the smallest network also with
-#: smaller tiles, so that short budgets get the steps the recipe needs (more steps of
-#: fewer pixels learnt more than fewer steps of more pixels in the same minutes:
-#: benchmarks/RESULTS.md, "30 minutes on a CPU")
-CANDIDATES = (Network(16, 4, 252), Network(16, 4, 252, 2), Network(16, 4, 572),
-              Network(32, 4, 572), Network(32, 5, 572), Network(64, 5, 572))
+#: two 252 px tiles per step, so that CPU budgets get the steps the recipe needs (more
+#: steps of fewer pixels learnt more than fewer steps of more pixels in the same
+#: minutes: benchmarks/RESULTS.md, "30 minutes on a CPU")
+CANDIDATES = (Network(16, 4, 252, 2), Network(16, 4, 572), Network(32, 4, 572),
+              Network(32, 5, 572), Network(64, 5, 572))
 
 
 @dataclass(frozen=True)
@@ -152,7 +157,9 @@ def _key(n: Network) -> str:
 def choose(budget_s: float, step_seconds: Callable[[Network], float],
            candidates: Sequence[Network] = CANDIDATES,
            target_steps: int = TARGET_STEPS) -> Plan:
-    """Pick the largest candidate that fits ``target_steps`` steps into the budget.
+    """Pick the largest candidate that fits ``target_steps`` steps into the budget,
+    with the paper's optimiser for the paper's network and
+    :data:`SMALL_NETWORK_OPTIMISER` for the others.
 
     ``step_seconds`` times one candidate (the probe; tests pass a fake). Candidates are
     timed from the cheapest up, and timing stops at the first that does not fit, or
@@ -184,6 +191,8 @@ def choose(budget_s: float, step_seconds: Callable[[Network], float],
     settings = {**PAPER, "width": chosen.width, "depth": chosen.depth, "tile": chosen.tile,
                 "batch_size": chosen.batch_size,
                 "val_every": max(20, steps // VALIDATIONS)}
+    if (chosen.width, chosen.depth) != (PAPER["width"], PAPER["depth"]):
+        settings.update(SMALL_NETWORK_OPTIMISER)
     return Plan(settings, chosen_s, steps, probed, round(time.perf_counter() - start, 2),
                 reason)
 
@@ -259,5 +268,5 @@ def make_plan(budget_minutes: float, *, in_channels: int, num_classes: int,
                    reason=plan.reason + why + (f": scale {scale:g}" if why else ""))
 
 
-__all__ = ["CANDIDATES", "PAPER", "PLANNED", "Network", "Plan", "choose", "choose_scale",
-           "fix_network", "make_plan", "object_sizes", "probe_step"]
+__all__ = ["CANDIDATES", "PAPER", "PLANNED", "SMALL_NETWORK_OPTIMISER", "Network", "Plan",
+           "choose", "choose_scale", "fix_network", "make_plan", "object_sizes", "probe_step"]
