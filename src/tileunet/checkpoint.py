@@ -15,6 +15,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from tileunet.errors import DataError
 from tileunet.model import UNet
 from tileunet.outputs import atomic_write
 
@@ -35,6 +36,60 @@ def atomic_save_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: 
     atomic_write(path, lambda tmp: save_file(
         {k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp),
         metadata={k: str(v) for k, v in metadata.items()}))
+
+
+def save_training_state(path: Path, net: UNet, opt: torch.optim.Optimizer, state: dict,
+                        rows: list[dict[str, Any]], best: dict,
+                        best_weights: dict[str, torch.Tensor] | None) -> None:
+    """A resumable checkpoint: the weights, the optimiser's per-parameter state (SGD's
+    momentum, Adam's moments and step), the dropout generator (``state["dropout_rng"]``),
+    the best weights so far, and as JSON the run's ``state`` (step, clock, tile
+    generator), metrics ``rows`` and ``best`` (its iteration and validation)."""
+    state = dict(state)
+    tensors = {f"model.{k}": v for k, v in net.state_dict().items()}
+    if state.get("dropout_rng") is not None:
+        tensors["rng.dropout"] = state.pop("dropout_rng")
+    names = {id(p): n for n, p in net.named_parameters()}
+    for group in opt.param_groups:
+        for p in group["params"]:
+            for key, value in opt.state.get(p, {}).items():
+                if torch.is_tensor(value):
+                    tensors[f"optim.{names[id(p)]}.{key}"] = value
+    if best_weights is not None:
+        tensors.update({f"best.{k}": v for k, v in best_weights.items()})
+    meta = {"format": FORMAT, "kind": "checkpoint", "model": json.dumps(net.config.to_dict()),
+            "optimizer": type(opt).__name__, "state": json.dumps({**state, "best": best}),
+            "rows": json.dumps(rows)}
+    atomic_save_tensors(tensors, path, meta)
+
+
+def load_training_state(path: Path, net: UNet, opt: torch.optim.Optimizer
+                        ) -> tuple[dict, list[dict[str, Any]], dict, dict[str, torch.Tensor]]:
+    """Load :func:`save_training_state`'s checkpoint into ``net`` and ``opt``; returns
+    the run's state (with ``"dropout_rng"``), the metrics rows, the best's iteration and
+    validation, and the best weights (empty when there are none)."""
+    meta = read_metadata(path)
+    if json.loads(meta["model"]) != net.config.to_dict():
+        raise DataError(f"{path}: checkpoint was built with another configuration "
+                        f"({meta['model']})")
+    if meta.get("optimizer", "SGD") != type(opt).__name__:
+        raise DataError(f"{path}: checkpoint was trained with {meta.get('optimizer', 'SGD')}, "
+                        f"not {type(opt).__name__}")
+    tensors = load_file(str(path))
+    net.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    params = dict(net.named_parameters())
+    for k, v in tensors.items():
+        if k.startswith("momentum."):  # checkpoints written before optim.*
+            opt.state[params[k[9:]]]["momentum_buffer"] = v.to(params[k[9:]].device)
+        elif k.startswith("optim."):
+            name, key = k[6:].rsplit(".", 1)
+            opt.state[params[name]][key] = v if key == "step" else v.to(params[name].device)
+    state = json.loads(meta["state"])
+    if "rng.dropout" in tensors:
+        state["dropout_rng"] = tensors["rng.dropout"]
+    best = state.pop("best", {}) or {}
+    weights = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
+    return state, json.loads(meta["rows"]), best, weights
 
 
 def save_model(path: str | Path, net: UNet, extra: dict[str, Any] | None = None) -> None:

@@ -30,10 +30,10 @@ from tileunet.checkpoint import (
     CHECKPOINT_FILE,
     LAST_FILE,
     MODEL_FILE,
-    atomic_save_tensors,
     load_start_weights,
-    read_metadata,
+    load_training_state,
     save_model,
+    save_training_state,
 )
 from tileunet.data import DataError, Normalization, Sample, load_samples
 from tileunet.device import (
@@ -887,54 +887,18 @@ def _plot_losses(path: Path, rows: list[dict[str, Any]]) -> None:
 
 def _save_checkpoint(path: Path, net: UNet, opt: torch.optim.Optimizer, state: dict,
                      rows: list[dict[str, Any]], best: Best) -> None:
-    state = dict(state)
-    tensors = {f"model.{k}": v for k, v in net.state_dict().items()}
-    if state.get("dropout_rng") is not None:
-        tensors["rng.dropout"] = state.pop("dropout_rng")
-    names = {id(p): n for n, p in net.named_parameters()}
-    for group in opt.param_groups:
-        for p in group["params"]:
-            for key, value in opt.state.get(p, {}).items():  # momentum; Adam's moments
-                if torch.is_tensor(value):
-                    tensors[f"optim.{names[id(p)]}.{key}"] = value
-    if best.weights is not None:
-        tensors.update({f"best.{k}": v for k, v in best.weights.items()})
-    state = {**state, "best": {"iteration": best.iteration,
-                               "validation": best.validation and asdict(best.validation)}}
-    meta = {"format": "tileunet", "kind": "checkpoint", "model": json.dumps(net.config.to_dict()),
-            "optimizer": type(opt).__name__, "state": json.dumps(state), "rows": json.dumps(rows)}
-    atomic_save_tensors(tensors, path, meta)
+    save_training_state(path, net, opt, state, rows, {
+        "iteration": best.iteration,
+        "validation": best.validation and asdict(best.validation)}, best.weights)
 
 
 def _load_checkpoint(path: Path, net: UNet, opt: torch.optim.Optimizer, run: Path
                      ) -> tuple[dict, list[dict[str, Any]], Best]:
-    from safetensors.torch import load_file
-
-    meta = read_metadata(path)
-    if json.loads(meta["model"]) != net.config.to_dict():
-        raise DataError(f"{path}: checkpoint was built with another configuration "
-                        f"({meta['model']})")
-    if meta.get("optimizer", "SGD") != type(opt).__name__:
-        raise DataError(f"{path}: checkpoint was trained with {meta.get('optimizer', 'SGD')}, "
-                        f"not {type(opt).__name__}")
-    tensors = load_file(str(path))
-    net.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    params = dict(net.named_parameters())
-    for k, v in tensors.items():
-        if k.startswith("momentum."):  # checkpoints written before optim.*
-            opt.state[params[k[9:]]]["momentum_buffer"] = v.to(params[k[9:]].device)
-        elif k.startswith("optim."):
-            name, key = k[6:].rsplit(".", 1)
-            opt.state[params[name]][key] = v if key == "step" else v.to(params[name].device)
-    state = json.loads(meta["state"])
-    if "rng.dropout" in tensors:
-        state["dropout_rng"] = tensors["rng.dropout"]
-    got = state.pop("best", {}) or {}
+    state, rows, got, weights = load_training_state(path, net, opt)
     best = Best()
-    weights = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
     if weights and got.get("iteration") is not None and got.get("validation"):
         best = Best(int(got["iteration"]), Validation(**got["validation"]), weights)
-    return state, json.loads(meta["rows"]), best
+    return state, rows, best
 
 
 __all__ = ["ConfigError", "TrainConfig", "check_masks", "TrainResult", "train", "validate"]
