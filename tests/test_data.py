@@ -370,8 +370,8 @@ def test_save_image_is_atomic(tmp_path, monkeypatch):
     os.umask(umask)
     assert os.stat(target).st_mode & 0o777 == 0o666 & ~umask  # not a private temp file
 
-    def broken(fh, *args, **kwargs):
-        fh.write(b"II*\x00half")
+    def broken(file, *args, **kwargs):
+        Path(file).write_bytes(b"II*\x00half")
         raise OSError("disk full")
 
     monkeypatch.setattr(data.tifffile, "imwrite", broken)

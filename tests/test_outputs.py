@@ -3,6 +3,7 @@ and stale temporaries."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -48,7 +49,9 @@ def test_clear_stale_removes_only_the_leftovers_of_that_output(tmp_path):
 def test_atomic_write_leaves_the_old_file_on_failure(tmp_path):
     path = tmp_path / "sub" / "a.txt"
     atomic_write(path, lambda tmp: tmp.write_text("one"))
-    assert path.read_text() == "one" and (path.stat().st_mode & 0o777) == 0o644
+    mask = os.umask(0)
+    os.umask(mask)
+    assert path.read_text() == "one" and (path.stat().st_mode & 0o777) == 0o666 & ~mask
 
     def half(tmp: Path) -> None:
         tmp.write_text("half")

@@ -66,12 +66,24 @@ def clear_stale(path: str | Path) -> None:
                 stale.unlink(missing_ok=True)
 
 
+def _file_mode() -> int:
+    """The permissions a new file gets here (``0o666`` less the umask)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+#: read once: os.umask can only be read by setting it, which is not safe in threads
+FILE_MODE = _file_mode()
+
+
 def atomic_write(path: str | Path, write: Callable[[Path], object]) -> None:
     """Call ``write(tmp)`` on a temporary file beside ``path``, flush it to disk, then
     rename it to ``path``.
 
     On any error (Ctrl-C included) the temporary file is removed and ``path`` is as it
-    was. Missing parent folders are created; the file gets ordinary read permissions.
+    was. Missing parent folders are created; the file gets the permissions of any new
+    file (:data:`FILE_MODE`), not a temporary file's private ones.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -82,7 +94,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> None:
         write(tmp)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
