@@ -403,8 +403,8 @@ def predict(
     if out is not None and tuple(out.shape) != (len(keep), h, w):
         raise ValueError(f"out must have shape {(len(keep), h, w)} (channels, H, W), "
                          f"got {tuple(out.shape)}")
-    tile, batch_size, n_tiles = _tiles(net, (h, w), tile, batch_size, dev, dtype)
-    out_tile, stride = tile_geometry(net, tile)
+    tile, out_tile, stride, batch_size, n_tiles = _tiles(net, (h, w), tile, batch_size, dev,
+                                                          dtype)
     if device is not None:
         net.to(dev)
     channels_last = inference_channels_last(dev, dtype)
@@ -464,9 +464,10 @@ def _compute_types(net: UNet, precision: str, dev: torch.device
 
 
 def _tiles(net: UNet, size: tuple[int, int], tile: int | None, batch_size: int | None,
-           dev: torch.device, dtype: torch.dtype) -> tuple[int, int, int]:
-    """Tile side, tiles per batch (the given ones, checked, or what fits the memory
-    budget of ``dev``) and the number of tiles of an image of ``size``."""
+           dev: torch.device, dtype: torch.dtype) -> tuple[int, int, int, int, int]:
+    """Tile side (the given one, checked, or what fits the memory budget of ``dev``),
+    its output side and stride (:func:`tile_geometry`), tiles per batch (given, or what
+    fits the budget) and the number of tiles of an image of ``size``."""
     element = torch.tensor([], dtype=dtype).element_size()
     budget = default_budget(dev) if tile is None or batch_size is None else 0
     if tile is None:
@@ -479,7 +480,7 @@ def _tiles(net: UNet, size: tuple[int, int], tile: int | None, batch_size: int |
     if batch_size is None:
         per_tile = tile_memory_bytes(net, tile, bytes_per_element=element)
         batch_size = max(1, min(n_tiles, budget // per_tile))
-    return tile, batch_size, n_tiles
+    return tile, out_tile, stride, batch_size, n_tiles
 
 
 def _tile_probabilities(net: UNet, dev: torch.device, amp: torch.dtype | None,

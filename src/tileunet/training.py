@@ -45,7 +45,7 @@ from tileunet.device import (
 from tileunet.interrupt import terminate_as_interrupt
 from tileunet.losses import weighted_cross_entropy
 from tileunet.metrics import pixel_iou, seg_score
-from tileunet.model import UNet, UNetConfig
+from tileunet.model import PADDINGS, UNet, UNetConfig
 from tileunet.outputs import atomic_write, clear_temporaries, is_temporary
 from tileunet.plots import save_loss_figure  # not lazily: a Ctrl-C must not hit an import
 from tileunet.postprocess import instances_from_probability
@@ -175,7 +175,7 @@ class TrainConfig:
         rules = [("width", whole(self.width) and self.width >= 1, "a whole number >= 1"),
                  ("depth", whole(self.depth) and 1 <= self.depth <= 8, "between 1 and 8"),
                  ("num_classes", whole(self.num_classes) and self.num_classes >= 2, ">= 2"),
-                 ("padding", self.padding in ("valid", "same"), "valid or same"),
+                 ("padding", self.padding in PADDINGS, " or ".join(PADDINGS)),
                  ("dropout", real(self.dropout) and 0 <= self.dropout < 1, "in [0, 1)"),
                  ("lr", real(self.lr) and self.lr > 0, "> 0"),
                  ("momentum", real(self.momentum) and 0 <= self.momentum < 1, "in [0, 1)"),
@@ -564,8 +564,8 @@ def _run_state(it: int, seconds: float, rng_state: dict, dropout_rng: torch.Tens
     return state
 
 
-def _prepare_data(cfg: TrainConfig, ranks: ddp.Ranks, device: torch.device, run: Path,
-                  show: bool) -> tuple[list[Prepared], list[Prepared], int]:
+def _prepare_data(cfg: TrainConfig, ranks: ddp.Ranks, device: torch.device, run: Path
+                  ) -> tuple[list[Prepared], list[Prepared], int]:
     """Training and validation samples with their weight maps, and the channel count;
     rank 0 computes the weight maps into the cache, the other ranks then read them."""
     train_s, val_s, ignore, in_channels = _load_split(cfg)
@@ -574,11 +574,10 @@ def _prepare_data(cfg: TrainConfig, ranks: ddp.Ranks, device: torch.device, run:
         (run / "cache").mkdir(parents=True, exist_ok=True)
         for folder in (run, run / "cache"):  # what killed writes left
             clear_temporaries(folder)
-    prep_cfg = cfg if show else replace(cfg, progress=False)
     for turn in (True, False):
         if turn == ranks.main:
-            train_p = prepare_samples(train_s, prep_cfg, run / "cache", ignore=ignore)
-            val_p = prepare_samples(val_s, prep_cfg, run / "cache", desc="weight maps (val)",
+            train_p = prepare_samples(train_s, cfg, run / "cache", ignore=ignore)
+            val_p = prepare_samples(val_s, cfg, run / "cache", desc="weight maps (val)",
                                     ignore=ignore)
         ddp.barrier(ranks)
     return train_p, val_p, in_channels
@@ -597,14 +596,15 @@ def _tile_stream(cfg: TrainConfig, train_p: list[Prepared], device: torch.device
                         pin_memory=device.type == "cuda", centres=centres)
 
 
-def _progress_bar(cfg: TrainConfig, it: int, seconds: float, show: bool) -> Any:
-    """Steps, or with a time budget seconds (so its remaining time is the budget's)."""
+def _progress_bar(cfg: TrainConfig, it: int, seconds: float) -> Any:
+    """Steps, or with a time budget seconds (so its remaining time is the budget's);
+    hidden unless ``cfg.progress``."""
     if cfg.iterations is not None:
         return tqdm(total=cfg.iterations, initial=it, desc="train", unit="it",
-                    disable=not show, dynamic_ncols=True)
+                    disable=not cfg.progress, dynamic_ncols=True)
     total = round(cfg.minutes * 60)
     return tqdm(total=total, initial=min(round(seconds), total), desc="train", unit="s",
-                disable=not show, dynamic_ncols=True,
+                disable=not cfg.progress, dynamic_ncols=True,
                 bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} s [{elapsed}<{remaining}"
                            "{postfix}]")
 
@@ -612,7 +612,8 @@ def _progress_bar(cfg: TrainConfig, it: int, seconds: float, show: bool) -> Any:
 @dataclass
 class _Loop:
     """The moving parts of one training run, and its steps: schedule, step, record,
-    validate, checkpoint (:meth:`run`)."""
+    validate, checkpoint (:meth:`run`). ``cfg.progress`` is True only where progress is
+    shown (rank 0 of a run with progress bars)."""
 
     cfg: TrainConfig
     ranks: ddp.Ranks
@@ -623,7 +624,6 @@ class _Loop:
     amp: torch.dtype | None
     layout: torch.memory_format
     val_p: list[Prepared]
-    prep_cfg: TrainConfig  # cfg, with progress bars only where they are shown
     run_dir: Path
     ckpt_path: Path
     rows: list[dict[str, Any]]
@@ -631,7 +631,6 @@ class _Loop:
     rng: np.random.Generator
     it: int
     t0: float  # perf_counter at the run's (virtual) start: resumed runs keep their clock
-    show: bool
     ema: float | None = None
     val: Validation | None = None
     saved_at: float = field(default_factory=time.perf_counter)
@@ -679,11 +678,11 @@ class _Loop:
         main, it = self.ranks.main, self.it
         validated = main and bool(self.val_p) and (it % self.cfg.val_every == 0 or done)
         if validated:
-            self.val = validate(self.net, self.val_p, self.cfg.tile, self.prep_cfg,
-                                self.device, self.amp)
+            self.val = validate(self.net, self.val_p, self.cfg.tile, self.cfg, self.device,
+                                self.amp)
             self.net.train()
             self.best.offer(it, self.val, self.net)
-            _say(f"iteration {it}: train loss {self.ema:.4f}, {self.val}", self.show)
+            _say(f"iteration {it}: train loss {self.ema:.4f}, {self.val}", self.cfg.progress)
         if main and (it % 10 == 0 or done or validated):
             self.rows.append({"iteration": it, "seconds": round(now, 2), "train_loss": value,
                               "train_loss_ema": self.ema, "lr": lr,
@@ -747,7 +746,9 @@ def _train(cfg: TrainConfig, ranks: ddp.Ranks, device: torch.device, run: Path,
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     seed = ranks.seed(cfg.seed)
     rng = np.random.default_rng(seed)
-    train_p, val_p, in_channels = _prepare_data(cfg, ranks, device, run, show)
+    # progress bars only where they are shown: the data preparation and the loop see this
+    shown_cfg = cfg if show else replace(cfg, progress=False)
+    train_p, val_p, in_channels = _prepare_data(shown_cfg, ranks, device, run)
     layout = training_memory_format(device, amp)
     net, opt = _build(cfg, in_channels, device, layout, show)
     extra = {"normalization": cfg.normalization.to_dict(), "train": cfg.to_dict(),
@@ -768,11 +769,10 @@ def _train(cfg: TrainConfig, ranks: ddp.Ranks, device: torch.device, run: Path,
         _write_json(run / CONFIG_FILE, {"model": net.config.to_dict(), **extra,
                                         "processes": ranks.world})
     it, seconds = int(state["iteration"]), float(state["seconds"])
-    loop = _Loop(cfg, ranks, device, net, model, opt, amp, layout, val_p,
-                 cfg if show else replace(cfg, progress=False), run, ckpt_path, rows, best,
-                 rng, it, time.perf_counter() - seconds, show)
+    loop = _Loop(shown_cfg, ranks, device, net, model, opt, amp, layout, val_p, run,
+                 ckpt_path, rows, best, rng, it, time.perf_counter() - seconds)
     batches = _tile_stream(cfg, train_p, device, rng, seed, it)
-    bar = _progress_bar(cfg, it, seconds, show)
+    bar = _progress_bar(shown_cfg, it, seconds)
     try:
         interrupted = loop.run(batches, bar)
     finally:
