@@ -26,6 +26,7 @@ from tileunet.checkpoint import load_model
 from tileunet.cli import training_settings
 from tileunet.data import Normalization, read_image, save_image
 from tileunet.device import resolve_device
+from tileunet.model import NORMS
 from tileunet.plots import overlay_rgb
 from tileunet.postprocess import instances_from_probability
 from tileunet.scale import predict_at_scale
@@ -62,7 +63,8 @@ def parser(description: str, minutes: float) -> argparse.ArgumentParser:
     ap.add_argument("--optimizer", choices=("sgd", "adamw"))
     ap.add_argument("--momentum", type=float)
     ap.add_argument("--weight-decay", type=float)
-    ap.add_argument("--batch-norm", action=argparse.BooleanOptionalAction)
+    ap.add_argument("--norm", choices=NORMS)
+    ap.add_argument("--batch-norm", dest="norm", action="store_const", const="batch")
     ap.add_argument("--batch-size", type=int)
     ap.add_argument("--weighted-tiles", type=float)
     ap.add_argument("--dropout", type=float)

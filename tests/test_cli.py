@@ -60,7 +60,7 @@ def test_a_time_budget_alone_is_planned_on_this_machine(dataset, tmp_path, capsy
     assert plan["probed"] and all(v > 0 for v in plan["probed"].values())
     # 3 s cannot hold the target steps of any network: the smallest, and it says so
     assert "even the smallest" in plan["reason"]
-    for key in ("width", "depth", "batch_norm"):
+    for key in ("width", "depth", "norm"):
         assert cfg["model"][key] == plan["settings"][key]
     assert cfg["train"]["optimizer"] == plan["settings"]["optimizer"]
 

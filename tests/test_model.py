@@ -5,7 +5,13 @@ import torch
 from torch import nn
 
 from tileunet import UNet
-from tileunet.model import UNetConfig, center_crop, count_convs
+from tileunet.model import (
+    UNetConfig,
+    center_crop,
+    count_convs,
+    norm_groups,
+    upgrade_network_fields,
+)
 
 
 def test_paper_defaults_parameter_count_and_layers():
@@ -60,17 +66,45 @@ def test_same_padding_keeps_size():
         net.output_size(60)
 
 
-def test_batch_norm_variant_runs_and_has_no_conv_bias():
-    net = UNet(depth=3, width=4, batch_norm=True)
-    norms = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
+@pytest.mark.parametrize("norm, kind", [("batch", nn.BatchNorm2d), ("group", nn.GroupNorm)])
+def test_norm_variants_run_and_have_no_conv_bias(norm, kind):
+    net = UNet(depth=3, width=4, norm=norm)
+    norms = [m for m in net.modules() if isinstance(m, kind)]
     convs3 = [m for m in net.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3)]
-    assert len(norms) == len(convs3) > 0  # one batch norm after each 3x3 convolution
+    assert len(norms) == len(convs3) > 0  # one norm after each 3x3 convolution
     assert all(m.bias is None for m in convs3)  # the norm's shift replaces the bias
     plain = UNet(depth=3, width=4)
     assert all(m.bias is not None for m in plain.modules() if isinstance(m, nn.Conv2d))
     n = net.valid_input_size(40)
     net(torch.randn(2, 1, n, n)).sum().backward()
     assert all(m.weight.grad is not None for m in norms)
+
+
+def test_group_norm_does_not_depend_on_the_batch():
+    """Unlike batch norm, a tile's output in training mode is the same alone or in a batch."""
+    torch.manual_seed(0)
+    net = UNet(depth=3, width=6, norm="group", dropout=0.0).train()
+    n = net.valid_input_size(40)
+    x = torch.randn(3, 1, n, n)
+    assert torch.allclose(net(x)[:1], net(x[:1]), atol=1e-5)
+    groups = [m.num_groups for m in net.modules() if isinstance(m, nn.GroupNorm)]
+    assert set(groups) == {6, 8}  # 6 channels: 6 groups; 12 and 24: 6 and 8 ...
+    assert norm_groups(12) == 6 and norm_groups(24) == 8 and norm_groups(7) == 7
+
+
+def test_unknown_norm_is_refused():
+    with pytest.raises(ValueError, match="norm must be one of"):
+        UNet(depth=3, width=4, norm="layer")
+
+
+def test_configs_saved_with_batch_norm_flag_still_load():
+    assert upgrade_network_fields({"width": 8, "batch_norm": True}) == {
+        "width": 8, "norm": "batch"}
+    assert upgrade_network_fields({"batch_norm": False})["norm"] == "none"
+    net = UNet.from_config({"depth": 3, "width": 4, "batch_norm": True})
+    assert net.config.norm == "batch"
+    with pytest.raises(ValueError, match="batch_norm must be true or false"):
+        upgrade_network_fields({"batch_norm": "yes"})
 
 
 def test_he_init_statistics():

@@ -59,8 +59,8 @@ def test_a_slow_machine_gets_a_smaller_network_with_adamw():
     assert (s["width"], s["depth"]) < (64, 5)
     assert {k: s[k] for k in SMALL_NETWORK_OPTIMISER} == SMALL_NETWORK_OPTIMISER
     assert s["optimizer"] == "adamw" and "adamw" in p.table()
-    assert {k: s[k] for k in ("batch_norm", "dropout")} == {
-        k: PAPER[k] for k in ("batch_norm", "dropout")}
+    assert {k: s[k] for k in ("norm", "dropout")} == {
+        k: PAPER[k] for k in ("norm", "dropout")}
     assert p.step_seconds * TARGET_STEPS <= 30 * 60
     # timing stopped at the first candidate that does not fit: never the paper's network
     assert PAPER_NET not in calls and len(calls) < len(CANDIDATES)
@@ -100,6 +100,8 @@ def test_bad_budgets(budget):
 
 def test_probe_times_a_real_step():
     secs = probe_step(Network(4, 2, 44, 2), 1, 2, torch.device("cpu"), "fp32")
+    assert 0 < secs < math.inf
+    secs = probe_step(Network(4, 2, 44, 2), 1, 2, torch.device("cpu"), "fp32", norm="group")
     assert 0 < secs < math.inf
 
 
@@ -144,10 +146,10 @@ def test_a_budget_without_network_flags_is_planned(planned, capsys):
 
 def test_explicit_flags_win_over_the_plan(planned):
     settings, plan = training_settings(args_of("--minutes", "30", "--width", "24",
-                                               "--no-batch-norm", "--lr", "0.01",
+                                               "--norm", "group", "--lr", "0.01",
                                                "--val-every", "7"))
     assert plan is not None
-    assert settings["width"] == 24 and settings["batch_norm"] is False
+    assert settings["width"] == 24 and settings["norm"] == "group"
     assert settings["lr"] == 0.01 and settings["val_every"] == 7
     assert settings["depth"] == plan["settings"]["depth"]
 
@@ -188,7 +190,7 @@ def test_the_plan_keeps_the_network_flags_given(planned):
 def test_fix_network_sets_the_fixed_fields_and_keeps_each_candidate_once():
     assert fix_network(CANDIDATES, {}) == CANDIDATES
     assert fix_network(CANDIDATES, {"width": 64, "depth": 5}) == (PAPER_NET,)
-    assert fix_network(CANDIDATES, {"depth": 4, "batch_norm": True}) == (
+    assert fix_network(CANDIDATES, {"depth": 4, "norm": "batch"}) == (
         Network(16, 4, 252, 2), Network(16, 4, 572), Network(32, 4, 572),
         Network(64, 4, 572))
     assert fix_network(CANDIDATES, {"width": 24}) == (Network(24, 4, 572),
@@ -205,11 +207,14 @@ def save_start_model(path, **network):
 def test_init_fixes_the_network_of_the_start_model(planned, tmp_path):
     start = save_start_model(tmp_path / "start.safetensors", width=8, depth=3)
     settings, plan = training_settings(args_of("--minutes", "30", "--init", start))
-    assert (settings["width"], settings["depth"], settings["batch_norm"]) == (8, 3, False)
+    assert (settings["width"], settings["depth"], settings["norm"]) == (8, 3, "none")
     assert plan["settings"]["width"] == 8
     assert plan["probed"] and all(key.startswith("8x3@") for key in plan["probed"])
     settings, plan = training_settings(args_of("--iterations", "5", "--init", start))
     assert plan is None and (settings["width"], settings["depth"]) == (8, 3)
+    grouped = save_start_model(tmp_path / "grouped.safetensors", norm="group")
+    settings, _ = training_settings(args_of("--iterations", "5", "--init", grouped))
+    assert settings["norm"] == "group"
 
 
 def test_init_refuses_flags_that_ask_for_another_network(planned, tmp_path):
@@ -261,7 +266,7 @@ def test_object_sizes_and_the_scale_they_allow():
 
 def test_the_plan_takes_the_scale_from_the_masks(monkeypatch):
     step, _ = fake_machine(3.1)
-    monkeypatch.setattr(plan_mod, "probe_step", lambda n, *a: step(n))
+    monkeypatch.setattr(plan_mod, "probe_step", lambda n, *a, **k: step(n))
     p = plan_mod.make_plan(30, in_channels=1, num_classes=2, device=torch.device("cpu"),
                            precision="fp32", masks=[disks(radius=40, gap=60)])
     assert p.settings["scale"] == 0.5 and "scale 0.5" in p.reason
@@ -270,7 +275,7 @@ def test_the_plan_takes_the_scale_from_the_masks(monkeypatch):
     # shrinks to one whose output covers 280 px, with more tiles per step
     assert p.settings["tile"] < 572 and p.settings["batch_size"] > 1
     fast, _ = fake_machine(0.01)  # the paper's network keeps the paper's scale
-    monkeypatch.setattr(plan_mod, "probe_step", lambda n, *a: fast(n))
+    monkeypatch.setattr(plan_mod, "probe_step", lambda n, *a, **k: fast(n))
     p = plan_mod.make_plan(30, in_channels=1, num_classes=2, device=torch.device("cpu"),
                            precision="fp32", masks=[disks(radius=40, gap=60)])
     assert p.settings["scale"] == 1.0
@@ -278,12 +283,27 @@ def test_the_plan_takes_the_scale_from_the_masks(monkeypatch):
 
 def test_a_fixed_papers_network_keeps_the_papers_scale_and_tile(monkeypatch):
     step, _ = fake_machine(3.1)  # slow: alone, the plan would choose a small network
-    monkeypatch.setattr(plan_mod, "probe_step", lambda n, *a: step(n))
+    monkeypatch.setattr(plan_mod, "probe_step", lambda n, *a, **k: step(n))
     p = plan_mod.make_plan(30, in_channels=1, num_classes=2, device=torch.device("cpu"),
                            precision="fp32", masks=[disks(radius=40, gap=60)],
                            fixed={"width": 64, "depth": 5})
     assert {k: p.settings[k] for k in PLANNED} == PAPER
     assert "only" in p.reason  # and it says that the budget gets fewer steps
+
+
+def test_a_fixed_norm_is_probed_and_shown(monkeypatch):
+    step, _ = fake_machine(3.1)
+    norms = []
+
+    def probe(n, *a, norm="none", **k):
+        norms.append(norm)
+        return step(n)
+    monkeypatch.setattr(plan_mod, "probe_step", probe)
+    p = plan_mod.make_plan(30, in_channels=1, num_classes=2, device=torch.device("cpu"),
+                           precision="fp32", fixed={"norm": "group", "lr": 0.003})
+    assert norms and set(norms) == {"group"}  # group norm's cost is in the timing
+    assert p.settings["norm"] == "group" and p.settings["lr"] == 0.003
+    assert "group norm" in p.table() and "lr 0.003" in p.table()
 
 
 def test_fit_tile_covers_the_image_with_the_same_output_area():

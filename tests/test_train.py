@@ -42,12 +42,17 @@ def test_config_validation(tmp_path):
         TrainConfig(images="a", masks="b", out="c", iterations=1, val_fraction=1.0)
     with pytest.raises(ValueError, match="precision"):
         TrainConfig(images="a", masks="b", out="c", iterations=1, precision="fp8")
+    with pytest.raises(ValueError, match="norm"):
+        TrainConfig(images="a", masks="b", out="c", iterations=1, norm="layer")
 
 
 def test_config_round_trips_through_json(data, tmp_path):
     cfg = tiny(data, tmp_path / "r", class_weights=(1.0, 2.0))
     again = TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
     assert again == cfg
+    # a run written before `norm` had a name (batch_norm: bool) still resumes
+    old = {k: v for k, v in cfg.to_dict().items() if k != "norm"}
+    assert TrainConfig.from_dict({**old, "batch_norm": True}).norm == "batch"
 
 
 def test_split_holds_out_at_least_one_never_all():

@@ -16,7 +16,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from tileunet.errors import DataError
-from tileunet.model import UNet
+from tileunet.model import UNet, upgrade_network_fields
 from tileunet.outputs import atomic_write
 
 FORMAT = "tileunet"
@@ -136,20 +136,23 @@ def read_model_config(path: str | Path) -> dict[str, Any]:
         raise ModelFileError(f"{p}: broken tileunet metadata ({e})") from None
     if not isinstance(config, dict):
         raise ModelFileError(f"{p}: broken tileunet metadata (the model entry is not a dict)")
-    return config
+    try:
+        return upgrade_network_fields(config)
+    except ValueError as e:
+        raise ModelFileError(f"{p}: broken tileunet metadata ({e})") from None
 
 
 def load_start_weights(net: UNet, path: str | Path) -> str:
     """Copy the weights of the model at ``path`` (a run or model file) into ``net``.
 
     The start model must have ``net``'s architecture (in channels, depth, width,
-    padding, batch norm); a different number of classes keeps everything but the last
+    padding, normalisation); a different number of classes keeps everything but the last
     1x1 layer, which stays freshly initialised. Returns one line saying what was done.
     """
     start, _ = load_model(path)
     p = resolve_model_path(path)
     mine, theirs = net.config.to_dict(), start.config.to_dict()
-    shape = ("in_channels", "depth", "width", "padding", "batch_norm")
+    shape = ("in_channels", "depth", "width", "padding", "norm")
     if any(mine[k] != theirs[k] for k in shape):
         def fmt(c: dict) -> str:
             return ", ".join(f"{k} {c[k]}" for k in shape)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from tileunet.interrupt import terminate_as_interrupt
-from tileunet.model import PADDINGS
+from tileunet.model import NORMS, PADDINGS
 from tileunet.training import TrainConfig
 
 
@@ -28,8 +28,11 @@ def _add_train_settings(p: argparse.ArgumentParser) -> None:
     p.add_argument("--padding", choices=PADDINGS, default=TrainConfig.padding)
     p.add_argument("--dropout", type=float, help="at the end of the contracting path "
                    "(paper: 0.5)")
-    p.add_argument("--batch-norm", action=argparse.BooleanOptionalAction,
-                   help="batch normalisation after each convolution (paper: no)")
+    p.add_argument("--norm", choices=NORMS,
+                   help="normalisation after each convolution: none (paper), batch, or "
+                        "group (works with any batch size)")
+    p.add_argument("--batch-norm", dest="norm", action="store_const", const="batch",
+                   help="the same as --norm batch")
     p.add_argument("--tile", type=int, help="input tile size (paper: 572)")
     p.add_argument("--batch-size", type=int, help="tiles per step (paper: 1)")
     p.add_argument("--weighted-tiles", type=float, metavar="SHARE",
@@ -417,7 +420,7 @@ def training_settings(args: argparse.Namespace) -> tuple[dict, dict | None]:
 
 
 #: the network fields a start model (``--init``) fixes: its weights need them
-START_NETWORK = ("width", "depth", "batch_norm")
+START_NETWORK = ("width", "depth", "norm")
 
 
 def start_network(init: str, given: dict) -> dict:

@@ -21,6 +21,22 @@ import torch
 from torch import nn
 
 PADDINGS = ("valid", "same")
+#: normalisation after each 3x3 conv: the paper's none, batch norm or group norm
+NORMS = ("none", "batch", "group")
+#: most groups of a group norm
+MAX_GROUPS = 8
+
+
+def upgrade_network_fields(fields: dict) -> dict:
+    """Network fields as saved before normalisation had a name: ``batch_norm: bool``
+    becomes ``norm`` ("batch" or "none"), so that older models and runs still load."""
+    fields = dict(fields)
+    if "batch_norm" in fields:
+        old = fields.pop("batch_norm")
+        if not isinstance(old, bool):
+            raise ValueError(f"batch_norm must be true or false, got {old!r}")
+        fields.setdefault("norm", "batch" if old else "none")
+    return fields
 
 
 @dataclass(frozen=True)
@@ -33,7 +49,7 @@ class UNetConfig:
     width: int = 64
     padding: str = "valid"
     dropout: float = 0.5
-    batch_norm: bool = False
+    norm: str = "none"
 
     def __post_init__(self) -> None:
         for name in ("in_channels", "num_classes", "depth", "width"):
@@ -46,6 +62,8 @@ class UNetConfig:
             raise ValueError(f"padding must be one of {PADDINGS}, got {self.padding!r}")
         if not 0.0 <= float(self.dropout) < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        if self.norm not in NORMS:
+            raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -61,16 +79,32 @@ def center_crop(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return x[..., top : top + th, left : left + tw]
 
 
-class DoubleConv(nn.Sequential):
-    """(3x3 conv -> [batch norm] -> ReLU) x 2, valid or same padding."""
+def norm_groups(channels: int) -> int:
+    """Groups of a group norm over ``channels``: the largest divisor up to
+    :data:`MAX_GROUPS`, so that every width works (16 channels: 8 groups of 2)."""
+    return max(g for g in range(1, MAX_GROUPS + 1) if channels % g == 0)
 
-    def __init__(self, cin: int, cout: int, padding: str, batch_norm: bool) -> None:
+
+def norm_layer(norm: str, channels: int) -> nn.Module | None:
+    """The normalisation after a 3x3 conv, or None for the paper's (none)."""
+    if norm == "batch":
+        return nn.BatchNorm2d(channels)
+    if norm == "group":
+        return nn.GroupNorm(norm_groups(channels), channels)
+    return None
+
+
+class DoubleConv(nn.Sequential):
+    """(3x3 conv -> [norm] -> ReLU) x 2, valid or same padding."""
+
+    def __init__(self, cin: int, cout: int, padding: str, norm: str) -> None:
         pad = 1 if padding == "same" else 0
         layers: list[nn.Module] = []
         for c in (cin, cout):
-            layers.append(nn.Conv2d(c, cout, 3, padding=pad, bias=not batch_norm))
-            if batch_norm:
-                layers.append(nn.BatchNorm2d(cout))
+            after = norm_layer(norm, cout)
+            layers.append(nn.Conv2d(c, cout, 3, padding=pad, bias=after is None))
+            if after is not None:
+                layers.append(after)
             layers.append(nn.ReLU(inplace=True))
         super().__init__(*layers)
 
@@ -78,10 +112,10 @@ class DoubleConv(nn.Sequential):
 class Up(nn.Module):
     """2x2 up-convolution halving the channels, crop-and-concat, double conv."""
 
-    def __init__(self, cin: int, padding: str, batch_norm: bool) -> None:
+    def __init__(self, cin: int, padding: str, norm: str) -> None:
         super().__init__()
         self.up = nn.ConvTranspose2d(cin, cin // 2, kernel_size=2, stride=2)
-        self.conv = DoubleConv(cin, cin // 2, padding, batch_norm)
+        self.conv = DoubleConv(cin, cin // 2, padding, norm)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         x = self.up(x)  # (N, C/2, 2H, 2W)
@@ -106,8 +140,9 @@ class UNet(nn.Module):
         the size (input a multiple of ``2**(depth-1)``).
     dropout : float
         Dropout probability at the end of the contracting path (0 disables it).
-    batch_norm : bool
-        Batch normalisation after each 3x3 conv (not in the paper).
+    norm : {"none", "batch", "group"}
+        Normalisation after each 3x3 conv: none (the paper's), batch norm, or group
+        norm (:func:`norm_groups` groups; independent of the batch size).
 
     Examples
     --------
@@ -128,27 +163,27 @@ class UNet(nn.Module):
         width: int = UNetConfig.width,
         padding: str = UNetConfig.padding,
         dropout: float = UNetConfig.dropout,
-        batch_norm: bool = UNetConfig.batch_norm,
+        norm: str = UNetConfig.norm,
     ) -> None:
         super().__init__()
         self.config = UNetConfig(in_channels, num_classes, depth, width, padding,
-                                 dropout, batch_norm)
+                                 dropout, norm)
         chans = [width * 2**i for i in range(depth)]  # e.g. 64, 128, 256, 512, 1024
         self.down = nn.ModuleList()
         cin = in_channels
         for c in chans:
-            self.down.append(DoubleConv(cin, c, padding, batch_norm))
+            self.down.append(DoubleConv(cin, c, padding, norm))
             cin = c
         self.pool = nn.MaxPool2d(2)
         self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
-        self.up = nn.ModuleList(Up(c, padding, batch_norm) for c in reversed(chans[1:]))
+        self.up = nn.ModuleList(Up(c, padding, norm) for c in reversed(chans[1:]))
         self.head = nn.Conv2d(width, num_classes, kernel_size=1)
         self.reset_parameters()
 
     @classmethod
     def from_config(cls, config: UNetConfig | dict) -> UNet:
         if isinstance(config, dict):
-            config = UNetConfig(**config)
+            config = UNetConfig(**upgrade_network_fields(config))
         return cls(**asdict(config))
 
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:

@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 
 #: the fields a plan chooses; an explicit flag for any of them wins over the plan
 PLANNED = ("width", "depth", "tile", "batch_size", "optimizer", "lr", "momentum",
-           "weight_decay", "batch_norm", "dropout", "scale", "weighted_tiles")
+           "weight_decay", "norm", "dropout", "scale", "weighted_tiles")
 #: the paper's recipe: TrainConfig's defaults of those fields
 PAPER = {f.name: f.default for f in fields(TrainConfig) if f.name in PLANNED}
 #: steps the plan wants to fit into the budget: on the CPU runs of benchmarks/RESULTS.md
@@ -99,7 +99,7 @@ class Plan:
         """The plan as a short table, printed before training starts."""
         s = self.settings
         rows = [("network", f"width {s['width']}, depth {s['depth']}"
-                 f"{', batch norm' if s['batch_norm'] else ''}"),
+                 f"{'' if s['norm'] == 'none' else ', ' + s['norm'] + ' norm'}"),
                 ("tiles", f"{s['batch_size']} x {s['tile']} px per step"
                  + (f", images at scale {s['scale']:g}" if s["scale"] != 1 else "")),
                 ("optimiser", f"{s['optimizer']}, lr {s['lr']:g}, then cosine to 0 at the end"),
@@ -113,14 +113,15 @@ class Plan:
 
 
 def probe_step(net_spec: Network, in_channels: int, num_classes: int,
-               device: torch.device, precision: str, steps: int = 2) -> float:
+               device: torch.device, precision: str, steps: int = 2,
+               norm: str = PAPER["norm"]) -> float:
     """Seconds per training step (forward, weighted loss, backward, the paper's
-    optimiser) of ``net_spec`` on ``device``: the best of ``steps`` steps after one
-    warm-up step."""
+    optimiser) of ``net_spec`` with ``norm`` on ``device``: the best of ``steps`` steps
+    after one warm-up step."""
     amp = autocast_dtype(precision, device)
     net = UNet(in_channels=in_channels, num_classes=num_classes, depth=net_spec.depth,
                width=net_spec.width, dropout=PAPER["dropout"],
-               batch_norm=PAPER["batch_norm"]).to(device)
+               norm=norm).to(device)
     layout = training_memory_format(device, amp)
     net.to(memory_format=layout)
     tile = net.valid_input_size(net_spec.tile)
@@ -247,12 +248,14 @@ def make_plan(budget_minutes: float, *, in_channels: int, num_classes: int,
               device: torch.device, precision: str,
               masks: Sequence[np.ndarray] | None = None, fixed: dict | None = None) -> Plan:
     """Probe this machine and choose (see :func:`choose`) among the candidates with
-    the ``fixed`` network fields (:func:`fix_network`). With the training masks
+    the ``fixed`` network fields (:func:`fix_network`); the plan's settings hold every
+    ``fixed`` field, so that its table shows what will run. With the training masks
     (instance labels, two classes) the smaller networks work at the scale their object
     sizes allow (:func:`choose_scale`), with tiles fitted to the images there
     (:func:`fit_tile`); the paper's network keeps the paper's scale and tile."""
-    paper_net = CANDIDATES[-1]
-    candidates = fix_network(CANDIDATES, fixed or {})
+    paper_net, fixed = CANDIDATES[-1], fixed or {}
+    candidates = fix_network(CANDIDATES, fixed)
+    norm = fixed.get("norm") or PAPER["norm"]  # a norm layer costs time: probe with it
     scale, why = 1.0, ""
     if masks:
         small, gap = object_sizes(masks)
@@ -261,10 +264,11 @@ def make_plan(budget_minutes: float, *, in_channels: int, num_classes: int,
         candidates = tuple(c if c == paper_net else fit_tile(c, side) for c in candidates)
         why = f"; objects >= {small:.0f} px (10th percentile), gaps {gap:.0f} px"
     plan = choose(budget_minutes * 60, lambda n: probe_step(
-        n, in_channels, num_classes, device, precision), candidates)
+        n, in_channels, num_classes, device, precision, norm=norm), candidates)
+    given = {k: v for k, v in fixed.items() if k in PLANNED and v is not None}
     if (plan.settings["width"], plan.settings["depth"]) == (paper_net.width, paper_net.depth):
-        return plan
-    return replace(plan, settings={**plan.settings, "scale": scale},
+        return replace(plan, settings={**plan.settings, **given})
+    return replace(plan, settings={**plan.settings, "scale": scale, **given},
                    reason=plan.reason + why + (f": scale {scale:g}" if why else ""))
 
 

@@ -154,7 +154,7 @@ def tile_memory_bytes(net: UNet, tile: int, *, bytes_per_element: int = 4) -> in
     """
     cfg = net.config
     shrink = 2 if cfg.padding == "valid" else 0  # per 3x3 conv
-    per_conv = 2 if cfg.batch_norm else 1  # batch norm adds a tensor per conv
+    per_conv = 1 if cfg.norm == "none" else 2  # a norm layer adds a tensor per conv
     chans = [cfg.width * 2**i for i in range(cfg.depth)]
     s = int(tile)
     total = cfg.in_channels * s * s

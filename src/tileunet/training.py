@@ -45,7 +45,7 @@ from tileunet.device import (
 from tileunet.interrupt import terminate_as_interrupt
 from tileunet.losses import weighted_cross_entropy
 from tileunet.metrics import pixel_iou, seg_score
-from tileunet.model import PADDINGS, UNet, UNetConfig
+from tileunet.model import NORMS, PADDINGS, UNet, UNetConfig, upgrade_network_fields
 from tileunet.outputs import atomic_write, clear_temporaries, is_temporary
 from tileunet.plots import save_loss_figure  # not lazily: a Ctrl-C must not hit an import
 from tileunet.postprocess import instances_from_probability
@@ -98,7 +98,7 @@ class TrainConfig:
     num_classes: int = UNetConfig.num_classes
     padding: str = UNetConfig.padding
     dropout: float = UNetConfig.dropout
-    batch_norm: bool = UNetConfig.batch_norm
+    norm: str = UNetConfig.norm
     # optimisation
     tile: int = 572
     batch_size: int = 1
@@ -176,6 +176,7 @@ class TrainConfig:
                  ("depth", whole(self.depth) and 1 <= self.depth <= 8, "between 1 and 8"),
                  ("num_classes", whole(self.num_classes) and self.num_classes >= 2, ">= 2"),
                  ("padding", self.padding in PADDINGS, " or ".join(PADDINGS)),
+                 ("norm", self.norm in NORMS, " or ".join(NORMS)),
                  ("dropout", real(self.dropout) and 0 <= self.dropout < 1, "in [0, 1)"),
                  ("lr", real(self.lr) and self.lr > 0, "> 0"),
                  ("momentum", real(self.momentum) and 0 <= self.momentum < 1, "in [0, 1)"),
@@ -223,7 +224,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        d = dict(d)
+        d = upgrade_network_fields(d)
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
@@ -458,7 +459,7 @@ def check_training_memory(cfg: TrainConfig, in_channels: int, device: torch.devi
     :func:`tileunet.predict.tile_memory_bytes`, per tile."""
     with torch.device("meta"):  # the geometry only: no weights are allocated
         net = UNet(in_channels=in_channels, num_classes=cfg.num_classes, depth=cfg.depth,
-                   width=cfg.width, padding=cfg.padding, batch_norm=cfg.batch_norm)
+                   width=cfg.width, padding=cfg.padding, norm=cfg.norm)
     need = 2 * tile_memory_bytes(net, cfg.tile) * cfg.batch_size
     have = available_memory(device)
     if need > have:
@@ -530,7 +531,7 @@ def _build(cfg: TrainConfig, in_channels: int, device: torch.device,
     """The network (He init, or the start weights of ``cfg.init``) and its optimiser."""
     net = UNet(in_channels=in_channels, num_classes=cfg.num_classes, depth=cfg.depth,
                width=cfg.width, padding=cfg.padding, dropout=cfg.dropout,
-               batch_norm=cfg.batch_norm)
+               norm=cfg.norm)
     if cfg.init is not None and not cfg.resume:
         _say(load_start_weights(net, cfg.init), show)
     net.to(device).to(memory_format=layout)
