@@ -103,6 +103,8 @@ def test_configs_saved_with_batch_norm_flag_still_load():
     assert upgrade_network_fields({"batch_norm": False})["norm"] == "none"
     net = UNet.from_config({"depth": 3, "width": 4, "batch_norm": True})
     assert net.config.norm == "batch"
+    assert UNet(depth=3, width=4, batch_norm=True).config.norm == "batch"
+    assert UNet(depth=3, width=4, batch_norm=False).config.norm == "none"
     with pytest.raises(ValueError, match="batch_norm must be true or false"):
         upgrade_network_fields({"batch_norm": "yes"})
 

@@ -143,6 +143,8 @@ class UNet(nn.Module):
     norm : {"none", "batch", "group"}
         Normalisation after each 3x3 conv: none (the paper's), batch norm, or group
         norm (:func:`norm_groups` groups; independent of the batch size).
+    batch_norm : bool, optional
+        ``True`` is ``norm="batch"``, ``False`` ``norm="none"`` (the earlier spelling).
 
     Examples
     --------
@@ -164,8 +166,12 @@ class UNet(nn.Module):
         padding: str = UNetConfig.padding,
         dropout: float = UNetConfig.dropout,
         norm: str = UNetConfig.norm,
+        *,
+        batch_norm: bool | None = None,
     ) -> None:
         super().__init__()
+        if batch_norm is not None:  # the shared design's spelling of norm="batch"
+            norm = upgrade_network_fields({"batch_norm": batch_norm})["norm"]
         self.config = UNetConfig(in_channels, num_classes, depth, width, padding,
                                  dropout, norm)
         chans = [width * 2**i for i in range(depth)]  # e.g. 64, 128, 256, 512, 1024
