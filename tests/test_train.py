@@ -15,7 +15,15 @@ from tileunet.augment import AugmentConfig
 from tileunet.checkpoint import load_model
 from tileunet.data import save_image
 from tileunet.synthetic import synthetic_cells, write_synthetic_dataset
-from tileunet.training import ConfigError, TrainConfig, Validation, lr_at, split_samples, train
+from tileunet.training import (
+    ConfigError,
+    Hooks,
+    TrainConfig,
+    Validation,
+    lr_at,
+    split_samples,
+    train,
+)
 
 # the module, not the function that tileunet/__init__ exports under the same name
 train_mod = importlib.import_module("tileunet.training")
@@ -137,6 +145,31 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes(data, tmp_path, monkeypatch):
     monkeypatch.undo()
     res = train(tiny(data, tmp_path / "r", iterations=5, resume=True))
     assert res.iterations == 5 and not res.interrupted
+
+
+def test_a_stop_request_stops_after_the_step_and_the_run_resumes_exactly(data, tmp_path):
+    import threading
+
+    train(tiny(data, tmp_path / "straight", iterations=20, val_every=10))
+    stop, seen = threading.Event(), []
+
+    def on_row(row):
+        seen.append(row)
+        if row["iteration"] == 10:
+            stop.set()  # as a GUI's Stop button does, from the row of step 10
+    res = train(tiny(data, tmp_path / "split", iterations=20, val_every=10),
+                Hooks(stop=stop, on_row=on_row))
+    assert res.interrupted and res.iterations == 10
+    assert [r["iteration"] for r in seen] == [10] and "val_iou" in seen[0]
+    assert (tmp_path / "split" / "checkpoint.safetensors").exists()
+    res = train(tiny(data, tmp_path / "split", iterations=20, val_every=10, resume=True),
+                Hooks(on_row=seen.append))
+    assert not res.interrupted and res.iterations == 20
+    assert [r["iteration"] for r in seen] == [10, 20]
+    a = load_file(str(tmp_path / "straight" / "last.safetensors"))
+    b = load_file(str(tmp_path / "split" / "last.safetensors"))
+    for k in a:
+        assert torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-6), k
 
 
 def test_resume_without_checkpoint_and_existing_run_are_refused(data, tmp_path):

@@ -431,7 +431,7 @@ class _Store:
 
         parts = run(fg, name, "instances", depth=reach)
         names = np.unique(np.concatenate([p[0] for p in parts] + [np.zeros(0, np.uint64)]))
-        cut = sum(p[1] for p in parts)
+        cut = int(sum(p[1] for p in parts))
         if cut:
             logger.warning("%d object(s) reach more than max_object=%d px beyond their "
                            "block and may be cut at block borders", cut, reach)

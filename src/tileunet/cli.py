@@ -229,8 +229,17 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+class RaisingParser(argparse.ArgumentParser):
+    """For callers inside a program (the napari widget): a bad flag raises ValueError
+    with argparse's message instead of printing the usage and exiting."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise ValueError(message)
+
+
+def build_parser(parser_class: type[argparse.ArgumentParser] = argparse.ArgumentParser
+                 ) -> argparse.ArgumentParser:
+    parser = parser_class(
         prog="tileunet",
         description="U-Net (Ronneberger et al. 2015): train, predict seamlessly, weight maps.")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
@@ -325,15 +334,30 @@ def cmd_weights(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from tileunet.training import train
-
+def _checked_settings(args: argparse.Namespace) -> tuple[dict, dict | None]:
+    """The flags of ``train`` checked before any work, then the settings and the plan."""
     if args.minutes is None and args.iterations is None:
         raise ValueError("train: give --minutes or --iterations (or both)")
     if args.devices < 1:
         raise ValueError(f"--devices must be >= 1, got {args.devices}")
-    _train_config(args, _given_settings(args, early=True), None)  # the flags, before any work
-    settings, plan = training_settings(args)
+    _train_config(args, _given_settings(args, early=True), None)
+    return training_settings(args)
+
+
+def train_config(argv: list[str]) -> TrainConfig:
+    """The configuration ``tileunet train ARGV`` trains with (flags checked, the plan
+    made), for programs that run the trainer themselves (the napari widget): the same
+    run as the command line's. A bad flag raises ValueError."""
+    args = build_parser(RaisingParser).parse_args(["train", *argv])
+    if args.devices != 1:
+        raise ValueError("--devices: a program runs one training process")
+    return _train_config(args, *_checked_settings(args))
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from tileunet.training import train
+
+    settings, plan = _checked_settings(args)
     if args.devices > 1 and "LOCAL_RANK" not in os.environ:
         # every process trains with the settings chosen here (one probe, one plan)
         return _torchrun(args.devices, [*args.argv, *settings_as_flags(settings)])

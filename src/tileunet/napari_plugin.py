@@ -20,8 +20,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from tileunet.annotations import IMAGE_KEY, layer_array
 from tileunet.checkpoint import load_model
 from tileunet.data import Normalization
 from tileunet.device import resolve_device
@@ -62,10 +61,7 @@ def segment_layer(image: Any, model: str | Path, threshold: float = 0.5,
     split = instance_options(instances)
     net, extra = load_model(model, resolve_device(device))
     norm = Normalization.from_dict(extra.get("normalization", {}))
-    # a pyramid (e.g. an OME-Zarr opened in napari) is segmented at full resolution
-    data = np.asarray(image.data[0] if getattr(image, "multiscale", False) else image.data)
-    if getattr(image, "rgb", False) and data.ndim == 3:
-        data = np.moveaxis(data, -1, 0)  # (H, W, 3) -> (3, H, W)
+    data = layer_array(image)  # a pyramid's full resolution; RGB as (3, H, W)
     chans = 1 if data.ndim == 2 else data.shape[0]
     if data.ndim not in (2, 3) or chans != net.config.in_channels:
         raise ValueError(f"layer {image.name!r}: shape {data.shape} does not fit a "
@@ -77,9 +73,13 @@ def segment_layer(image: Any, model: str | Path, threshold: float = 0.5,
     with contextlib.closing(bar(total=0, desc="instances")):  # no count: a busy bar
         labels = instances_from_probability(fg, threshold=threshold, **split)
     name = image.name
+    # the instances are editable: corrected by hand, the Train widget takes them as labels
+    # of this image (the metadata names it)
     return [(fg, {"name": f"{name} probability", "scale": scale, "colormap": "magma",
-                  "contrast_limits": (0.0, 1.0), "blending": "additive"}, "image"),
-            (labels, {"name": f"{name} instances", "scale": scale}, "labels")]
+                  "contrast_limits": (0.0, 1.0), "blending": "additive",
+                  "metadata": {IMAGE_KEY: name}}, "image"),
+            (labels, {"name": f"{name} instances", "scale": scale,
+                      "metadata": {IMAGE_KEY: name}}, "labels")]
 
 
 def _relayed_bars() -> type:

@@ -15,7 +15,9 @@ import hashlib
 import json
 import logging
 import math
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 import tileunet.ddp as ddp
+from tileunet.annotations import ANNOTATIONS_DIR
 from tileunet.augment import AugmentConfig
 from tileunet.checkpoint import (
     CHECKPOINT_FILE,
@@ -422,13 +425,30 @@ def split_samples(samples: list[Sample], fraction: float, seed: int
 
 
 # ---------------------------------------------------------------------- training
-def train(cfg: TrainConfig) -> TrainResult:
+@dataclass
+class Hooks:
+    """How a program around the trainer (a GUI) follows and stops a run.
+
+    ``stop``: once set, the run stops after the step under way as on Ctrl-C (a
+    checkpoint is saved; ``resume`` continues it). ``on_row``: called with each row of
+    metrics.csv as it is made (every 10 steps and at each validation), in the thread
+    that trains.
+    """
+
+    stop: threading.Event | None = None
+    on_row: Callable[[dict[str, Any]], None] | None = None
+
+    def stopped(self) -> bool:
+        return self.stop is not None and self.stop.is_set()
+
+
+def train(cfg: TrainConfig, hooks: Hooks | None = None) -> TrainResult:
     """Train a U-Net as configured; writes the run directory ``cfg.out``.
 
     The run directory holds ``config.json``, ``model.safetensors`` (weights with the
     config in its metadata), ``checkpoint.safetensors`` (for ``resume``),
-    ``metrics.csv`` and ``loss.png``. Ctrl-C saves a checkpoint and returns with
-    ``interrupted=True``.
+    ``metrics.csv`` and ``loss.png``. Ctrl-C, and ``hooks.stop``, save a checkpoint
+    and return with ``interrupted=True``.
 
     Started by torchrun (several processes, see :mod:`tileunet.ddp`), each process
     trains a copy of the network on its own random tiles (``batch_size`` tiles each, so
@@ -447,7 +467,7 @@ def train(cfg: TrainConfig) -> TrainResult:
                         "or choose another output folder")
     ranks, device = ddp.setup(resolve_device(cfg.device))
     try:
-        return _train(cfg, ranks, device, run, ckpt_path)
+        return _train(cfg, ranks, device, run, ckpt_path, hooks or Hooks())
     finally:
         ddp.teardown()
 
@@ -471,10 +491,11 @@ def check_training_memory(cfg: TrainConfig, in_channels: int, device: torch.devi
 def unstarted_run(run: Path) -> bool:
     """A run folder this tool made that holds no trained weights yet: a start that was
     refused or stopped before its first checkpoint (only the weight-map cache, the
-    config, and temporary files). A new start may take it over."""
+    config, temporary files, and the annotations a viewer wrote for it). A new start may
+    take it over."""
     if not run.is_dir():
         return False
-    ours = {"cache", CONFIG_FILE, METRICS_FILE, LOSS_PLOT}
+    ours = {"cache", CONFIG_FILE, METRICS_FILE, LOSS_PLOT, ANNOTATIONS_DIR}
     entries = list(run.iterdir())
     return bool(entries) and all(e.name in ours or is_temporary(e) for e in entries) and all(
         f.suffix == ".npz" or is_temporary(f) for f in (run / "cache").glob("*"))
@@ -632,6 +653,7 @@ class _Loop:
     rng: np.random.Generator
     it: int
     t0: float  # perf_counter at the run's (virtual) start: resumed runs keep their clock
+    hooks: Hooks = field(default_factory=Hooks)
     ema: float | None = None
     val: Validation | None = None
     saved_at: float = field(default_factory=time.perf_counter)
@@ -688,6 +710,8 @@ class _Loop:
             self.rows.append({"iteration": it, "seconds": round(now, 2), "train_loss": value,
                               "train_loss_ema": self.ema, "lr": lr,
                               **(self.val.row() if validated else {})})
+            if self.hooks.on_row is not None:
+                self.hooks.on_row(dict(self.rows[-1]))
         if main and it % self.cfg.val_every == 0 and not done:
             _write_metrics(self.run_dir / METRICS_FILE, self.rows, self.best.iteration)
             _plot_losses(self.run_dir / LOSS_PLOT, self.rows)
@@ -725,18 +749,21 @@ class _Loop:
                                     refresh=False)
                     frac = self.fraction()
                     self.record(value, lr, now, done=frac >= 1.0)
+                    if frac < 1.0 and self.hooks.stopped():
+                        raise KeyboardInterrupt("stop requested")
                     if frac < 1.0:
                         self.checkpoint_if_due(now)
         except KeyboardInterrupt:
             if self.ranks.main:
-                _say(f"interrupted at iteration {self.it}: saving a checkpoint to "
+                how = "stopped" if self.hooks.stopped() else "interrupted"
+                _say(f"{how} at iteration {self.it}: saving a checkpoint to "
                      f"{self.ckpt_path}", True)
             return True
         return False
 
 
 def _train(cfg: TrainConfig, ranks: ddp.Ranks, device: torch.device, run: Path,
-           ckpt_path: Path) -> TrainResult:
+           ckpt_path: Path, hooks: Hooks) -> TrainResult:
     ddp.barrier(ranks)  # every rank has checked the run folder before rank 0 writes to it
     main = ranks.main
     show = cfg.progress and main
@@ -771,7 +798,7 @@ def _train(cfg: TrainConfig, ranks: ddp.Ranks, device: torch.device, run: Path,
                                         "processes": ranks.world})
     it, seconds = int(state["iteration"]), float(state["seconds"])
     loop = _Loop(shown_cfg, ranks, device, net, model, opt, amp, layout, val_p, run,
-                 ckpt_path, rows, best, rng, it, time.perf_counter() - seconds)
+                 ckpt_path, rows, best, rng, it, time.perf_counter() - seconds, hooks)
     batches = _tile_stream(cfg, train_p, device, rng, seed, it)
     bar = _progress_bar(shown_cfg, it, seconds)
     try:
@@ -902,4 +929,5 @@ def _load_checkpoint(path: Path, net: UNet, opt: torch.optim.Optimizer, run: Pat
     return state, rows, best
 
 
-__all__ = ["ConfigError", "TrainConfig", "check_masks", "TrainResult", "train", "validate"]
+__all__ = ["ConfigError", "Hooks", "TrainConfig", "check_masks", "TrainResult", "train",
+           "validate"]

@@ -232,14 +232,14 @@ def _border_of_cells(cells: np.ndarray, ids: np.ndarray, area: np.ndarray) -> np
         vanished[0] = False
         if not vanished.any():
             break
-        logger.debug("separation border: protecting %d cells it would delete", vanished.sum())
+        logger.debug("separation border: protecting %d cells it would delete", int(vanished.sum()))
         protected |= vanished
     lost = (area > 0) & (left == 0)
     lost[0] = False
     if lost.any():
         logger.warning(
             "separation border removes %d cell(s) entirely (ids %s): too thin to separate",
-            lost.sum(),
+            int(lost.sum()),
             ids[lost][:10].tolist(),
         )
     return border
