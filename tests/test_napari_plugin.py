@@ -23,7 +23,7 @@ def test_manifest_is_valid_and_its_commands_import():
     npe2 = pytest.importorskip("npe2")
     pm = npe2.PluginManifest.from_file(MANIFEST)
     assert pm.name == "tileunet"
-    assert [w.command for w in pm.contributions.widgets] == ["tileunet.segment"]
+    assert [w.command for w in pm.contributions.widgets] == ["tileunet.segment", "tileunet.train"]
     assert [r.command for r in pm.contributions.readers] == ["tileunet.read_output"]
     pm.validate_imports()  # every python_name resolves
 
@@ -55,6 +55,8 @@ def test_widget_function_adds_probability_and_instances(model, rng):
     assert (pkind, lkind) == ("image", "labels")
     assert pmeta["scale"] == lmeta["scale"] == (0.5, 0.25)
     assert pmeta["name"] == "cells probability" and lmeta["name"] == "cells instances"
+    # both name their image: the Train widget pairs corrected instances with it
+    assert pmeta["metadata"] == lmeta["metadata"] == {"tileunet_image": "cells"}
 
 
 def test_widget_function_segments_a_pyramid_at_full_resolution(model, rng):

@@ -6,6 +6,7 @@ prediction store. Needs napari with a Qt binding and a display: a running X serv
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -183,3 +184,112 @@ def test_napari_ome_zarr_opens_the_ome_zarr_output(viewer, ome_store):
         assert ly.multiscale and [d.shape[-2:] for d in ly.data] == [(60, 50), (30, 25)]
         np.testing.assert_array_equal(ly.scale[-2:], [0.5, 0.5])
         assert [str(u) for u in ly.units[-2:]] == ["micrometer", "micrometer"]
+
+
+# ------------------------------------------------------------------ the Train widget
+TINY_FLAGS = "--iterations 60 --width 4 --depth 3 --tile 92 --val-every 20 --recipe paper"
+
+
+def paint(viewer, name: str, seed: int) -> None:
+    """A synthetic image and a Labels layer painted cell by cell, as a hand would."""
+    from tileunet.synthetic import synthetic_cells
+
+    image, truth = synthetic_cells((96, 96), rng=np.random.default_rng(seed))
+    viewer.add_image(image, name=name)
+    layer = viewer.add_labels(np.zeros(truth.shape, np.int32), name=f"{name} labels")
+    for k in range(1, truth.max() + 1):
+        layer.data_setitem(np.nonzero(truth == k), k)
+    assert np.array_equal(layer.data, truth)
+
+
+@pytest.fixture
+def painted(viewer):
+    paint(viewer, "cells", 4)
+    return viewer
+
+
+def _train_widget(viewer, tmp_path):
+    _, widget = viewer.window.add_plugin_dock_widget("tileunet", "Train (U-Net)")
+    widget.runs.value = tmp_path / "runs"
+    widget.extra.value = TINY_FLAGS
+    return widget
+
+
+def _finished(widget) -> bool:
+    return widget.train_button.enabled and not widget.stop_button.enabled
+
+
+def test_train_widget_trains_stops_resumes_and_hands_the_run_to_segment(painted, tmp_path):
+    viewer = painted
+    paint(viewer, "cells 2", 5)  # two images: one is held out for validation
+    widget = _train_widget(viewer, tmp_path)
+    widget.label_layers.value = [viewer.layers["cells labels"], viewer.layers["cells 2 labels"]]
+    stops = []
+
+    def stop_once(row):  # the Stop button, pressed once the first rows are drawn
+        if not stops:
+            stops.append(row["iteration"])
+            widget.stop_button.clicked.emit()
+    widget.relay.row.connect(stop_once)
+    widget.train_button.clicked.emit()
+    assert not widget.train_button.enabled and widget.stop_button.enabled
+    _wait(lambda: _finished(widget))
+    run = tmp_path / "runs" / "run-001"
+    assert "stopped" in widget.status.value, widget.status.value
+    assert widget.resume_button.enabled and (run / "checkpoint.safetensors").exists()
+    stopped_at = len(widget.plot.rows)
+    assert stops and 1 <= stopped_at < 6  # rows come every 10 of 60 steps
+    widget.relay.row.disconnect(stop_once)
+    widget.resume_button.clicked.emit()
+    _wait(lambda: _finished(widget) and not widget.resume_button.enabled)
+    assert widget.status.value.startswith("trained: 60 steps"), widget.status.value
+    assert [r["iteration"] for r in widget.plot.rows][-1] == 60
+    assert widget.plot.val_line.get_xdata()[-1] == 60  # validation drawn as it comes
+    record = json.loads((run / "annotations" / "layers.json").read_text())
+    assert [(x["image"], x["labels"]) for x in record["layers"]] == [
+        ("cells", "cells labels"), ("cells 2", "cells 2 labels")]
+    assert record["start_model"] is None
+    segment = viewer.window.add_plugin_dock_widget("tileunet", "Segment (U-Net)")[1]
+    assert Path(segment.model.value) == run  # the result, ready to segment with
+
+
+def test_predict_correct_and_train_again_from_the_model(painted, tmp_path):
+    viewer = painted
+    widget = _train_widget(viewer, tmp_path)
+    widget.label_layers.value = [viewer.layers["cells labels"]]
+    widget.train_button.clicked.emit()
+    _wait(lambda: _finished(widget) and widget.status.value.startswith("trained"))
+    first = tmp_path / "runs" / "run-001"
+    segment = viewer.window.add_plugin_dock_widget("tileunet", "Segment (U-Net)")[1]
+    segment.image.value = viewer.layers["cells"]
+    segment()
+    _wait(lambda: "cells instances" in viewer.layers and segment.call_button.enabled)
+    instances = viewer.layers["cells instances"]
+    truth = viewer.layers["cells labels"].data
+    instances.data_setitem(np.nonzero(truth == 1), instances.data.max() + 1)  # a correction
+    viewer.layers.remove("cells labels")  # the corrected prediction is the only labels
+    widget.label_layers.value = [instances]
+    widget.start.value = "the model below"
+    widget.model.value = first / "model.safetensors"
+    widget.train_button.clicked.emit()
+    _wait(lambda: _finished(widget) and "run-002" in widget.status.value)
+    assert widget.status.value.startswith("trained"), widget.status.value
+    second = tmp_path / "runs" / "run-002"
+    record = json.loads((second / "annotations" / "layers.json").read_text())
+    assert record["layers"][0] == {"file": "cells.tif", "image": "cells",
+                                   "labels": "cells instances", "unlabelled": 0}
+    assert record["start_model"] == str(first / "model.safetensors")
+    from tileunet.data import read_image
+    np.testing.assert_array_equal(read_image(second / "annotations/masks/cells.tif"),
+                                  instances.data)
+
+
+def test_train_widget_says_why_it_did_not_start_and_writes_nothing(viewer, tmp_path):
+    viewer.add_image(np.zeros((40, 40), np.float32), name="blank")
+    viewer.add_labels(np.zeros((40, 40), np.int32), name="blank labels")
+    widget = _train_widget(viewer, tmp_path)
+    widget.label_layers.value = [viewer.layers["blank labels"]]
+    widget.train_button.clicked.emit()
+    assert widget.status.value == ("not started: the labels layers hold no objects: paint "
+                                   "or correct some first")
+    assert widget.train_button.enabled and not (tmp_path / "runs").exists()
