@@ -125,9 +125,23 @@ def test_unannotated_regions_have_no_effect_on_training(pairs, tmp_path):
     assert not all(torch.equal(runs[0][k], weights(run.run)[k]) for k in runs[0])
 
 
+def test_few_images_are_all_trained_on_unless_the_flags_say_otherwise(pairs, tmp_path):
+    two = start_run(tmp_path / "runs", items_of(pairs[:2]), minutes=5)
+    assert two.argv[-2:] == ["--val-fraction", "0"]
+    three = start_run(tmp_path / "runs", items_of(pairs), minutes=5)
+    assert "--val-fraction" not in three.argv
+    asked = start_run(tmp_path / "runs", items_of(pairs[:2]), minutes=5,
+                      extra="--val-fraction=0.5")
+    assert asked.argv.count("--val-fraction=0.5") == 1 and "0" not in asked.argv
+
+
 def test_bad_extra_flags_write_nothing(pairs, tmp_path):
     with pytest.raises(ValueError, match="--out is set by the viewer"):
         start_run(tmp_path / "runs", items_of(pairs), minutes=5, extra="--out x")
+    with pytest.raises(ValueError, match="argument --width: invalid int value: 'x'"):
+        start_run(tmp_path / "runs", items_of(pairs), minutes=5, extra="--width x")
+    with pytest.raises(ValueError, match="--lr must be > 0"):
+        start_run(tmp_path / "runs", items_of(pairs), minutes=5, extra="--lr -1")
     with pytest.raises(ValueError, match="minutes must be > 0"):
         start_run(tmp_path / "runs", items_of(pairs), minutes=0)
     assert not (tmp_path / "runs").exists()

@@ -348,10 +348,20 @@ def train_config(argv: list[str]) -> TrainConfig:
     """The configuration ``tileunet train ARGV`` trains with (flags checked, the plan
     made), for programs that run the trainer themselves (the napari widget): the same
     run as the command line's. A bad flag raises ValueError."""
+    args = parse_train_flags(argv)
+    return _train_config(args, *_checked_settings(args))
+
+
+def parse_train_flags(argv: list[str]) -> argparse.Namespace:
+    """The flags of ``tileunet train ARGV``, parsed and range-checked (no file is read,
+    nothing is planned); a bad flag raises ValueError."""
     args = build_parser(RaisingParser).parse_args(["train", *argv])
     if args.devices != 1:
         raise ValueError("--devices: a program runs one training process")
-    return _train_config(args, *_checked_settings(args))
+    if args.minutes is None and args.iterations is None:
+        raise ValueError("train: give --minutes or --iterations (or both)")
+    _train_config(args, _given_settings(args, early=True), None)
+    return args
 
 
 def cmd_train(args: argparse.Namespace) -> int:

@@ -21,11 +21,16 @@ from pathlib import Path
 from typing import Any
 
 from tileunet.annotations import ANNOTATIONS_DIR, Annotated, write_annotations
+from tileunet.cli import parse_train_flags, train_config
 from tileunet.training import Hooks, TrainResult, train
 
 #: flags the viewer sets itself; extra flags may not repeat them
 OWN_FLAGS = ("--images", "--masks", "--ignore", "--out", "--resume", "--devices", "--init")
 RUN_NAME = re.compile(r"run-(\d+)$")
+#: with fewer annotated images than this every one is trained on (``--val-fraction 0``;
+#: the last weights are kept), unless the extra flags say otherwise: holding one of two
+#: corrected images out for validation would halve what the loop learns from
+MIN_IMAGES_TO_VALIDATE = 3
 
 
 def next_run_folder(parent: str | Path) -> Path:
@@ -78,8 +83,6 @@ class ViewerRun:
     def train(self, on_row: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
         """Train (the first call) or resume (later calls) until the budget is spent or
         :attr:`stop` is set. Runs in the calling thread."""
-        from tileunet.cli import train_config
-
         self.stop.clear()
         argv = self.resume_argv() if self.started else self.argv
         cfg = train_config(argv)
@@ -98,9 +101,15 @@ def start_run(parent: str | Path, items: list[Annotated], minutes: float,
     own = ["--out", str(run), "--minutes", f"{minutes:g}"]
     if init is not None:
         own += ["--init", str(init)]
+    validation = {"--val-fraction", "--val-images"}
+    if len(items) < MIN_IMAGES_TO_VALIDATE and not validation & {
+            f.split("=", 1)[0] for f in flags}:
+        own += ["--val-fraction", "0"]
+    parse_train_flags(["--images", "-", "--masks", "-", *own, *flags])  # before writing
     argv = write_annotations(run / ANNOTATIONS_DIR, items, [*own, *flags],
                              {"start_model": None if init is None else str(init)})
     return ViewerRun(run, argv)
 
 
-__all__ = ["OWN_FLAGS", "ViewerRun", "extra_flags", "next_run_folder", "start_run"]
+__all__ = ["MIN_IMAGES_TO_VALIDATE", "OWN_FLAGS", "ViewerRun", "extra_flags",
+           "next_run_folder", "start_run"]
