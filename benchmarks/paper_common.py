@@ -157,7 +157,7 @@ def predict_split(run: Path, images: list[Path], out: Path, *, tta: bool, device
     """Foreground probability per validation image; writes prob maps and overlays."""
     dev = resolve_device(device)
     net, extra = load_model(run, device=dev)
-    norm = Normalization.from_dict(extra["normalization"])
+    norm = Normalization.from_dict(extra.get("normalization", {}))
     probs = {}
     for path in images:
         x = norm(read_image(path))

@@ -104,3 +104,21 @@ print(code, peak, len(samples), held[-1])
     assert int(code) == 0 and int(n_samples) >= 1
     # 50 MiB array + Python and NumPy (~40 MB); never the caller's 400 MiB
     assert 50 * 2**20 < int(peak) < 250 * 2**20
+
+
+def test_correction_loop(env, tiny_model, tmp_path, shared_data):
+    out = tmp_path / "loop"
+    run("correction_loop.py", ["--data", str(shared_data), "--out", str(out), "--start",
+                               str(tiny_model), "--rounds", "1", "--minutes", "1",
+                               "--iterations", "4", "--precision", "fp32", "--quiet"], env)
+    result = json.loads((out / "metrics.json").read_text())
+    first, second = result["rounds"]
+    assert first["corrected"] == [] and len(second["corrected"]) == 1
+    # the frame corrected is the one the start model segmented worst
+    worst = min(first["pool"], key=lambda t: first["pool"][t][0])
+    assert second["corrected"] == [worst] and second["iterations"] == 4
+    assert set(second["test"]) == {"002", "021", "033", "039"}
+    assert all(0 <= s <= 1 for s, _ in second["test"].values())
+    layers = json.loads((out / "runs" / "run-001" / "annotations" / "layers.json").read_text())
+    assert layers["start_model"] == str(tiny_model) and "--init" in layers["command"]
+    assert (out / "loop.png").stat().st_size > 0 and "| 1 | t" in (out / "table.md").read_text()
