@@ -221,9 +221,11 @@ def _finished(widget) -> bool:
 
 def test_train_widget_trains_stops_resumes_and_hands_the_run_to_segment(painted, tmp_path):
     viewer = painted
-    paint(viewer, "cells 2", 5)  # two images: one is held out for validation
+    paint(viewer, "cells 2", 5)
+    paint(viewer, "cells 3", 6)  # three images: one is held out for validation
     widget = _train_widget(viewer, tmp_path)
-    widget.label_layers.value = [viewer.layers["cells labels"], viewer.layers["cells 2 labels"]]
+    widget.label_layers.value = [viewer.layers[f"{name} labels"]
+                                 for name in ("cells", "cells 2", "cells 3")]
     stops = []
 
     def stop_once(row):  # the Stop button, pressed once the first rows are drawn
@@ -245,9 +247,10 @@ def test_train_widget_trains_stops_resumes_and_hands_the_run_to_segment(painted,
     assert widget.status.value.startswith("trained: 60 steps"), widget.status.value
     assert [r["iteration"] for r in widget.plot.rows][-1] == 60
     assert widget.plot.val_line.get_xdata()[-1] == 60  # validation drawn as it comes
+    assert widget.plot.val_ax.get_visible() and "SEG" in widget.status.value
     record = json.loads((run / "annotations" / "layers.json").read_text())
     assert [(x["image"], x["labels"]) for x in record["layers"]] == [
-        ("cells", "cells labels"), ("cells 2", "cells 2 labels")]
+        ("cells", "cells labels"), ("cells 2", "cells 2 labels"), ("cells 3", "cells 3 labels")]
     assert record["start_model"] is None
     segment = viewer.window.add_plugin_dock_widget("tileunet", "Segment (U-Net)")[1]
     assert Path(segment.model.value) == run  # the result, ready to segment with

@@ -165,7 +165,8 @@ def _row_relay(receive: Any) -> Any:
 
 
 class _LossPlot:
-    """A small live figure: training loss and the validation score against steps."""
+    """A small live figure: training loss, and the validation score (SEG, or pixel IoU
+    without instances) on a right-hand axis once there is one, against steps."""
 
     def __init__(self) -> None:
         from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
@@ -174,18 +175,20 @@ class _LossPlot:
         fig = Figure(figsize=(3.2, 2.2), layout="constrained")
         self.loss_ax = fig.add_subplot()
         self.val_ax = self.loss_ax.twinx()
+        self.loss_ax.set_xlabel("step")
+        self.loss_ax.set_ylabel("training loss", color="tab:blue")
+        self.val_ax.set_ylabel("validation", color="tab:orange")
+        self.loss_line, = self.loss_ax.plot([], [], color="tab:blue")
+        self.val_line, = self.val_ax.plot([], [], "o-", color="tab:orange")
         self.canvas = FigureCanvasQTAgg(fig)
+        self.canvas.setMinimumHeight(200)  # a dock may squeeze it to nothing otherwise
         self.clear()
 
     def clear(self) -> None:
         self.rows: list[dict] = []
-        for ax in (self.loss_ax, self.val_ax):
-            ax.cla()
-        self.loss_ax.set_xlabel("step")
-        self.loss_ax.set_ylabel("training loss")
-        self.val_ax.set_ylabel("validation")
-        self.loss_line, = self.loss_ax.plot([], [], color="tab:blue")
-        self.val_line, = self.val_ax.plot([], [], "o-", color="tab:orange")
+        self.loss_line.set_data([], [])
+        self.val_line.set_data([], [])
+        self.val_ax.set_visible(False)
         self.canvas.draw_idle()
 
     def add(self, row: dict) -> None:
@@ -195,6 +198,7 @@ class _LossPlot:
         val = [(r["iteration"], r["val_iou"] if r.get("val_seg") in ("", None)
                 else r["val_seg"]) for r in self.rows if "val_iou" in r]
         self.val_line.set_data([v[0] for v in val], [v[1] for v in val])
+        self.val_ax.set_visible(bool(val))
         for ax in (self.loss_ax, self.val_ax):
             ax.relim()
             ax.autoscale_view()

@@ -1,0 +1,96 @@
+"""Draw docs/napari_train.png: one turn of the correct-and-retrain loop in a real viewer.
+
+    xvfb-run -a -s "-screen 0 1400x1080x24" python docs/napari_train_screenshot.py MODEL
+
+MODEL is a run folder or model file (``make demo`` trains one in demo-output/run). A
+synthetic image is segmented with it (Segment widget), the instances are corrected
+(here: replaced by the image's true cells inside a box, the rest of the image marked
+unannotated with an ignore layer), and the Train widget fine-tunes MODEL on them; the
+picture is taken when the run has ended. Needs ``tileunet[napari]`` and a display.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def wait(app, done, what: str, seconds: float = 900) -> None:
+    end = time.monotonic() + seconds
+    while not done():
+        if time.monotonic() > end:
+            raise SystemExit(f"{what} did not finish in {seconds:.0f} s")
+        app.processEvents()
+        time.sleep(0.02)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("model", type=Path)
+    ap.add_argument("--flags", default="--iterations 300",
+                    help="extra flags of the Train widget (default: 300 steps)")
+    ap.add_argument("-o", "--out", type=Path,
+                    default=Path(__file__).resolve().parent / "napari_train.png")
+    args = ap.parse_args()
+
+    import napari
+    from qtpy.QtWidgets import QApplication
+
+    from tileunet.synthetic import synthetic_cells
+
+    img, truth = synthetic_cells((384, 384), rng=np.random.default_rng(8))
+    viewer = napari.Viewer(title="tileunet in napari: correct and retrain")
+    viewer.window.resize(1400, 1040)
+    viewer.add_image((img * 4000).astype(np.uint16), name="cells", colormap="gray")
+    app = QApplication.instance()
+    _, segment = viewer.window.add_plugin_dock_widget("tileunet", "Segment (U-Net)")
+    segment.image.value = viewer.layers["cells"]
+    segment.model.value = args.model
+    segment()
+    wait(app, lambda: "cells instances" in viewer.layers and segment.call_button.enabled,
+         "segmenting")
+    instances = viewer.layers["cells instances"]
+    box = (slice(40, 230), slice(60, 300))
+    corrected = instances.data.copy()
+    corrected[box] = truth[box] + np.where(truth[box] > 0, corrected.max(), 0)
+    instances.data = corrected  # a hand's corrections, inside the box
+    ignore = np.ones(truth.shape, np.uint8)
+    ignore[box] = 0
+    viewer.add_labels(ignore, name="cells not checked", opacity=0.25)
+    viewer.layers["cells probability"].visible = False
+    instances.contour, instances.opacity = 0, 0.45
+    _, train = viewer.window.add_plugin_dock_widget("tileunet", "Train (U-Net)")
+    train.label_layers.value = [instances]
+    train.ignore_layers.value = [viewer.layers["cells not checked"]]
+    train.start.value = "the model below"
+    train.model.value = args.model
+    train.runs.value = Path(tempfile.mkdtemp(prefix="tileunet-runs-"))
+    train.extra.value = args.flags
+    train.train_button.clicked.emit()
+    wait(app, lambda: train.train_button.enabled and train.status.value.startswith(
+        ("trained", "failed", "not started")), "training")
+    print(train.status.value)
+    viewer.layers.selection.active = instances
+    viewer.reset_view()
+    for _ in range(50):  # let the viewer draw
+        app.processEvents()
+        time.sleep(0.02)
+    fd, tmp = tempfile.mkstemp(suffix=".png", dir=args.out.parent)
+    os.close(fd)
+    viewer.screenshot(tmp, canvas_only=False, flash=False)
+    from PIL import Image
+
+    Image.open(tmp).convert("RGB").quantize(256).save(tmp, optimize=True)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, args.out)
+    print(f"wrote {args.out}")
+    viewer.close()
+
+
+if __name__ == "__main__":
+    main()
