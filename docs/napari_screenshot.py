@@ -57,16 +57,21 @@ def main() -> None:
     for _ in range(50):
         app.processEvents()
         time.sleep(0.02)
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=args.out.parent)
-    os.close(fd)
-    viewer.screenshot(tmp, canvas_only=False, flash=False)
+    save_screenshot(viewer, args.out)
+    viewer.close()
+
+
+def save_screenshot(viewer, out: Path) -> None:
+    """The whole window as a 256-colour PNG (a third the size), written atomically."""
     from PIL import Image
 
-    Image.open(tmp).convert("RGB").quantize(256).save(tmp, optimize=True)  # a third the size
+    fd, tmp = tempfile.mkstemp(suffix=".png", dir=out.parent)
+    os.close(fd)
+    viewer.screenshot(tmp, canvas_only=False, flash=False)
+    Image.open(tmp).convert("RGB").quantize(256).save(tmp, optimize=True)
     os.chmod(tmp, 0o644)
-    os.replace(tmp, args.out)
-    print(f"wrote {args.out}")
-    viewer.close()
+    os.replace(tmp, out)
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

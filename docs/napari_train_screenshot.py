@@ -12,12 +12,12 @@ picture is taken when the run has ended. Needs ``tileunet[napari]`` and a displa
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from napari_screenshot import save_screenshot  # beside this script
 
 
 def wait(app, done, what: str, seconds: float = 900) -> None:
@@ -80,15 +80,7 @@ def main() -> None:
     for _ in range(50):  # let the viewer draw
         app.processEvents()
         time.sleep(0.02)
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=args.out.parent)
-    os.close(fd)
-    viewer.screenshot(tmp, canvas_only=False, flash=False)
-    from PIL import Image
-
-    Image.open(tmp).convert("RGB").quantize(256).save(tmp, optimize=True)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, args.out)
-    print(f"wrote {args.out}")
+    save_screenshot(viewer, args.out)
     viewer.close()
 
 
