@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -122,3 +123,20 @@ def test_correction_loop(env, tiny_model, tmp_path, shared_data):
     layers = json.loads((out / "runs" / "run-001" / "annotations" / "layers.json").read_text())
     assert layers["start_model"] == str(tiny_model) and "--init" in layers["command"]
     assert (out / "loop.png").stat().st_size > 0 and "| 1 | t" in (out / "table.md").read_text()
+
+
+def test_tile_consistency(env, tmp_path):
+    """The tiling changes nothing without normalisation layers, and does with group norm."""
+    from tileunet.data import save_image
+
+    image = tmp_path / "img.tif"
+    save_image(image, np.random.default_rng(0).random((150, 130)).astype(np.float32))
+    figures = {}
+    for norm in ("none", "group"):
+        torch.manual_seed(0)
+        path = tmp_path / f"{norm}.safetensors"
+        save_model(path, UNet(depth=3, width=8, dropout=0.0, norm=norm).eval())
+        out = run("tile_consistency.py", [str(path), str(image), "--tiles", "44", "92"], env)
+        row = out.strip().splitlines()[-1].split("|")
+        figures[norm] = float(row[3])
+    assert figures["none"] < 1e-5 < figures["group"]

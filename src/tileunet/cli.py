@@ -30,7 +30,8 @@ def _add_train_settings(p: argparse.ArgumentParser) -> None:
                    "(paper: 0.5)")
     p.add_argument("--norm", choices=NORMS,
                    help="normalisation after each convolution: none (paper), batch, or "
-                        "group (works with any batch size)")
+                        "group (any batch size, but each tile is normalised on its own: "
+                        "predictions then depend on the tiling)")
     p.add_argument("--batch-norm", dest="norm", action="store_const", const="batch",
                    help="the same as --norm batch")
     p.add_argument("--tile", type=int, help="input tile size (paper: 572)")

@@ -328,7 +328,8 @@ def predict(
     pooling step apart, see the module notes). For ``padding="same"`` the tiles overlap
     by ``net.margin`` on each side and only their centres are kept; as the network pads
     its feature maps with zeros at every tile border, the result then depends (a
-    little) on the tile size.
+    little) on the tile size; so does that of a group-norm network (``norm="group"``),
+    which normalises each tile by its own statistics.
 
     Memory: the tiles are cut from the image as they are needed (no padded or rotated
     copy of it is made) and their outputs written straight into the result, so besides
