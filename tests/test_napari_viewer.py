@@ -222,8 +222,9 @@ def _finished(widget) -> bool:
 def test_train_widget_trains_stops_resumes_and_hands_the_run_to_segment(painted, tmp_path):
     viewer = painted
     paint(viewer, "cells 2", 5)
-    paint(viewer, "cells 3", 6)  # three images: one is held out for validation
+    paint(viewer, "cells 3", 6)
     widget = _train_widget(viewer, tmp_path)
+    widget.extra.value += " --val-fraction 0.3"  # three images: one is held out
     widget.label_layers.value = [viewer.layers[f"{name} labels"]
                                  for name in ("cells", "cells 2", "cells 3")]
     stops = []

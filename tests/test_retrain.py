@@ -76,9 +76,10 @@ def test_a_viewer_run_is_its_recorded_command_line(pairs, tmp_path):
 
 
 def test_a_stopped_viewer_run_resumes_to_the_same_weights(pairs, tmp_path):
-    straight = start_run(tmp_path / "a", items_of(pairs), minutes=5, extra=TINY)
+    flags = TINY + " --val-fraction 0.4"  # validations (and their rows) at steps 4 and 8
+    straight = start_run(tmp_path / "a", items_of(pairs), minutes=5, extra=flags)
     straight.train()
-    run = start_run(tmp_path / "b", items_of(pairs), minutes=5, extra=TINY)
+    run = start_run(tmp_path / "b", items_of(pairs), minutes=5, extra=flags)
 
     def stop_at_4(row):
         if row["iteration"] == 4:
@@ -126,10 +127,10 @@ def test_unannotated_regions_have_no_effect_on_training(pairs, tmp_path):
 
 
 def test_few_images_are_all_trained_on_unless_the_flags_say_otherwise(pairs, tmp_path):
-    two = start_run(tmp_path / "runs", items_of(pairs[:2]), minutes=5)
-    assert two.argv[-2:] == ["--val-fraction", "0"]
-    three = start_run(tmp_path / "runs", items_of(pairs), minutes=5)
-    assert "--val-fraction" not in three.argv
+    few = start_run(tmp_path / "runs", items_of(pairs), minutes=5)
+    assert few.argv[-2:] == ["--val-fraction", "0"]
+    five = start_run(tmp_path / "runs", items_of(pairs + pairs[:2]), minutes=5)
+    assert "--val-fraction" not in five.argv
     asked = start_run(tmp_path / "runs", items_of(pairs[:2]), minutes=5,
                       extra="--val-fraction=0.5")
     assert asked.argv.count("--val-fraction=0.5") == 1 and "0" not in asked.argv

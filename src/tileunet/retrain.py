@@ -28,9 +28,10 @@ from tileunet.training import Hooks, TrainResult, train
 OWN_FLAGS = ("--images", "--masks", "--ignore", "--out", "--resume", "--devices", "--init")
 RUN_NAME = re.compile(r"run-(\d+)$")
 #: with fewer annotated images than this every one is trained on (``--val-fraction 0``;
-#: the last weights are kept), unless the extra flags say otherwise: holding one of two
-#: corrected images out for validation would halve what the loop learns from
-MIN_IMAGES_TO_VALIDATE = 3
+#: the last weights are kept), unless the extra flags say otherwise: a loop's few
+#: corrected images are worth more as training data than as a one-image validation
+#: (benchmarks/RESULTS.md, "A simulated correction loop")
+MIN_IMAGES_TO_VALIDATE = 5
 
 
 def next_run_folder(parent: str | Path) -> Path:
