@@ -101,9 +101,9 @@ def figure(rounds: list[dict], path: Path) -> None:
     n = [len(x["corrected"]) for x in rounds]
     ax.plot(n, [x["seg"] for x in rounds], "o-", label="SEG (held-out frames)")
     ax.plot(n, [x["iou"] for x in rounds], "s--", label="foreground IoU")
-    for x, k in zip(rounds, n, strict=True):
+    for x, k in zip(rounds, n, strict=True):  # cumulative minutes, under each point
         ax.annotate(f"{x['minutes']:.0f} min", (k, x["seg"]), textcoords="offset points",
-                    xytext=(0, -14), ha="center", fontsize=8)
+                    xytext=(12, -14 if x["seg"] > 0.1 else 6), ha="center", fontsize=8)
     ax.set_xlabel("frames corrected")
     ax.set_ylabel("score on 4 unseen frames")
     ax.set_xticks(n)
