@@ -143,6 +143,8 @@ def test_bad_extra_flags_write_nothing(pairs, tmp_path):
         start_run(tmp_path / "runs", items_of(pairs), minutes=5, extra="--width x")
     with pytest.raises(ValueError, match="--lr must be > 0"):
         start_run(tmp_path / "runs", items_of(pairs), minutes=5, extra="--lr -1")
+    with pytest.raises(ValueError, match="no such model file"):
+        start_run(tmp_path / "runs", items_of(pairs), minutes=5, init=tmp_path / "none")
     with pytest.raises(ValueError, match="minutes must be > 0"):
         start_run(tmp_path / "runs", items_of(pairs), minutes=0)
     assert not (tmp_path / "runs").exists()

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from tileunet.annotations import ANNOTATIONS_DIR, Annotated, write_annotations
+from tileunet.checkpoint import read_model_config
 from tileunet.cli import parse_train_flags, train_config
 from tileunet.training import Hooks, TrainResult, train
 
@@ -107,6 +108,8 @@ def start_run(parent: str | Path, items: list[Annotated], minutes: float,
             f.split("=", 1)[0] for f in flags}:
         own += ["--val-fraction", "0"]
     parse_train_flags(["--images", "-", "--masks", "-", *own, *flags])  # before writing
+    if init is not None:
+        read_model_config(init)  # a start model that cannot be read: refused here too
     argv = write_annotations(run / ANNOTATIONS_DIR, items, [*own, *flags],
                              {"start_model": None if init is None else str(init)})
     return ViewerRun(run, argv)
