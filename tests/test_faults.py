@@ -178,3 +178,22 @@ def test_a_killed_prediction_is_finished_by_skip_existing(model_and_images, tmp_
     assert again.returncode == 0, again.stderr
     assert outputs_of(out) == outputs_of(straight)  # all 6 x 4 files, byte for byte
     assert {p.name: p.stat().st_mtime_ns for p in out.glob("img0_*")} == done_before
+
+
+def test_a_signal_inside_a_deferred_block_is_raised_after_it():
+    """A training step's update and its counters happen whole: a SIGTERM or Ctrl-C that
+    arrives in between is held and raised when the block ends."""
+    from tileunet.interrupt import interrupts_deferred, terminate_as_interrupt
+
+    done = []
+    before = signal.getsignal(signal.SIGINT)
+    with terminate_as_interrupt(), pytest.raises(KeyboardInterrupt, match="signal 15"):
+        with interrupts_deferred():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)  # the handler has run by now; the block goes on
+            done.append("rest of the step")
+    assert done == ["rest of the step"]
+    assert signal.getsignal(signal.SIGINT) is before  # handlers put back
+    with interrupts_deferred():
+        done.append("no signal, no interrupt")
+    assert len(done) == 2

@@ -34,4 +34,25 @@ def terminate_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, old)
 
 
-__all__ = ["terminate_as_interrupt"]
+@contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """Within the block, Ctrl-C and SIGTERM are held and raised as KeyboardInterrupt
+    when it ends, so that what the block does happens whole or not at all (a training
+    step's update and the counters a checkpoint records with it). In threads other than
+    the main one (where no signal arrives) the block runs unchanged."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    old = {s: signal.signal(s, lambda signum, frame: held.append(signum))
+           for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+        if held:
+            raise KeyboardInterrupt(f"signal {held[0]}")
+
+
+__all__ = ["interrupts_deferred", "terminate_as_interrupt"]

@@ -45,7 +45,7 @@ from tileunet.device import (
     resolve_device,
     training_memory_format,
 )
-from tileunet.interrupt import terminate_as_interrupt
+from tileunet.interrupt import interrupts_deferred, terminate_as_interrupt
 from tileunet.losses import weighted_cross_entropy
 from tileunet.metrics import pixel_iou, seg_score
 from tileunet.model import NORMS, PADDINGS, UNet, UNetConfig, upgrade_network_fields
@@ -690,9 +690,11 @@ class _Loop:
         loss.backward()
         if self.cfg.clip_grad > 0:
             torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.cfg.clip_grad)
-        self.opt.step()
-        self.it += 1
-        self.rng_state, self.dropout_rng = self.rng.bit_generator.state, torch.get_rng_state()
+        with interrupts_deferred():  # a signal here would save weights a step ahead
+            self.opt.step()
+            self.it += 1
+            self.rng_state = self.rng.bit_generator.state
+            self.dropout_rng = torch.get_rng_state()
         return mean_loss
 
     def record(self, value: float, lr: float, now: float, done: bool) -> None:
