@@ -14,7 +14,6 @@ images, ``rgb`` and ``multiscale``).
 
 from __future__ import annotations
 
-import json
 import re
 import shlex
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from tileunet.data import DataError, save_image
-from tileunet.outputs import atomic_write
+from tileunet.outputs import write_json
 
 #: the folder of a run that holds the annotations it was trained on
 ANNOTATIONS_DIR = "annotations"
@@ -162,10 +161,5 @@ def write_annotations(folder: str | Path, items: list[Annotated], train_flags: l
     return argv
 
 
-def write_json(path: Path, obj: dict) -> None:
-    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2)))
-
-
 __all__ = ["ANNOTATIONS_DIR", "IMAGE_KEY", "LAYERS_FILE", "Annotated", "annotated",
-           "file_stems", "image_for", "layer_array", "layer_yx", "write_annotations",
-           "write_json"]
+           "file_stems", "image_for", "layer_array", "layer_yx", "write_annotations"]

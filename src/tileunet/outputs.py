@@ -15,6 +15,7 @@ before any work starts.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
@@ -134,5 +135,10 @@ def staged(out: str | Path) -> Iterator[Path]:
         shutil.rmtree(root, ignore_errors=True)
 
 
+def write_json(path: str | Path, obj: dict) -> None:
+    """``obj`` as indented JSON, written atomically (:func:`atomic_write`)."""
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2) + "\n"))
+
+
 __all__ = ["atomic_write", "clear_stale", "clear_temporaries", "is_temporary",
-           "refuse_existing", "staged"]
+           "refuse_existing", "staged", "write_json"]

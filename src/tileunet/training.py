@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import json
 import logging
 import math
 import threading
@@ -49,7 +48,7 @@ from tileunet.interrupt import interrupts_deferred, terminate_as_interrupt
 from tileunet.losses import weighted_cross_entropy
 from tileunet.metrics import pixel_iou, seg_score
 from tileunet.model import NORMS, PADDINGS, UNet, UNetConfig, upgrade_network_fields
-from tileunet.outputs import atomic_write, clear_temporaries, is_temporary
+from tileunet.outputs import atomic_write, clear_temporaries, is_temporary, write_json
 from tileunet.plots import save_loss_figure  # not lazily: a Ctrl-C must not hit an import
 from tileunet.postprocess import instances_from_probability
 from tileunet.predict import predict, tile_memory_bytes
@@ -796,7 +795,7 @@ def _train(cfg: TrainConfig, ranks: ddp.Ranks, device: torch.device, run: Path,
     if "dropout_rng" in state and main:
         torch.set_rng_state(state["dropout_rng"])
     if main:
-        _write_json(run / CONFIG_FILE, {"model": net.config.to_dict(), **extra,
+        write_json(run / CONFIG_FILE, {"model": net.config.to_dict(), **extra,
                                         "processes": ranks.world})
     it, seconds = int(state["iteration"]), float(state["seconds"])
     loop = _Loop(shown_cfg, ranks, device, net, model, opt, amp, layout, val_p, run,
@@ -891,10 +890,6 @@ def _atomic_npz(path: Path, **arrays: np.ndarray) -> None:
         with open(tmp, "wb") as f:
             np.savez(f, **arrays)
     atomic_write(path, write)
-
-
-def _write_json(path: Path, obj: dict) -> None:
-    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2) + "\n"))
 
 
 def _write_metrics(path: Path, rows: list[dict[str, Any]], kept: int | None) -> None:
