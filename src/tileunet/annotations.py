@@ -62,16 +62,20 @@ def _named_image(layer: Any) -> str | None:
     return (getattr(layer, "metadata", None) or {}).get(IMAGE_KEY)
 
 
+def _full_resolution(layer: Any) -> Any:
+    """A layer's data, or the first (full-resolution) level of a pyramid, not loaded."""
+    return layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+
+
 def layer_yx(image: Any) -> tuple[int, ...]:
-    data = image.data[0] if getattr(image, "multiscale", False) else image.data
+    data = _full_resolution(image)
     return tuple(data.shape[:2] if getattr(image, "rgb", False) else data.shape[-2:])
 
 
 def layer_array(layer: Any) -> np.ndarray:
     """The pixels of an image layer as the trainer and predictor take them: the full
     resolution of a pyramid, RGB ``(H, W, 3)`` as channels ``(3, H, W)``."""
-    data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
-    data = np.asarray(data)
+    data = np.asarray(_full_resolution(layer))
     if getattr(layer, "rgb", False) and data.ndim == 3:
         data = np.moveaxis(data, -1, 0)
     return data
@@ -95,7 +99,7 @@ def annotated(image: Any, labels: Any, ignore: Any = None, unlabelled: int = 0
     annotated (0: every pixel is annotated, 0 being background)."""
     pixels = layer_array(image)
     where = f"layer {labels.name!r}"
-    lab = np.asarray(labels.data[0] if getattr(labels, "multiscale", False) else labels.data)
+    lab = np.asarray(_full_resolution(labels))
     if pixels.ndim not in (2, 3):
         raise DataError(f"layer {image.name!r}: shape {pixels.shape} is not an image "
                         "(H, W) or (C, H, W)")

@@ -335,14 +335,13 @@ def cmd_weights(args: argparse.Namespace) -> int:
     return 0
 
 
-def _checked_settings(args: argparse.Namespace) -> tuple[dict, dict | None]:
-    """The flags of ``train`` checked before any work, then the settings and the plan."""
+def _check_train_flags(args: argparse.Namespace) -> None:
+    """The flags of ``train`` checked before any work (no file read, nothing planned)."""
     if args.minutes is None and args.iterations is None:
         raise ValueError("train: give --minutes or --iterations (or both)")
     if args.devices < 1:
         raise ValueError(f"--devices must be >= 1, got {args.devices}")
     _train_config(args, _given_settings(args, early=True), None)
-    return training_settings(args)
 
 
 def train_config(argv: list[str]) -> TrainConfig:
@@ -350,7 +349,7 @@ def train_config(argv: list[str]) -> TrainConfig:
     made), for programs that run the trainer themselves (the napari widget): the same
     run as the command line's. A bad flag raises ValueError."""
     args = parse_train_flags(argv)
-    return _train_config(args, *_checked_settings(args))
+    return _train_config(args, *training_settings(args))
 
 
 def parse_train_flags(argv: list[str]) -> argparse.Namespace:
@@ -359,16 +358,15 @@ def parse_train_flags(argv: list[str]) -> argparse.Namespace:
     args = build_parser(RaisingParser).parse_args(["train", *argv])
     if args.devices != 1:
         raise ValueError("--devices: a program runs one training process")
-    if args.minutes is None and args.iterations is None:
-        raise ValueError("train: give --minutes or --iterations (or both)")
-    _train_config(args, _given_settings(args, early=True), None)
+    _check_train_flags(args)
     return args
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from tileunet.training import train
 
-    settings, plan = _checked_settings(args)
+    _check_train_flags(args)
+    settings, plan = training_settings(args)
     if args.devices > 1 and "LOCAL_RANK" not in os.environ:
         # every process trains with the settings chosen here (one probe, one plan)
         return _torchrun(args.devices, [*args.argv, *settings_as_flags(settings)])

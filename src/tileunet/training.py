@@ -750,9 +750,9 @@ class _Loop:
                                     refresh=False)
                     frac = self.fraction()
                     self.record(value, lr, now, done=frac >= 1.0)
-                    if frac < 1.0 and self.hooks.stopped():
-                        raise KeyboardInterrupt("stop requested")
                     if frac < 1.0:
+                        if self.hooks.stopped():
+                            raise KeyboardInterrupt("stop requested")
                         self.checkpoint_if_due(now)
         except KeyboardInterrupt:
             if self.ranks.main:
