@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from tileunet.annotations import ANNOTATIONS_DIR, Annotated, write_annotations
-from tileunet.checkpoint import read_model_config
+from tileunet.checkpoint import CHECKPOINT_FILE, read_model_config
 from tileunet.cli import parse_train_flags, train_config
 from tileunet.training import Hooks, TrainResult, train
 
@@ -63,7 +63,6 @@ class ViewerRun:
     run: Path
     argv: list[str]  # the arguments of `tileunet train`
     stop: threading.Event = field(default_factory=threading.Event)
-    started: bool = False
 
     @property
     def command(self) -> str:
@@ -71,24 +70,19 @@ class ViewerRun:
 
     def resume_argv(self) -> list[str]:
         """The arguments that continue this run from its checkpoint (a start model is
-        only read at the start)."""
-        argv, skip = [], False
-        for a in self.argv:
-            if skip:
-                skip = False
-            elif a == "--init":
-                skip = True
-            elif not a.startswith("--init="):
-                argv.append(a)
+        only read at the start; :func:`start_run` writes it as ``--init PATH``)."""
+        argv = list(self.argv)
+        if "--init" in argv:
+            i = argv.index("--init")
+            del argv[i:i + 2]
         return [*argv, "--resume"]
 
     def train(self, on_row: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
-        """Train (the first call) or resume (later calls) until the budget is spent or
+        """Train, or resume once the run has a checkpoint, until the budget is spent or
         :attr:`stop` is set. Runs in the calling thread."""
         self.stop.clear()
-        argv = self.resume_argv() if self.started else self.argv
-        cfg = train_config(argv)
-        self.started = True
+        resume = (self.run / CHECKPOINT_FILE).exists()
+        cfg = train_config(self.resume_argv() if resume else self.argv)
         return train(cfg, Hooks(stop=self.stop, on_row=on_row))
 
 
