@@ -23,6 +23,7 @@ from tileunet.plan import (
     choose_scale,
     fit_tile,
     fix_network,
+    fix_tiles,
     object_sizes,
     probe_step,
 )
@@ -132,7 +133,8 @@ def planned(monkeypatch):
     def fake(minutes, masks=None, **kw):
         assert masks and all(m.ndim == 2 for m in masks)
         made.append(kw)
-        return choose(minutes * 60, step, fix_network(CANDIDATES, kw.get("fixed") or {}))
+        fixed = kw.get("fixed") or {}
+        return choose(minutes * 60, step, fix_tiles(fix_network(CANDIDATES, fixed), fixed))
     monkeypatch.setattr(plan_mod, "make_plan", fake)
     return made
 
@@ -195,6 +197,36 @@ def test_fix_network_sets_the_fixed_fields_and_keeps_each_candidate_once():
         Network(64, 4, 572))
     assert fix_network(CANDIDATES, {"width": 24}) == (Network(24, 4, 572),
                                                       Network(24, 5, 572))
+
+
+def test_fix_tiles_sets_the_fixed_tiles_and_drops_the_depths_they_do_not_fit():
+    assert fix_tiles(CANDIDATES, {"width": 24}) == CANDIDATES
+    assert fix_tiles(CANDIDATES, {"tile": 252, "batch_size": 2}) == (
+        Network(16, 4, 252, 2), Network(32, 4, 252, 2), Network(32, 5, 252, 2),
+        Network(64, 5, 252, 2))
+    # 260 px is a valid input for depth 4 (steps of 8) but not for depth 5 (steps of 16)
+    assert fix_tiles(CANDIDATES, {"tile": 260}) == (
+        Network(16, 4, 260, 2), Network(16, 4, 260), Network(32, 4, 260))
+    assert fix_tiles(CANDIDATES, {"batch_size": 3})[0] == Network(16, 4, 252, 3)
+    with pytest.raises(ValueError, match=r"^--tile 250: 250 is not a valid input"):
+        fix_tiles(CANDIDATES, {"tile": 250})
+
+
+def test_the_probe_times_the_tiles_and_scale_given(monkeypatch):
+    step, calls = fake_machine(3.1)
+    monkeypatch.setattr(plan_mod, "probe_step", lambda n, *a, **k: step(n))
+    fixed = {"width": 32, "depth": 4, "tile": 252, "batch_size": 2}
+    p = plan_mod.make_plan(30, in_channels=1, num_classes=2, device=torch.device("cpu"),
+                           precision="fp32", masks=[disks(radius=40, gap=60)], fixed=fixed)
+    assert calls == [Network(32, 4, 252, 2)] and list(p.probed) == ["32x4@252/2"]
+    assert p.step_seconds == pytest.approx(step(Network(32, 4, 252, 2)), abs=1e-4)
+    assert {k: p.settings[k] for k in fixed} == fixed
+    # at the plan's half scale the 560 px image is 280 px and the 572 tiles shrink to
+    # fit it; at a fixed full scale they stay
+    p = plan_mod.make_plan(30, in_channels=1, num_classes=2, device=torch.device("cpu"),
+                           precision="fp32", masks=[disks(radius=40, gap=60)],
+                           fixed={"scale": 1.0})
+    assert {int(k.split("@")[1].split("/")[0]) for k in p.probed} == {252, 572}
 
 
 def save_start_model(path, **network):

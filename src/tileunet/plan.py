@@ -244,15 +244,37 @@ def fix_network(candidates: Sequence[Network], fixed: dict) -> tuple[Network, ..
     return tuple(dict.fromkeys(kept))
 
 
+def fix_tiles(candidates: Sequence[Network], fixed: dict) -> tuple[Network, ...]:
+    """The candidates with the tile and tiles per step the user fixed, so that the probe
+    times what will run; a fixed tile drops the candidates whose depth it does not fit,
+    and fitting none of them is an error."""
+    given = {k: fixed[k] for k in ("tile", "batch_size") if fixed.get(k) is not None}
+    kept = tuple(dict.fromkeys(replace(c, **given) for c in candidates))
+    if "tile" not in given:
+        return kept
+    fits, why = [], ""
+    for c in kept:
+        try:
+            UNet(depth=c.depth, width=1).output_size(c.tile)
+            fits.append(c)
+        except ValueError as e:
+            why = why or str(e)
+    if not fits:
+        raise ValueError(f"--tile {given['tile']}: {why}")
+    return tuple(fits)
+
+
 def make_plan(budget_minutes: float, *, in_channels: int, num_classes: int,
               device: torch.device, precision: str,
               masks: Sequence[np.ndarray] | None = None, fixed: dict | None = None) -> Plan:
     """Probe this machine and choose (see :func:`choose`) among the candidates with
-    the ``fixed`` network fields (:func:`fix_network`); the plan's settings hold every
+    the ``fixed`` network and tile fields (:func:`fix_network`, :func:`fix_tiles`), so
+    that the probe times what will run; the plan's settings hold every
     ``fixed`` field, so that its table shows what will run. With the training masks
     (instance labels, two classes) the smaller networks work at the scale their object
     sizes allow (:func:`choose_scale`), with tiles fitted to the images there
-    (:func:`fit_tile`); the paper's network keeps the paper's scale and tile."""
+    (:func:`fit_tile`; at a fixed scale, that scale); the paper's network keeps the
+    paper's scale and tile."""
     paper_net, fixed = CANDIDATES[-1], fixed or {}
     candidates = fix_network(CANDIDATES, fixed)
     norm = fixed.get("norm") or PAPER["norm"]  # a norm layer costs time: probe with it
@@ -260,9 +282,12 @@ def make_plan(budget_minutes: float, *, in_channels: int, num_classes: int,
     if masks:
         small, gap = object_sizes(masks)
         scale = choose_scale(small, gap)
-        side = min(min(m.shape) for m in masks) * scale
-        candidates = tuple(c if c == paper_net else fit_tile(c, side) for c in candidates)
+        side = min(min(m.shape) for m in masks) * (fixed.get("scale") or scale)
+        if fixed.get("tile") is None:  # a fixed tile is trained as given
+            candidates = tuple(c if c == paper_net else fit_tile(c, side)
+                               for c in candidates)
         why = f"; objects >= {small:.0f} px (10th percentile), gaps {gap:.0f} px"
+    candidates = fix_tiles(candidates, fixed)
     plan = choose(budget_minutes * 60, lambda n: probe_step(
         n, in_channels, num_classes, device, precision, norm=norm), candidates)
     given = {k: v for k, v in fixed.items() if k in PLANNED and v is not None}
@@ -273,4 +298,5 @@ def make_plan(budget_minutes: float, *, in_channels: int, num_classes: int,
 
 
 __all__ = ["CANDIDATES", "PAPER", "PLANNED", "SMALL_NETWORK_OPTIMISER", "Network", "Plan",
-           "choose", "choose_scale", "fix_network", "make_plan", "object_sizes", "probe_step"]
+           "choose", "choose_scale", "fix_network", "fix_tiles", "make_plan", "object_sizes",
+           "probe_step"]
