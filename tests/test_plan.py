@@ -227,6 +227,8 @@ def test_the_probe_times_the_tiles_and_scale_given(monkeypatch):
                            precision="fp32", masks=[disks(radius=40, gap=60)],
                            fixed={"scale": 1.0})
     assert {int(k.split("@")[1].split("/")[0]) for k in p.probed} == {252, 572}
+    assert p.settings["scale"] == 1.0 and "scale 1 as given" in p.reason
+    assert "scale 0.5 as" not in p.reason and "images at scale" not in p.table()
 
 
 def save_start_model(path, **network):

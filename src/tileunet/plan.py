@@ -293,8 +293,12 @@ def make_plan(budget_minutes: float, *, in_channels: int, num_classes: int,
     given = {k: v for k, v in fixed.items() if k in PLANNED and v is not None}
     if (plan.settings["width"], plan.settings["depth"]) == (paper_net.width, paper_net.depth):
         return replace(plan, settings={**plan.settings, **given})
+    if why and fixed.get("scale") is not None:
+        why += f" (these allow scale {scale:g}; scale {fixed['scale']:g} as given)"
+    elif why:
+        why += f": scale {scale:g}"
     return replace(plan, settings={**plan.settings, "scale": scale, **given},
-                   reason=plan.reason + why + (f": scale {scale:g}" if why else ""))
+                   reason=plan.reason + why)
 
 
 __all__ = ["CANDIDATES", "PAPER", "PLANNED", "SMALL_NETWORK_OPTIMISER", "Network", "Plan",
