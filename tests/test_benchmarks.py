@@ -140,3 +140,27 @@ def test_tile_consistency(env, tmp_path):
         row = out.strip().splitlines()[-1].split("|")
         figures[norm] = float(row[3])
     assert figures["none"] < 1e-5 < figures["group"]
+
+
+def test_isbi_errors_puts_a_one_pixel_shift_on_the_membrane_edge(env, tmp_path):
+    """Labels shifted by one column: every wrong pixel is 1 px from a labelled edge;
+    an invented membrane blob inside a cell is >= 5 px from one."""
+    from tileunet.data import save_image
+
+    label = np.full((64, 64), 255, np.uint8)
+    label[:, 30:34] = 0  # a vertical membrane 4 px wide
+    (tmp_path / "pred").mkdir()
+    (tmp_path / "lab").mkdir()
+    save_image(tmp_path / "lab" / "a.png", label)
+    prob = np.roll(label > 0, 1, axis=1).astype(np.float32)  # edges 1 px to the right
+    prob[5:9, 5:9] = 0.0  # a 4 x 4 membrane invented 21 px from the edge
+    save_image(tmp_path / "pred" / "a_prob.tif", prob)
+    out = run("isbi_errors.py", [str(tmp_path / "pred"), str(tmp_path / "lab")], env)
+    head = out.splitlines()[0].split("|")[2:-1]
+    row = dict(zip((h.strip() for h in head), map(float, out.splitlines()[2].split("|")[2:-1])))
+    n = 64 * 64
+    assert row["misclassified"] == pytest.approx((2 * 64 + 16) / n, abs=1e-4)
+    assert row["1 px"] == pytest.approx(2 * 64 / n, abs=1e-4)
+    assert row[">= 5 px"] == pytest.approx(16 / n, abs=1e-4)
+    assert row["missed"] == pytest.approx(64 / n, abs=1e-4)
+    assert row["invented"] == pytest.approx((64 + 16) / n, abs=1e-4)
