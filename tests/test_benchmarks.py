@@ -156,8 +156,8 @@ def test_isbi_errors_puts_a_one_pixel_shift_on_the_membrane_edge(env, tmp_path):
     prob[5:9, 5:9] = 0.0  # a 4 x 4 membrane invented 21 px from the edge
     save_image(tmp_path / "pred" / "a_prob.tif", prob)
     out = run("isbi_errors.py", [str(tmp_path / "pred"), str(tmp_path / "lab")], env)
-    head = out.splitlines()[0].split("|")[2:-1]
-    row = dict(zip((h.strip() for h in head), map(float, out.splitlines()[2].split("|")[2:-1])))
+    head = [h.strip() for h in out.splitlines()[0].split("|")[2:-1]]
+    row = dict(zip(head, map(float, out.splitlines()[2].split("|")[2:-1]), strict=True))
     n = 64 * 64
     assert row["misclassified"] == pytest.approx((2 * 64 + 16) / n, abs=1e-4)
     assert row["1 px"] == pytest.approx(2 * 64 / n, abs=1e-4)
