@@ -164,3 +164,4 @@ def test_isbi_errors_puts_a_one_pixel_shift_on_the_membrane_edge(env, tmp_path):
     assert row[">= 5 px"] == pytest.approx(16 / n, abs=1e-4)
     assert row["missed"] == pytest.approx(64 / n, abs=1e-4)
     assert row["invented"] == pytest.approx((64 + 16) / n, abs=1e-4)
+    assert row["finer grid"] == row["misclassified"] and row["threshold"] == 0.0
