@@ -11,6 +11,7 @@ nearest pixel of the other label class: 1 px means on the edge of a labelled mem
 where the label's own placement is uncertain by about a pixel; farther means a membrane
 missed or invented away from any labelled edge. Also split by kind: membrane missed
 (labelled membrane, predicted cell) or invented (labelled cell, predicted membrane).
+A last line gives each band's share of all pixels and the share of those that are wrong.
 The threshold (on the membrane probability) is the benchmark's, from 0.0, 0.1, ..., 0.9;
 "finer grid" is the fewest misclassified pixels over 0.00, 0.01, ..., 0.99, which shows
 whether the best threshold lies off the benchmark's grid (a weighted loss shifts the
@@ -58,6 +59,7 @@ def error_bands(prob_fg: np.ndarray, label: np.ndarray) -> dict[str, float]:
     for lo, hi in BANDS:
         inside = (dist >= lo) & (dist < (hi + 1 if hi else np.inf))
         out[band_name(lo, hi)] = float((wrong & inside).sum() / n)
+        out["share " + band_name(lo, hi)] = float(inside.sum() / n)
     return out
 
 
@@ -78,12 +80,19 @@ def main() -> int:
             print(f"{label}: no label for {path.name}", file=sys.stderr)
             return 2
         rows[stem] = error_bands(read_image(path).astype(np.float64), read_image(label))
-    keys = list(next(iter(rows.values())))
-    rows["mean"] = {k: float(np.mean([r[k] for r in rows.values()])) for k in keys}
+    every = list(next(iter(rows.values())))
+    rows["mean"] = {k: float(np.mean([r[k] for r in rows.values()])) for k in every}
+    keys = [k for k in every if not k.startswith("share ")]
     print("| image | " + " | ".join(keys) + " |")
     print("|---|" + "---|" * len(keys))
     for stem, r in rows.items():
         print(f"| {stem} | " + " | ".join(f"{r[k]:.4f}" for k in keys) + " |")
+    mean, parts = rows["mean"], []
+    for lo, hi in BANDS:
+        name = band_name(lo, hi)
+        share = mean["share " + name]
+        parts.append(f"{name} {share:.4f} ({mean[name] / max(share, 1e-12):.1%} wrong)")
+    print("\nshare of all pixels in each band: " + ", ".join(parts))
     return 0
 
 
