@@ -1,11 +1,13 @@
 """Where are ISBI 2012's misclassified pixels? Distance of each wrong pixel to the label's
 membrane edge.
 
-    python benchmarks/isbi_errors.py PRED_DIR LABEL_DIR
+    python benchmarks/isbi_errors.py PRED_DIR [PRED_DIR ...] --labels LABEL_DIR
 
 PRED_DIR holds ``NAME_prob.tif`` (foreground = cell probability, as written by
 ``benchmarks/isbi2012.py`` or ``tileunet predict``), LABEL_DIR ``NAME.png`` (membrane 0,
-cell 255). For each image, at the threshold with the fewest misclassified pixels (the
+cell 255). Several PRED_DIRs: the mean of their probabilities is scored (an average of
+models). The Rand error is the benchmark's (1 - best foreground-restricted Rand F).
+For each image, at the threshold with the fewest misclassified pixels (the
 benchmark's "misclassified pixels"), the wrong pixels are split by their distance to the
 nearest pixel of the other label class: 1 px means on the edge of a labelled membrane,
 where the label's own placement is uncertain by about a pixel; farther means a membrane
@@ -28,7 +30,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from tileunet.data import read_image
-from tileunet.metrics import pixel_error
+from tileunet.metrics import pixel_error, rand_error
 
 BANDS = ((1, 1), (2, 2), (3, 4), (5, None))  # distance bands in px, inclusive
 FINE = np.round(np.arange(100) * 0.01, 2)  # membrane thresholds 0.00, 0.01, ..., 0.99
@@ -49,7 +51,8 @@ def error_bands(prob_fg: np.ndarray, label: np.ndarray) -> dict[str, float]:
                     ndi.distance_transform_edt(~membrane))
     n = wrong.size
     fine = pixel_error(1.0 - prob_fg, membrane, FINE)
-    out = {"misclassified": float(wrong.sum() / n),
+    out = {"rand error": rand_error(1.0 - prob_fg, ndi.label(~membrane)[0])["error"],
+           "misclassified": float(wrong.sum() / n),
            "threshold": res["misclassified_threshold"],
            "finer grid": fine["misclassified"],
            "its threshold": fine["misclassified_threshold"],
@@ -63,23 +66,40 @@ def error_bands(prob_fg: np.ndarray, label: np.ndarray) -> dict[str, float]:
     return out
 
 
+def mean_probability(folders: list[Path], stem: str) -> np.ndarray | str:
+    """The mean of the folders' ``STEM_prob.tif`` maps, or what is wrong."""
+    maps = []
+    for folder in folders:
+        path = folder / f"{stem}_prob.tif"
+        if not path.is_file():
+            return f"{path}: missing (every folder needs the same images)"
+        maps.append(read_image(path).astype(np.float64))
+    if len({m.shape for m in maps}) > 1:
+        return f"{folders[0] / stem}_prob.tif: shapes differ between the folders"
+    return np.mean(maps, axis=0)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("pred", type=Path)
-    ap.add_argument("labels", type=Path)
+    ap.add_argument("pred", type=Path, nargs="+",
+                    help="prediction folders; several: their mean probability is scored")
+    ap.add_argument("--labels", type=Path, required=True, help="folder of NAME.png labels")
     args = ap.parse_args()
-    probs = sorted(args.pred.glob("*_prob.tif"))
+    probs = sorted(args.pred[0].glob("*_prob.tif"))
     if not probs:
-        print(f"{args.pred}: no *_prob.tif files", file=sys.stderr)
+        print(f"{args.pred[0]}: no *_prob.tif files", file=sys.stderr)
         return 2
     rows = {}
     for path in probs:
         stem = path.name[: -len("_prob.tif")]
         label = args.labels / f"{stem}.png"
-        if not label.is_file():
-            print(f"{label}: no label for {path.name}", file=sys.stderr)
+        prob = mean_probability(args.pred, stem)
+        problem = (f"{label}: no label for {path.name}" if not label.is_file()
+                   else prob if isinstance(prob, str) else None)
+        if problem:
+            print(problem, file=sys.stderr)
             return 2
-        rows[stem] = error_bands(read_image(path).astype(np.float64), read_image(label))
+        rows[stem] = error_bands(prob, read_image(label))
     every = list(next(iter(rows.values())))
     rows["mean"] = {k: float(np.mean([r[k] for r in rows.values()])) for k in every}
     keys = [k for k in every if not k.startswith("share ")]

@@ -155,7 +155,8 @@ def test_isbi_errors_puts_a_one_pixel_shift_on_the_membrane_edge(env, tmp_path):
     prob = np.roll(label > 0, 1, axis=1).astype(np.float32)  # edges 1 px to the right
     prob[5:9, 5:9] = 0.0  # a 4 x 4 membrane invented 21 px from the edge
     save_image(tmp_path / "pred" / "a_prob.tif", prob)
-    out = run("isbi_errors.py", [str(tmp_path / "pred"), str(tmp_path / "lab")], env)
+    out = run("isbi_errors.py", [str(tmp_path / "pred"), "--labels", str(tmp_path / "lab")],
+              env)
     head = [h.strip() for h in out.splitlines()[0].split("|")[2:-1]]
     row = dict(zip(head, map(float, out.splitlines()[2].split("|")[2:-1]), strict=True))
     n = 64 * 64
@@ -165,3 +166,10 @@ def test_isbi_errors_puts_a_one_pixel_shift_on_the_membrane_edge(env, tmp_path):
     assert row["missed"] == pytest.approx(64 / n, abs=1e-4)
     assert row["invented"] == pytest.approx((64 + 16) / n, abs=1e-4)
     assert row["finer grid"] == row["misclassified"] and row["threshold"] == 0.0
+    # two folders: their mean probability (the shift averaged with the labels: half-way)
+    (tmp_path / "exact").mkdir()
+    save_image(tmp_path / "exact" / "a_prob.tif", (label > 0).astype(np.float32))
+    out = run("isbi_errors.py", [str(tmp_path / "pred"), str(tmp_path / "exact"),
+                                 "--labels", str(tmp_path / "lab")], env)
+    mean = dict(zip(head, map(float, out.splitlines()[2].split("|")[2:-1]), strict=True))
+    assert mean["misclassified"] < row["misclassified"]
