@@ -30,7 +30,8 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from tileunet.data import read_image
-from tileunet.metrics import pixel_error, rand_error
+from tileunet.evaluate import METRICS
+from tileunet.metrics import pixel_error
 
 BANDS = ((1, 1), (2, 2), (3, 4), (5, None))  # distance bands in px, inclusive
 FINE = np.round(np.arange(100) * 0.01, 2)  # membrane thresholds 0.00, 0.01, ..., 0.99
@@ -51,7 +52,7 @@ def error_bands(prob_fg: np.ndarray, label: np.ndarray) -> dict[str, float]:
                     ndi.distance_transform_edt(~membrane))
     n = wrong.size
     fine = pixel_error(1.0 - prob_fg, membrane, FINE)
-    out = {"rand error": rand_error(1.0 - prob_fg, ndi.label(~membrane)[0])["error"],
+    out = {"rand error": METRICS["rand_error"].fn(prob_fg, label),
            "misclassified": float(wrong.sum() / n),
            "threshold": res["misclassified_threshold"],
            "finer grid": fine["misclassified"],
@@ -66,16 +67,16 @@ def error_bands(prob_fg: np.ndarray, label: np.ndarray) -> dict[str, float]:
     return out
 
 
-def mean_probability(folders: list[Path], stem: str) -> np.ndarray | str:
-    """The mean of the folders' ``STEM_prob.tif`` maps, or what is wrong."""
+def mean_probability(folders: list[Path], stem: str) -> np.ndarray:
+    """The mean of the folders' ``STEM_prob.tif`` maps; ValueError names what is wrong."""
     maps = []
     for folder in folders:
         path = folder / f"{stem}_prob.tif"
         if not path.is_file():
-            return f"{path}: missing (every folder needs the same images)"
+            raise ValueError(f"{path}: missing (every folder needs the same images)")
         maps.append(read_image(path).astype(np.float64))
     if len({m.shape for m in maps}) > 1:
-        return f"{folders[0] / stem}_prob.tif: shapes differ between the folders"
+        raise ValueError(f"{folders[0] / stem}_prob.tif: shapes differ between the folders")
     return np.mean(maps, axis=0)
 
 
@@ -93,13 +94,13 @@ def main() -> int:
     for path in probs:
         stem = path.name[: -len("_prob.tif")]
         label = args.labels / f"{stem}.png"
-        prob = mean_probability(args.pred, stem)
-        problem = (f"{label}: no label for {path.name}" if not label.is_file()
-                   else prob if isinstance(prob, str) else None)
-        if problem:
-            print(problem, file=sys.stderr)
+        try:
+            if not label.is_file():
+                raise ValueError(f"{label}: no label for {path.name}")
+            rows[stem] = error_bands(mean_probability(args.pred, stem), read_image(label))
+        except ValueError as e:
+            print(e, file=sys.stderr)
             return 2
-        rows[stem] = error_bands(prob, read_image(label))
     every = list(next(iter(rows.values())))
     rows["mean"] = {k: float(np.mean([r[k] for r in rows.values()])) for k in every}
     keys = [k for k in every if not k.startswith("share ")]
