@@ -35,7 +35,7 @@ import zarr
 from bench_common import OUT, announce, synthetic_image, trained_demo_model
 from bench_memory import print_samples, run_measured
 
-from tileunet.tiling import DIHEDRAL, dihedral
+from tileunet.inference.tiling import DIHEDRAL, dihedral
 
 
 def write_image(path: Path, size: int, piece: int = 2048) -> None:

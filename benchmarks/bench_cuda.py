@@ -8,7 +8,7 @@ Prints a markdown table; exits with a message when no CUDA device is present. Me
 (all in the same run, random weights):
 
 * training steps per second on 572x572 tiles, batch 1, fp32 and bf16 autocast;
-* ``tileunet.predict`` on a size x size image, fp32 and ``precision="auto"``, with the
+* ``tileunet.inference.overlap`` on a size x size image, fp32 and ``precision="auto"``, with the
   agreement of the two (fraction of pixels with the same class, largest difference);
 * tile invariance on CUDA: two tile sizes against each other.
 """

@@ -5,7 +5,7 @@ Claims measured, all in one run on one machine:
 1. **Speed.** The paper's network (width 64, depth 5, random weights) on a
    ``--size`` x ``--size`` image. The baseline is the loop most reimplementations
    write: the image mirror-padded once, one 572 x 572 tile at a time, fp32, NCHW,
-   ``torch.no_grad``, tiles placed 388 px apart. Against it :func:`tileunet.predict`
+   ``torch.no_grad``, tiles placed 388 px apart. Against it :func:`tileunet.inference.overlap`
    with its defaults (``precision="auto"``, channels-last, the largest tile within the
    memory budget, batched tiles, ``inference_mode``). The two alternate, ``--repeats``
    times each. Printed: seconds, megapixels/s, effective GFLOP/s (the FLOPs of the
@@ -52,9 +52,9 @@ from bench_common import (
 
 from tileunet import UNet, predict
 from tileunet.checkpoint import load_model
-from tileunet.data import Normalization
 from tileunet.device import autocast_dtype
-from tileunet.predict import choose_tile, default_budget, tile_geometry
+from tileunet.inference.overlap import choose_tile, default_budget, tile_geometry
+from tileunet.io.images import Normalization
 
 NAIVE_TILE = 572
 

@@ -42,18 +42,18 @@ import torch
 from bench_common import FIGURES, OUT, announce, pyplot, save_figure, shown, sync, timed
 
 from tileunet import UNet, weighted_cross_entropy
-from tileunet.augment import AugmentConfig
-from tileunet.data import load_samples
+from tileunet.augment.transforms import AugmentConfig
 from tileunet.device import autocast_dtype, training_memory_format
-from tileunet.sampler import default_workers, device_tile_batches, tile_batches
+from tileunet.io.images import load_samples
 from tileunet.synthetic import write_synthetic_dataset
-from tileunet.training import (
+from tileunet.training.loop import (
     TrainConfig,
     augment_on_device,
     lr_at,
     prepare_samples,
     train,
 )
+from tileunet.training.sampler import default_workers, device_tile_batches, tile_batches
 
 TILE = 572
 NET = {"width": 64, "depth": 5}  # the paper's network; --width/--depth for quick checks

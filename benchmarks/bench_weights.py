@@ -1,8 +1,8 @@
 """Benchmark: fast local weight map vs the naive one-EDT-per-cell reference.
 
-Claim measured: :func:`tileunet.weights.weight_map` (per-cell distance transforms on
+Claim measured: :func:`tileunet.targets.weightmap.weight_map` (per-cell distance transforms on
 the cell's bounding box grown by the cutoff) gives the values of
-:func:`tileunet.weights.weight_map_reference` (one full-image distance transform per
+:func:`tileunet.targets.weightmap.weight_map_reference` (one full-image distance transform per
 cell) to within 1e-4, far faster.
 
 Two synthetic masks of touching cells are generated with a seeded generator: 512x512
@@ -33,7 +33,7 @@ from functools import partial
 import numpy as np
 from scipy import ndimage as ndi
 
-from tileunet.weights import to_instances, weight_map, weight_map_reference
+from tileunet.targets.weightmap import to_instances, weight_map, weight_map_reference
 
 
 def touching_cells(size: int, count: int, rng: np.random.Generator) -> np.ndarray:

@@ -7,7 +7,7 @@ elsewhere (default: the demo's network on the built-in synthetic cells) segments
 frames; the frame it segments worst is "corrected" (its ground truth stands in for the
 hand-corrected labels) and the model is fine-tuned for ``--minutes`` on every frame
 corrected so far, starting from the previous round's model; then again. Each round goes
-through the widget's own path (``tileunet.annotations`` and ``tileunet.retrain``: the
+through the widget's own path (``tileunet.napari.annotations`` and ``tileunet.napari.runs``: the
 same run folders and command lines). Frames to correct come from fold 1 of
 ``dic_hela.py`` (005, 031, 034, 054); the score is SEG on fold 0 (002, 021, 033, 039),
 which is never trained on. Writes ``table.md``, ``metrics.json`` and ``loop.png``.
@@ -24,12 +24,12 @@ import numpy as np
 from bench_common import pyplot, save_figure, trained_demo_model
 from paper_common import hela_pair, locate, parser, predict_split, write_results
 
-from tileunet.annotations import annotated
-from tileunet.data import read_image
-from tileunet.metrics import pixel_iou, seg_score
-from tileunet.postprocess import instances_from_probability
-from tileunet.retrain import start_run
-from tileunet.weights import to_instances
+from tileunet.evaluation.metrics import pixel_iou, seg_score
+from tileunet.inference.postprocess import instances_from_probability
+from tileunet.io.images import read_image
+from tileunet.napari.annotations import annotated
+from tileunet.napari.runs import start_run
+from tileunet.targets.weightmap import to_instances
 
 POOL = ("005", "031", "034", "054")  # frames the loop may correct
 TEST = ("002", "021", "033", "039")  # scored, never trained on

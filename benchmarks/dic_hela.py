@@ -29,10 +29,14 @@ from paper_common import (
     write_results,
 )
 
-from tileunet.data import read_image
-from tileunet.metrics import pixel_iou, seg_score, touching_pairs_separated
-from tileunet.postprocess import INSTANCE_METHODS, instance_options, instances_from_probability
-from tileunet.weights import to_instances
+from tileunet.evaluation.metrics import pixel_iou, seg_score, touching_pairs_separated
+from tileunet.inference.postprocess import (
+    INSTANCE_METHODS,
+    instance_options,
+    instances_from_probability,
+)
+from tileunet.io.images import read_image
+from tileunet.targets.weightmap import to_instances
 
 PAPER_IOU = 0.7756
 FRAMES = ("002", "005", "021", "031", "033", "034", "039", "054")

@@ -26,8 +26,8 @@ from paper_common import (
     write_results,
 )
 
-from tileunet.data import read_image
-from tileunet.evaluate import METRICS
+from tileunet.evaluation.folders import METRICS
+from tileunet.io.images import read_image
 
 PAPER = {"warping_error": 0.000353, "rand_error": 0.0382, "pixel_error": 0.0611}
 ISBI = ("warping_error", "rand_error", "pixel_error", "misclassified", "v_rand", "v_info")

@@ -29,9 +29,9 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage as ndi
 
-from tileunet.data import read_image
-from tileunet.evaluate import METRICS
-from tileunet.metrics import pixel_error
+from tileunet.evaluation.folders import METRICS
+from tileunet.evaluation.metrics import pixel_error
+from tileunet.io.images import read_image
 
 BANDS = ((1, 1), (2, 2), (3, 4), (5, None))  # distance bands in px, inclusive
 FINE = np.round(np.arange(100) * 0.01, 2)  # membrane thresholds 0.00, 0.01, ..., 0.99

@@ -21,16 +21,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tileunet.augment import AugmentConfig
+from tileunet.augment.transforms import AugmentConfig
 from tileunet.checkpoint import load_model
 from tileunet.cli import training_settings
-from tileunet.data import Normalization, read_image, save_image
 from tileunet.device import resolve_device
+from tileunet.inference.postprocess import instances_from_probability
+from tileunet.inference.scale import predict_at_scale
+from tileunet.io.images import Normalization, read_image, save_image
 from tileunet.model import NORMS
 from tileunet.plots import overlay_rgb
-from tileunet.postprocess import instances_from_probability
-from tileunet.scale import predict_at_scale
-from tileunet.training import TrainConfig, train
+from tileunet.training.loop import TrainConfig, train
 
 ABLATIONS = {
     "full": "the full method (weight map, elastic deformation, test-time flips)",

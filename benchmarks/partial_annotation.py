@@ -28,11 +28,11 @@ from paper_common import (
     predict_split,
 )
 
-from tileunet.data import read_image, save_image
-from tileunet.metrics import pixel_iou, seg_score
-from tileunet.postprocess import instances_from_probability
-from tileunet.training import TrainConfig, train
-from tileunet.weights import to_instances
+from tileunet.evaluation.metrics import pixel_iou, seg_score
+from tileunet.inference.postprocess import instances_from_probability
+from tileunet.io.images import read_image, save_image
+from tileunet.targets.weightmap import to_instances
+from tileunet.training.loop import TrainConfig, train
 
 TRAIN = ("005", "031", "034", "054", "067")
 VAL = ("002", "021", "033", "039")

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from tileunet.checkpoint import load_model
-from tileunet.data import Normalization, read_image
-from tileunet.scale import predict_at_scale
+from tileunet.inference.scale import predict_at_scale
+from tileunet.io.images import Normalization, read_image
 
 
 def main() -> int:

@@ -17,7 +17,7 @@ import pytest
 import tifffile
 
 from tileunet.cli import main
-from tileunet.data import save_image
+from tileunet.io.images import save_image
 from tileunet.synthetic import write_synthetic_dataset
 
 TINY = ["--width", "4", "--depth", "3", "--tile", "92", "--val-every", "3"]

@@ -127,7 +127,7 @@ def test_correction_loop(env, tiny_model, tmp_path, shared_data):
 
 def test_tile_consistency(env, tmp_path):
     """The tiling changes nothing without normalisation layers, and does with group norm."""
-    from tileunet.data import save_image
+    from tileunet.io.images import save_image
 
     image = tmp_path / "img.tif"
     save_image(image, np.random.default_rng(0).random((150, 130)).astype(np.float32))
@@ -145,7 +145,7 @@ def test_tile_consistency(env, tmp_path):
 def test_isbi_errors_puts_a_one_pixel_shift_on_the_membrane_edge(env, tmp_path):
     """Labels shifted by one column: every wrong pixel is 1 px from a labelled edge;
     an invented membrane blob inside a cell is >= 5 px from one."""
-    from tileunet.data import save_image
+    from tileunet.io.images import save_image
 
     label = np.full((64, 64), 255, np.uint8)
     label[:, 30:34] = 0  # a vertical membrane 4 px wide

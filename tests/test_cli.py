@@ -13,7 +13,7 @@ import tifffile
 from PIL import Image
 
 from tileunet.cli import main
-from tileunet.data import save_image
+from tileunet.io.images import save_image
 from tileunet.synthetic import write_synthetic_dataset
 
 TINY = ["--width", "4", "--depth", "3", "--tile", "92", "--val-every", "3"]
@@ -127,7 +127,7 @@ def test_predict_accepts_the_model_file_itself(dataset, run_dir, tmp_path):
 
 @pytest.mark.parametrize("method", ["components", "watershed"])
 def test_predict_instance_method(dataset, run_dir, tmp_path, method):
-    from tileunet.postprocess import instance_options, instances_from_probability
+    from tileunet.inference.postprocess import instance_options, instances_from_probability
 
     images, _ = dataset
     one = sorted(images.iterdir())[0]
@@ -142,7 +142,7 @@ def test_predict_instance_method(dataset, run_dir, tmp_path, method):
 
 def test_predict_instance_choices_match_the_library(capsys, dataset, run_dir, tmp_path):
     from tileunet.cli import build_parser
-    from tileunet.postprocess import INSTANCE_METHODS
+    from tileunet.inference.postprocess import INSTANCE_METHODS
 
     sub = next(a for a in build_parser()._actions if a.dest == "command")
     action = next(a for a in sub.choices["predict"]._actions if a.dest == "instances")
@@ -301,8 +301,8 @@ def test_invalid_tile_size_names_neighbours(capsys, run_dir, dataset, tmp_path):
 
 def test_streamed_probability_file_equals_in_memory_predict(dataset, run_dir, tmp_path):
     from tileunet.checkpoint import load_model
-    from tileunet.data import Normalization, read_image
-    from tileunet.predict import predict
+    from tileunet.inference.overlap import predict
+    from tileunet.io.images import Normalization, read_image
 
     images, _ = dataset
     one = sorted(images.iterdir())[0]

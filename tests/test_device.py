@@ -18,8 +18,8 @@ from tileunet.device import (
     strict_fp32,
     training_memory_format,
 )
+from tileunet.inference.overlap import predict
 from tileunet.model import UNet
-from tileunet.predict import predict
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")  # a cuda device object needs no GPU
 

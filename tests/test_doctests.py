@@ -10,7 +10,7 @@ import pytest
 
 import tileunet
 
-MODULES = sorted(m.name for m in pkgutil.iter_modules(tileunet.__path__, "tileunet.")
+MODULES = sorted(m.name for m in pkgutil.walk_packages(tileunet.__path__, "tileunet.")
                  if m.name != "tileunet.__main__")  # importing it runs the command line
 
 
@@ -23,5 +23,6 @@ def test_docstring_examples(name):
 
 def test_the_examples_are_there():
     tried = {name: doctest.testmod(importlib.import_module(name)).attempted
-             for name in ("tileunet.metrics", "tileunet.postprocess", "tileunet.model")}
+             for name in ("tileunet.evaluation.metrics", "tileunet.inference.postprocess",
+                          "tileunet.model")}
     assert all(n > 0 for n in tried.values()), tried

@@ -136,7 +136,7 @@ def model_and_images(dataset, tmp_path_factory):
     images = root / "images"
     images.mkdir()
     rng = np.random.default_rng(0)
-    from tileunet.data import save_image
+    from tileunet.io.images import save_image
     from tileunet.synthetic import synthetic_cells
 
     for i in range(6):

@@ -7,27 +7,47 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "tileunet"
+ROOT = "tileunet"
+
+
+def module_name(path: Path) -> str:
+    """``tileunet.io.images`` for ``src/tileunet/io/images.py``; a package is named by
+    its ``__init__``: ``tileunet.io``."""
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _modules() -> dict[str, Path]:
+    return {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def _target(name: str, modules: dict[str, Path]) -> str:
+    """The module of ``name``: itself, else the longest module path it starts with
+    (``tileunet.io.images.read_image`` -> ``tileunet.io.images``)."""
+    while name not in modules and "." in name:
+        name = name.rsplit(".", 1)[0]
+    return name
 
 
 def _imports() -> dict[str, set[tuple[str, str | None]]]:
     """For each module: (module it imports, name taken from it or None), every import
     statement anywhere in the file."""
-    modules = {p.stem for p in PACKAGE.glob("*.py")}
+    modules = _modules()
     found: dict[str, set[tuple[str, str | None]]] = {}
-    for path in PACKAGE.glob("*.py"):
+    for name, path in modules.items():
         edges: set[tuple[str, str | None]] = set()
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("tileunet"):
-                parts = node.module.split(".")
+            if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == ROOT:
                 for alias in node.names:
-                    if len(parts) == 1 and alias.name in modules:  # from tileunet import x
-                        edges.add((alias.name, None))
+                    sub = f"{node.module}.{alias.name}"
+                    if sub in modules:  # from tileunet.io import images
+                        edges.add((sub, None))
                     else:
-                        edges.add((parts[1] if len(parts) > 1 else "__init__", alias.name))
+                        edges.add((_target(node.module, modules), alias.name))
             elif isinstance(node, ast.Import):
-                edges.update((a.name.split(".")[1], None) for a in node.names
-                             if a.name.startswith("tileunet."))
-        found[path.stem] = {(m, n) for m, n in edges if m != path.stem}
+                edges.update((_target(a.name, modules), None) for a in node.names
+                             if a.name.split(".")[0] == ROOT)
+        found[name] = {(m, n) for m, n in edges if m != name}
     return found
 
 
@@ -52,14 +72,30 @@ def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 
 def test_the_import_graph_has_no_cycle():
-    graph = {m: {d for d, _ in edges} - {"__init__"} for m, edges in _imports().items()
-             if m != "__init__"}
+    """Packages' ``__init__`` modules aside: importing a module imports its packages
+    first, which is no dependency of the module on them."""
+    modules = _modules()
+    inits = {m for m, p in modules.items() if p.name == "__init__.py"}
+    graph = {m: {d for d, _ in edges} - inits for m, edges in _imports().items()
+             if m not in inits}
     assert _cycle(graph) is None, " -> ".join(_cycle(graph) or [])
 
 
 def test_the_cycle_finder_finds_a_cycle():
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert _cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_only_the_entry_point_imports_the_command_line():
+    """The library decides; ``tileunet.cli`` parses flags and prints (``__main__`` runs it)."""
+    users = sorted(m for m, edges in _imports().items() if "tileunet.cli" in {d for d, _ in edges})
+    assert users == ["tileunet.__main__"]
+
+
+def test_module_names_follow_the_tree(tmp_path):
+    assert module_name(PACKAGE / "io" / "images.py") == "tileunet.io.images"
+    assert module_name(PACKAGE / "io" / "__init__.py") == "tileunet.io"
+    assert _target("tileunet.io.images.read_image", _modules()) == "tileunet.io.images"
 
 
 def test_no_module_imports_another_modules_private_names():
@@ -93,8 +129,8 @@ def _code_lines(path: Path) -> dict[str, int]:
 
 
 def test_no_function_is_longer_than_the_limit():
-    long = sorted(f"{p.name}:{name} has {n} lines of code"
-                  for p in PACKAGE.glob("*.py") for name, n in _code_lines(p).items()
+    long = sorted(f"{m}:{name} has {n} lines of code"
+                  for m, p in _modules().items() for name, n in _code_lines(p).items()
                   if n > MAX_LINES)
     assert long == []
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from tileunet.data import load_samples, pair_images_masks, read_image
-from tileunet.metrics import touching_pairs
+from tileunet.evaluation.metrics import touching_pairs
+from tileunet.io.images import load_samples, pair_images_masks, read_image
 from tileunet.synthetic import synthetic_cells, write_synthetic_dataset
 
 

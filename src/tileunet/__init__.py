@@ -5,15 +5,18 @@
 388
 """
 
-from tileunet.augment import AugmentConfig, augment_tile
+from tileunet import compat
+from tileunet.augment.transforms import AugmentConfig, augment_tile
 from tileunet.checkpoint import load_model, save_model
+from tileunet.inference.overlap import predict
 from tileunet.losses import weighted_cross_entropy
 from tileunet.model import UNet, UNetConfig
-from tileunet.predict import predict
-from tileunet.training import TrainConfig, TrainResult, train
-from tileunet.weights import separation_border, training_target, weight_map
+from tileunet.targets.weightmap import separation_border, training_target, weight_map
+from tileunet.training.loop import TrainConfig, TrainResult, train
 
 __version__ = "0.1.0"
+
+compat.install()
 
 __all__ = [
     "AugmentConfig",

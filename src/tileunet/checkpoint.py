@@ -16,8 +16,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from tileunet.errors import DataError
+from tileunet.io.outputs import atomic_write
 from tileunet.model import UNet, upgrade_network_fields
-from tileunet.outputs import atomic_write
 
 FORMAT = "tileunet"
 FORMAT_VERSION = "1"

@@ -16,7 +16,7 @@ import numpy as np
 
 from tileunet.interrupt import terminate_as_interrupt
 from tileunet.model import NORMS, PADDINGS
-from tileunet.training import TrainConfig
+from tileunet.training.loop import TrainConfig
 
 
 def _add_train_settings(p: argparse.ArgumentParser) -> None:
@@ -192,7 +192,7 @@ def _add_weights(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
-    from tileunet.evaluate import DEFAULT_METRICS, METRICS
+    from tileunet.evaluation.folders import DEFAULT_METRICS, METRICS
 
     p = sub.add_parser("evaluate", help="score predictions against ground truth",
                        description="Scores the outputs of `tileunet predict` against masks; "
@@ -266,8 +266,8 @@ def parse_class_weights(text: str) -> str | tuple[float, ...] | None:
 
 # ------------------------------------------------------------------ commands
 def cmd_sizes(args: argparse.Namespace) -> int:
+    from tileunet.inference.overlap import tile_geometry
     from tileunet.model import UNet
-    from tileunet.predict import tile_geometry
 
     net = UNet(depth=args.depth, width=1, padding=args.padding)
     rows = net.valid_sizes(args.max)
@@ -287,12 +287,12 @@ def cmd_sizes(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from tileunet.export import export_onnx, is_own_onnx
-    from tileunet.outputs import clear_stale, refuse_existing
+    from tileunet.export.onnx import export_onnx, is_own_onnx
+    from tileunet.io.outputs import clear_stale, refuse_existing
 
     out = Path(args.out)
     if args.format == "bioimageio":
-        from tileunet.zoo import export_bioimageio
+        from tileunet.export.bioimageio import export_bioimageio
 
         written = export_bioimageio(args.model, out, sample=args.sample, name=args.name,
                                     authors=args.author or None, license=args.license,
@@ -316,10 +316,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_weights(args: argparse.Namespace) -> int:
-    from tileunet.data import read_image
-    from tileunet.outputs import refuse_existing
+    from tileunet.io.images import read_image
+    from tileunet.io.outputs import refuse_existing
     from tileunet.plots import save_weight_map_figure
-    from tileunet.weights import to_instances, weight_map
+    from tileunet.targets.weightmap import to_instances, weight_map
 
     out = Path(args.out)
     refuse_existing(out, args.overwrite, Path.is_file, "a file")
@@ -363,7 +363,7 @@ def parse_train_flags(argv: list[str]) -> argparse.Namespace:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from tileunet.training import train
+    from tileunet.training.loop import train
 
     _check_train_flags(args)
     settings, plan = training_settings(args)
@@ -389,8 +389,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _train_config(args: argparse.Namespace, settings: dict, plan: dict | None):
     """The TrainConfig of these flags and settings; a value out of range is reported
     with its flag's name."""
-    from tileunet.augment import AugmentConfig
-    from tileunet.training import ConfigError
+    from tileunet.augment.transforms import AugmentConfig
+    from tileunet.training.loop import ConfigError
 
     try:
         return TrainConfig(
@@ -415,7 +415,7 @@ def _given_settings(args: argparse.Namespace, early: bool = False) -> dict:
     """The planned settings given as flags; ``early``: with the paper's for the rest, to
     check the flags before the plan (a tile is checked against the depth only where the
     depth is given too: the plan may choose another)."""
-    from tileunet.plan import PLANNED
+    from tileunet.training.plan import PLANNED
 
     given = {f: getattr(args, f) for f in (*PLANNED, "val_every")
              if getattr(args, f) is not None}
@@ -428,7 +428,7 @@ def _given_settings(args: argparse.Namespace, early: bool = False) -> dict:
 
 def _paper_settings() -> dict:
     """The paper's recipe for the planned fields, and TrainConfig's validation interval."""
-    from tileunet.plan import PAPER
+    from tileunet.training.plan import PAPER
 
     return {**PAPER, "val_every": TrainConfig.val_every}
 
@@ -437,7 +437,7 @@ def training_settings(args: argparse.Namespace) -> tuple[dict, dict | None]:
     """The planned TrainConfig fields (network, tiles, optimiser, validation): the flags
     given, the rest from the plan (``--recipe auto`` with ``--minutes``), from the run
     being resumed, or the paper's recipe; and the plan as stored in config.json."""
-    from tileunet.plan import PLANNED
+    from tileunet.training.plan import PLANNED
 
     given = _given_settings(args)
     if args.init is not None and not args.resume:
@@ -473,9 +473,9 @@ def start_network(init: str, given: dict) -> dict:
 
 
 def _plan(args: argparse.Namespace, fixed: dict) -> dict:
-    from tileunet.data import load_samples
     from tileunet.device import resolve_device
-    from tileunet.plan import make_plan
+    from tileunet.io.images import load_samples
+    from tileunet.training.plan import make_plan
 
     if not (args.minutes > 0):  # also NaN
         raise ValueError(f"--minutes must be > 0, got {args.minutes}")
@@ -532,11 +532,11 @@ def _torchrun(devices: int, argv: list[str]) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from tileunet.data import is_zarr_path
-    from tileunet.segment import segment_files
+    from tileunet.inference.segment import segment_files
+    from tileunet.io.images import is_zarr_path
 
     if is_zarr_path(args.out):
-        from tileunet.blockwise import segment_to_zarr
+        from tileunet.inference.blockwise import segment_to_zarr
 
         if len(args.images) != 1:
             raise ValueError(f"{args.out}: a .zarr output takes one input image, got "
@@ -567,14 +567,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from tileunet.evaluate import (
+    from tileunet.evaluation.folders import (
         DEFAULT_METRICS,
         ISBI_METRICS,
         evaluate,
         format_table,
         write_results,
     )
-    from tileunet.outputs import refuse_existing
+    from tileunet.io.outputs import refuse_existing
 
     out = Path(args.out or args.pred)
     for name in ("metrics.csv", "metrics.json"):  # named as evaluate writes them

@@ -18,15 +18,15 @@ from pathlib import Path
 import numpy as np
 
 from tileunet.checkpoint import load_model
-from tileunet.data import DataError, Normalization, save_image
 from tileunet.device import resolve_device
-from tileunet.metrics import pixel_iou, seg_score, touching_pairs_separated
+from tileunet.evaluation.metrics import pixel_iou, seg_score, touching_pairs_separated
+from tileunet.inference.overlap import predict
+from tileunet.inference.postprocess import instances_from_probability
+from tileunet.io.images import DataError, Normalization, save_image
 from tileunet.plots import overlay_rgb, save_weight_map_figure
-from tileunet.postprocess import instances_from_probability
-from tileunet.predict import predict
 from tileunet.synthetic import synthetic_cells, write_synthetic_dataset
-from tileunet.training import TrainConfig, train
-from tileunet.weights import to_instances, weight_map
+from tileunet.targets.weightmap import to_instances, weight_map
+from tileunet.training.loop import TrainConfig, train
 
 MARKER = ".tileunet-demo"
 

@@ -232,7 +232,7 @@ class UNet(nn.Module):
         """Context pixels each output pixel needs on each side (valid: 92 for depth 5).
 
         For ``padding="same"`` the network has no exact margin; this returns the margin
-        the valid network of the same depth would have, which :func:`tileunet.predict`
+        the valid network of the same depth would have, which :func:`tileunet.inference.overlap`
         uses as overlap so tile borders see (almost) all of their context.
         """
         return _valid_margin(self.config.depth)

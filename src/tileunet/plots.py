@@ -16,8 +16,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import hsv_to_rgb
 from matplotlib.figure import Figure
 
-from tileunet.outputs import atomic_write
-from tileunet.weights import separation_border, to_instances
+from tileunet.io.outputs import atomic_write
+from tileunet.targets.weightmap import separation_border, to_instances
 
 __all__ = ["overlay_rgb", "save_loss_figure", "save_weight_map_figure"]
 
@@ -52,9 +52,9 @@ def save_weight_map_figure(
     Parameters
     ----------
     labels : numpy.ndarray
-        2-D instance labels or binary mask, see :func:`tileunet.weights.to_instances`.
+        2-D instance labels or binary mask, see :func:`tileunet.targets.weightmap.to_instances`.
     weights : numpy.ndarray
-        Weight map of the same shape, e.g. from :func:`tileunet.weights.weight_map`.
+        Weight map of the same shape, e.g. from :func:`tileunet.targets.weightmap.weight_map`.
     path : str or os.PathLike
         Destination PNG file; its folder must exist.
     title : str, optional
@@ -73,7 +73,7 @@ def save_weight_map_figure(
     Examples
     --------
     >>> import numpy as np, tempfile, os
-    >>> from tileunet.weights import weight_map
+    >>> from tileunet.targets.weightmap import weight_map
     >>> labels = np.zeros((32, 32), dtype=int)
     >>> labels[4:14, 4:14], labels[14:28, 6:20] = 1, 2
     >>> with tempfile.TemporaryDirectory() as folder:

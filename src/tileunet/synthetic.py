@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage as ndi
 
-from tileunet.data import save_image
+from tileunet.io.images import save_image
 
 __all__ = ["synthetic_cells", "write_synthetic_dataset"]
 

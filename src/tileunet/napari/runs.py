@@ -1,0 +1,113 @@
+"""Training runs started from a viewer: annotate or correct, train, predict, repeat.
+
+Each start makes a new run folder under a parent folder (``run-001``, ``run-002``, ...)
+holding the annotations it trains on (:mod:`tileunet.napari.annotations`) and, once trained,
+an ordinary run (``model.safetensors``, ``config.json``, ``metrics.csv``). The run
+trains with exactly the configuration of its recorded command line
+(:func:`tileunet.cli.train_config`), so a loop started in the viewer can be repeated
+and scripted. A run can be stopped (a checkpoint is saved) and resumed.
+
+Nothing here needs napari; the widget (:mod:`tileunet.napari.train_widget`) is a thin layer.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tileunet.checkpoint import CHECKPOINT_FILE, read_model_config
+from tileunet.cli import parse_train_flags, train_config
+from tileunet.napari.annotations import ANNOTATIONS_DIR, Annotated, write_annotations
+from tileunet.training.loop import Hooks, TrainResult, train
+
+#: flags the viewer sets itself; extra flags may not repeat them
+OWN_FLAGS = ("--images", "--masks", "--ignore", "--out", "--resume", "--devices", "--init")
+RUN_NAME = re.compile(r"run-(\d+)$")
+#: with fewer annotated images than this every one is trained on (``--val-fraction 0``;
+#: the last weights are kept), unless the extra flags say otherwise: a loop's few
+#: corrected images are worth more as training data than as a one-image validation
+#: (benchmarks/RESULTS.md, "A simulated correction loop")
+MIN_IMAGES_TO_VALIDATE = 5
+
+
+def next_run_folder(parent: str | Path) -> Path:
+    """``parent/run-NNN`` with NNN one above the highest there (``run-001`` first)."""
+    parent = Path(parent)
+    taken = [int(m.group(1)) for p in (parent.iterdir() if parent.is_dir() else ())
+             if (m := RUN_NAME.match(p.name))]
+    return parent / f"run-{max(taken, default=0) + 1:03d}"
+
+
+def extra_flags(text: str) -> list[str]:
+    """The extra ``tileunet train`` flags typed in the viewer (e.g. ``--width 32``),
+    split as a shell would; the viewer's own flags are refused."""
+    try:
+        flags = shlex.split(text)
+    except ValueError as e:
+        raise ValueError(f"extra flags {text!r}: {e}") from None
+    own = [f for f in flags if f.split("=", 1)[0] in OWN_FLAGS]
+    if own:
+        raise ValueError(f"extra flags: {own[0]} is set by the viewer's own fields")
+    return flags
+
+
+@dataclass
+class ViewerRun:
+    """One run of the loop: its folder, its command line, and a stop switch."""
+
+    run: Path
+    argv: list[str]  # the arguments of `tileunet train`
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def command(self) -> str:
+        return shlex.join(["tileunet", "train", *self.argv])
+
+    def resume_argv(self) -> list[str]:
+        """The arguments that continue this run from its checkpoint (a start model is
+        only read at the start; :func:`start_run` writes it as ``--init PATH``)."""
+        argv = list(self.argv)
+        if "--init" in argv:
+            i = argv.index("--init")
+            del argv[i:i + 2]
+        return [*argv, "--resume"]
+
+    def train(self, on_row: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
+        """Train, or resume once the run has a checkpoint, until the budget is spent or
+        :attr:`stop` is set. Runs in the calling thread."""
+        self.stop.clear()
+        resume = (self.run / CHECKPOINT_FILE).exists()
+        cfg = train_config(self.resume_argv() if resume else self.argv)
+        return train(cfg, Hooks(stop=self.stop, on_row=on_row))
+
+
+def start_run(parent: str | Path, items: list[Annotated], minutes: float,
+              init: str | Path | None = None, extra: str = "") -> ViewerRun:
+    """Write ``items`` into a new run folder under ``parent`` and return the run, ready
+    to :meth:`ViewerRun.train` for ``minutes`` from ``init`` (None: He init)."""
+    if not minutes > 0:
+        raise ValueError(f"minutes must be > 0, got {minutes}")
+    flags = extra_flags(extra)  # checked before anything is written
+    run = next_run_folder(parent)
+    own = ["--out", str(run), "--minutes", f"{minutes:g}"]
+    if init is not None:
+        own += ["--init", str(init)]
+    validation = {"--val-fraction", "--val-images"}
+    if len(items) < MIN_IMAGES_TO_VALIDATE and not validation & {
+            f.split("=", 1)[0] for f in flags}:
+        own += ["--val-fraction", "0"]
+    parse_train_flags(["--images", "-", "--masks", "-", *own, *flags])  # before writing
+    if init is not None:
+        read_model_config(init)  # a start model that cannot be read: refused here too
+    argv = write_annotations(run / ANNOTATIONS_DIR, items, [*own, *flags],
+                             {"start_model": None if init is None else str(init)})
+    return ViewerRun(run, argv)
+
+
+__all__ = ["MIN_IMAGES_TO_VALIDATE", "OWN_FLAGS", "ViewerRun", "extra_flags",
+           "next_run_folder", "start_run"]

@@ -1,0 +1,205 @@
+"""napari's Train widget: labels painted or corrected in the viewer, trained on in place.
+
+``Plugins > tileunet > Train (U-Net)`` takes Labels layers (painted by hand, or the
+*instances* of the Segment widget corrected by hand), pairs each with its image layer
+(:func:`tileunet.napari.annotations.image_for`), and trains a U-Net on them in a worker thread
+for a time budget, from scratch or from a model (fine-tuning). The loss and the
+validation score are drawn as they come; Stop saves a checkpoint and Resume continues
+it. Each start writes a new run folder (:mod:`tileunet.napari.runs`) whose
+``annotations/layers.json`` holds the layers used, the start model, and the
+``tileunet train`` command that repeats the run; when it ends, the Segment widget is
+given the run. Needs napari (``pip install 'tileunet[napari]'``).
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any
+
+from magicgui.widgets import (
+    ComboBox,
+    Container,
+    FileEdit,
+    FloatSpinBox,
+    Label,
+    LineEdit,
+    PushButton,
+    Select,
+    SpinBox,
+)
+from napari.layers import Image, Labels
+from napari.qt.threading import create_worker
+
+from tileunet.napari.annotations import annotated, image_for
+from tileunet.napari.runs import start_run
+
+__all__ = ["TrainWidget"]
+
+SCRATCH, FROM_MODEL = "scratch (He init)", "the model below"
+
+
+class TrainWidget(Container):
+    """Labels layers, a budget and a start model in; a run folder out (see the module).
+    napari makes it (``napari.yaml``) and hands it the viewer."""
+
+    def __init__(self, napari_viewer: Any) -> None:
+        viewer = napari_viewer
+        labels_of = functools.partial(_layers_of, viewer, Labels)
+        fields = {
+            "label_layers": Select(label="labels layers", choices=labels_of),
+            "ignore_layers": Select(label="ignore layers", choices=labels_of,
+                             tooltip="non-zero pixels are not annotated"),
+            "unlabelled": SpinBox(label="unannotated label", value=0, min=0, max=2**31 - 1,
+                                  tooltip="pixels of this label value are not annotated "
+                                          "(0: every pixel is)"),
+            "minutes": FloatSpinBox(label="minutes", value=5.0, min=0.05, max=10080),
+            "start": ComboBox(label="start from", choices=[SCRATCH, FROM_MODEL]),
+            "model": FileEdit(label="model", mode="r", filter="*.safetensors"),
+            "runs": FileEdit(label="runs folder", mode="d",
+                             value=Path.cwd() / "tileunet-runs"),
+            "extra": LineEdit(label="extra flags", tooltip="more `tileunet train` flags, "
+                              "e.g. --width 32 --scale 0.5"),
+            "train_button": PushButton(text="Train"),
+            "stop_button": PushButton(text="Stop", enabled=False),
+            "resume_button": PushButton(text="Resume", enabled=False),
+            "status": Label(value=""),
+        }
+        for name, w in fields.items():
+            w.name = name  # the container finds its widgets by name: self.minutes, ...
+        super().__init__(widgets=list(fields.values()))
+        self.viewer, self.session, self.worker = viewer, None, None
+        self.plot = _LossPlot()
+        self.native.layout().addWidget(self.plot.canvas)
+        self.relay = _row_relay(self.plot.add)
+        self.train_button.changed.connect(self.start_training)
+        self.stop_button.changed.connect(self.stop)
+        self.resume_button.changed.connect(self.resume)
+        for event in (viewer.layers.events.inserted, viewer.layers.events.removed):
+            event.connect(lambda *_: self.reset_choices())
+
+    def items(self) -> list[Any]:
+        """The selected layers as annotated images (checked, nothing written)."""
+        images = _layers_of(self.viewer, Image)
+        ignore = {image_for(ly, images).name: ly for ly in self.ignore_layers.value}
+        out = []
+        for labels in self.label_layers.value:
+            image = image_for(labels, images)
+            out.append(annotated(image, labels, ignore.get(image.name),
+                                 self.unlabelled.value))
+        return out
+
+    def start_training(self, *_: Any) -> None:
+        try:
+            init = self.model.value if self.start.value == FROM_MODEL else None
+            self.session = start_run(self.runs.value, self.items(), self.minutes.value,
+                                     init, self.extra.value)
+        except (ValueError, OSError) as e:
+            self.status.value = f"not started: {e}"
+            return
+        self.plot.clear()
+        self._launch()
+
+    def resume(self, *_: Any) -> None:
+        if self.session is not None:
+            self._launch()
+
+    def stop(self, *_: Any) -> None:
+        if self.session is not None:
+            self.session.stop.set()
+            self.status.value = "stopping after this step ..."
+
+    def _launch(self) -> None:
+        self.status.value = f"training: {self.session.run}"
+        self.worker = create_worker(self.session.train, self.relay.emit,
+                                    _start_thread=False, _ignore_errors=True)
+        self.worker.returned.connect(self._done)
+        self.worker.errored.connect(self._failed)
+        self._buttons(running=True)
+        self.worker.start()
+
+    def _buttons(self, running: bool, resumable: bool = False) -> None:
+        self.train_button.enabled = not running
+        self.stop_button.enabled = running
+        self.resume_button.enabled = resumable and not running
+
+    def _failed(self, error: BaseException) -> None:
+        self._buttons(running=False)
+        self.status.value = f"failed: {str(error).splitlines()[0] if str(error) else error!r}"
+
+    def _done(self, res: Any) -> None:
+        self._buttons(running=False, resumable=res.interrupted)
+        what = "stopped (Resume continues)" if res.interrupted else "trained"
+        score = "" if res.val_iou is None else f", validation IoU {res.val_iou:.3f}"
+        if res.val_seg is not None:
+            score += f", SEG {res.val_seg:.3f}"
+        self.status.value = f"{what}: {res.iterations} steps{score}; {res.run_dir}"
+        if not res.interrupted:
+            self._hand_to_segment(res.run_dir)
+
+    def _hand_to_segment(self, run: Path) -> None:
+        _, segment = self.viewer.window.add_plugin_dock_widget("tileunet",
+                                                               "Segment (U-Net)")
+        segment.model.value = run
+
+
+
+def _layers_of(viewer: Any, kind: type, *_: Any) -> list[Any]:
+    return [ly for ly in viewer.layers if isinstance(ly, kind)]
+
+
+def _row_relay(receive: Any) -> Any:
+    """An object whose ``emit(row)``, called in the training thread, calls ``receive(row)``
+    in Qt's main thread (widgets live there only)."""
+    from qtpy.QtCore import QObject, Signal
+
+    class Relay(QObject):
+        row = Signal(object)
+
+        def emit(self, row: dict) -> None:
+            self.row.emit(row)
+
+    relay = Relay()
+    relay.row.connect(receive)
+    return relay
+
+
+class _LossPlot:
+    """A small live figure: training loss, and the validation score (SEG, or pixel IoU
+    without instances) on a right-hand axis once there is one, against steps."""
+
+    def __init__(self) -> None:
+        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(3.2, 2.2), layout="constrained")
+        self.loss_ax = fig.add_subplot()
+        self.val_ax = self.loss_ax.twinx()
+        self.loss_ax.set_xlabel("step")
+        self.loss_ax.set_ylabel("training loss", color="tab:blue")
+        self.val_ax.set_ylabel("validation", color="tab:orange")
+        self.loss_line, = self.loss_ax.plot([], [], color="tab:blue")
+        self.val_line, = self.val_ax.plot([], [], "o-", color="tab:orange")
+        self.canvas = FigureCanvasQTAgg(fig)
+        self.canvas.setMinimumHeight(200)  # a dock may squeeze it to nothing otherwise
+        self.clear()
+
+    def clear(self) -> None:
+        self.rows: list[dict] = []
+        self.loss_line.set_data([], [])
+        self.val_line.set_data([], [])
+        self.val_ax.set_visible(False)
+        self.canvas.draw_idle()
+
+    def add(self, row: dict) -> None:
+        self.rows.append(row)
+        steps = [r["iteration"] for r in self.rows]
+        self.loss_line.set_data(steps, [r["train_loss_ema"] for r in self.rows])
+        val = [(r["iteration"], r["val_iou"] if r.get("val_seg") in ("", None)
+                else r["val_seg"]) for r in self.rows if "val_iou" in r]
+        self.val_line.set_data([v[0] for v in val], [v[1] for v in val])
+        self.val_ax.set_visible(bool(val))
+        for ax in (self.loss_ax, self.val_ax):
+            ax.relim()
+            ax.autoscale_view()
+        self.canvas.draw_idle()

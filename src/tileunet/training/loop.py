@@ -1,0 +1,930 @@
+"""Training with the paper's recipe: one large tile per step, weighted cross-entropy,
+elastic augmentation, SGD with momentum 0.99, He init.
+
+The paper gives no learning rate or schedule. We use SGD(lr=0.003, momentum=0.99) with a
+linear warm-up and a cosine decay over the run (by iterations or by the time budget,
+whichever ends first), and clip the gradient norm: with momentum 0.99 the effective step
+is 100x the learning rate, and the first steps from He init are the ones that diverge
+without warm-up and clipping. ``docs/design.md`` records the measurements behind it.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+import tileunet.training.ddp as ddp
+from tileunet.augment.transforms import AugmentConfig
+from tileunet.checkpoint import (
+    CHECKPOINT_FILE,
+    LAST_FILE,
+    MODEL_FILE,
+    load_start_weights,
+    load_training_state,
+    save_model,
+    save_training_state,
+)
+from tileunet.device import (
+    autocast_dtype,
+    available_memory,
+    resolve_device,
+    training_memory_format,
+)
+from tileunet.evaluation.metrics import pixel_iou, seg_score
+from tileunet.inference.overlap import predict, tile_memory_bytes
+from tileunet.inference.postprocess import instances_from_probability
+from tileunet.inference.scale import check_scale, image_to_scale, labels_to_scale
+from tileunet.interrupt import interrupts_deferred, terminate_as_interrupt
+from tileunet.io.images import DataError, Normalization, Sample, load_samples
+from tileunet.io.outputs import atomic_write, clear_temporaries, is_temporary, write_json
+from tileunet.losses import weighted_cross_entropy
+from tileunet.model import NORMS, PADDINGS, UNet, UNetConfig, upgrade_network_fields
+from tileunet.napari.annotations import ANNOTATIONS_DIR
+from tileunet.plots import save_loss_figure  # not lazily: a Ctrl-C must not hit an import
+from tileunet.targets.weightmap import class_weight_map, training_target, weight_map
+from tileunet.training.sampler import (
+    WeightedCentres,
+    default_workers,
+    device_tile_batches,
+    tile_batches,
+)
+
+log = logging.getLogger(__name__)
+
+OPTIMIZERS = ("sgd", "adamw")
+
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.csv"
+LOSS_PLOT = "loss.png"
+
+
+class ConfigError(ValueError):
+    """A setting out of its range; ``field`` names the TrainConfig field (the command
+    line turns it into the flag's name)."""
+
+    def __init__(self, field: str, rule: str, value: Any) -> None:
+        self.field, self.rule, self.value = field, rule, value
+        super().__init__(f"{field} must be {rule}, got {value}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run needs; stored as ``config.json`` in the run directory."""
+
+    images: str
+    masks: str
+    out: str
+    val_fraction: float = 0.2
+    val_images: str | None = None  # an explicit validation set (then val_fraction is unused)
+    val_masks: str | None = None
+    # partial annotation: leave images out, or zero the weight of unannotated regions
+    exclude: tuple[str, ...] = ()
+    ignore: str | None = None
+    iterations: int | None = None
+    minutes: float | None = None
+    # network (the paper's by default: UNetConfig's)
+    width: int = UNetConfig.width
+    depth: int = UNetConfig.depth
+    num_classes: int = UNetConfig.num_classes
+    padding: str = UNetConfig.padding
+    dropout: float = UNetConfig.dropout
+    norm: str = UNetConfig.norm
+    # optimisation
+    tile: int = 572
+    batch_size: int = 1
+    # share of training tiles centred where the weight map is high (sampler.WeightedCentres;
+    # 0: every tile centre uniform over the image, as the paper)
+    weighted_tiles: float = 0.0
+    # where training tiles are made: "auto" resamples them on the GPU when training on
+    # CUDA (augment_on="device"), else on the CPU, in the training process or in
+    # `workers` processes (None: 0 on a CPU, up to 6 beside a GPU)
+    workers: int | None = None
+    augment_on: str = "auto"
+    optimizer: str = "sgd"  # "sgd" (the paper's, with momentum) or "adamw"
+    lr: float = 0.003
+    momentum: float = 0.99
+    weight_decay: float = 0.0
+    warmup: int = 50
+    clip_grad: float = 1.0
+    precision: str = "auto"
+    # weight map (eq. 2)
+    w0: float = 10.0
+    sigma: float = 5.0
+    class_weights: str | tuple[float, ...] | None = "balanced"
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    normalization: Normalization = field(default_factory=Normalization)
+    # working resolution relative to the images' (tileunet.inference.scale): 0.5 trains and predicts
+    # at half size, probabilities come back at full size
+    scale: float = 1.0
+    # start weights (fine-tuning): a run folder or model file; None: He initialisation
+    init: str | None = None
+    # which weights become model.safetensors: the "best" validation (Validation.score), or
+    # the "last"
+    keep: str = "best"
+    # the plan that chose the settings above (tileunet.training.plan), kept for config.json
+    plan: dict | None = None
+    # bookkeeping
+    val_every: int = 100
+    # a resumable checkpoint at least this often (a killed run loses at most this much)
+    checkpoint_minutes: float = 5.0
+    seed: int = 0
+    device: str = "auto"
+    resume: bool = False
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        self._check_numbers()
+        if self.iterations is None and self.minutes is None:
+            raise ValueError("give iterations or minutes (or both) to bound training")
+        if self.augment_on not in ("auto", "cpu", "device"):
+            raise ValueError(f"augment_on must be auto, cpu or device, got {self.augment_on!r}")
+        if self.augment_on == "device" and self.augment.interpolation != "bicubic":
+            raise ValueError("augment_on='device' needs interpolation='bicubic', got "
+                             f"{self.augment.interpolation!r}")
+        if (self.val_images is None) != (self.val_masks is None):
+            raise ValueError("give both val_images and val_masks, or neither")
+        check_scale(self.scale)
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.keep not in ("best", "last"):
+            raise ValueError(f"keep must be best or last, got {self.keep!r}")
+        if self.init is not None and self.resume:
+            raise ValueError("init and resume exclude each other: a resumed run continues "
+                             "from its own checkpoint")
+        if self.precision not in ("fp32", "bf16", "auto"):
+            raise ValueError(f"precision must be fp32, bf16 or auto, got {self.precision!r}")
+
+    def _check_numbers(self) -> None:
+        """Every number in its range (NaN fails every check), before any work."""
+        def real(v: Any) -> bool:
+            return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+        def whole(v: Any) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        rules = [("width", whole(self.width) and self.width >= 1, "a whole number >= 1"),
+                 ("depth", whole(self.depth) and 1 <= self.depth <= 8, "between 1 and 8"),
+                 ("num_classes", whole(self.num_classes) and self.num_classes >= 2, ">= 2"),
+                 ("padding", self.padding in PADDINGS, " or ".join(PADDINGS)),
+                 ("norm", self.norm in NORMS, " or ".join(NORMS)),
+                 ("dropout", real(self.dropout) and 0 <= self.dropout < 1, "in [0, 1)"),
+                 ("lr", real(self.lr) and self.lr > 0, "> 0"),
+                 ("momentum", real(self.momentum) and 0 <= self.momentum < 1, "in [0, 1)"),
+                 ("weight_decay", real(self.weight_decay) and self.weight_decay >= 0, ">= 0"),
+                 ("warmup", whole(self.warmup) and self.warmup >= 0, ">= 0"),
+                 ("clip_grad", real(self.clip_grad) and self.clip_grad >= 0, ">= 0"),
+                 ("w0", real(self.w0) and self.w0 >= 0, ">= 0"),
+                 ("sigma", real(self.sigma) and self.sigma > 0, "> 0"),
+                 ("val_every", whole(self.val_every) and self.val_every >= 1, ">= 1"),
+                 ("val_fraction", real(self.val_fraction) and 0 <= self.val_fraction < 1,
+                  "in [0, 1)"),
+                 ("batch_size", whole(self.batch_size) and self.batch_size >= 1, ">= 1"),
+                 ("weighted_tiles", real(self.weighted_tiles)
+                  and 0 <= self.weighted_tiles <= 1, "in [0, 1]"),
+                 ("workers", self.workers is None or (
+                     whole(self.workers) and self.workers >= 0), ">= 0"),
+                 ("minutes", self.minutes is None or (real(self.minutes) and self.minutes > 0),
+                  "> 0"),
+                 ("iterations", self.iterations is None or (
+                     whole(self.iterations) and self.iterations >= 1), ">= 1"),
+                 ("checkpoint_minutes", real(self.checkpoint_minutes)
+                  and self.checkpoint_minutes > 0, "> 0")]
+        for name, ok, rule in rules:
+            if not ok:
+                raise ConfigError(name, rule, getattr(self, name))
+        weights = self.class_weights
+        if isinstance(weights, (tuple, list)) and not (
+                len(weights) == self.num_classes and all(real(w) and w >= 0 for w in weights)
+                and any(w > 0 for w in weights)):
+            raise ConfigError("class_weights", f"{self.num_classes} numbers >= 0, not all 0",
+                              ",".join(str(w) for w in weights))
+        try:
+            # (building even this small network draws its initial weights: a check must
+            # leave the random numbers of the run alone)
+            with torch.random.fork_rng(devices=[]):
+                geometry = UNet(depth=self.depth, width=1, padding=self.padding)
+            geometry.output_size(self.tile)
+        except ValueError as e:  # the tile is used as given, never silently rounded
+            raise ConfigError("tile", "a usable input size", f"{self.tile}: {e}") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["normalization"] = self.normalization.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        d = upgrade_network_fields(d)
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown training options: {sorted(unknown)}")
+        if isinstance(d.get("augment"), dict):
+            d["augment"] = AugmentConfig(**{
+                k: tuple(v) if isinstance(v, list) else v for k, v in d["augment"].items()
+            })
+        if isinstance(d.get("normalization"), dict):
+            d["normalization"] = Normalization.from_dict(d["normalization"])
+        for key in ("class_weights", "exclude"):
+            if isinstance(d.get(key), list):
+                d[key] = tuple(d[key])
+        return cls(**d)
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    iterations: int
+    seconds: float
+    val_loss: float | None
+    val_iou: float | None
+    interrupted: bool
+    #: the trained network (in eval mode, on the training device); not a file
+    net: UNet | None = field(default=None, repr=False, compare=False)
+    #: the iteration whose weights are the run's model (the best validation, or the last)
+    kept_iteration: int | None = None
+    #: validation SEG of the kept weights (two classes), None otherwise
+    val_seg: float | None = None
+
+
+@dataclass(frozen=True)
+class Validation:
+    """Scores of one validation: weighted loss, foreground pixel IoU (or accuracy for
+    more classes) and, with two classes, SEG of the instances (the kept model's score)."""
+
+    loss: float
+    iou: float
+    seg: float | None = None
+
+    @property
+    def score(self) -> float:
+        return self.seg if self.seg is not None else self.iou
+
+    def row(self) -> dict[str, float | str]:
+        return {"val_loss": self.loss, "val_iou": self.iou,
+                "val_seg": "" if self.seg is None else self.seg}
+
+    def __str__(self) -> str:
+        seg = f", SEG {self.seg:.4f}" if self.seg is not None else ""
+        return f"val loss {self.loss:.4f}, val pixel IoU {self.iou:.4f}{seg}"
+
+
+@dataclass
+class Best:
+    """The best-validating weights so far (a CPU copy), their iteration and scores."""
+
+    iteration: int | None = None
+    validation: Validation | None = None
+    weights: dict[str, torch.Tensor] | None = field(default=None, repr=False)
+
+    @property
+    def score(self) -> float:
+        return self.validation.score if self.validation is not None else -math.inf
+
+    def offer(self, iteration: int, val: Validation, net: torch.nn.Module) -> None:
+        if val.score > self.score:  # ties keep the earlier weights
+            self.iteration, self.validation = iteration, val
+            self.weights = {k: v.detach().to("cpu", copy=True)
+                            for k, v in net.state_dict().items()}
+
+
+def make_optimizer(cfg: TrainConfig, net: torch.nn.Module) -> torch.optim.Optimizer:
+    """SGD with momentum (the paper's) or AdamW, at ``cfg.lr`` before the schedule."""
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                           weight_decay=cfg.weight_decay)
+
+
+@dataclass
+class Prepared:
+    """A sample ready for training: image, training target and weight map."""
+
+    name: str
+    image: np.ndarray  # (C, H, W) float32
+    target: np.ndarray  # (H, W) uint8
+    weights: np.ndarray  # (H, W) float32
+    labels: np.ndarray | None = None  # (H, W) instances (two classes), for SEG
+
+
+# ------------------------------------------------------------------ data preparation
+def exclude_samples(samples: list[Sample], patterns: tuple[str, ...], where: str
+                    ) -> list[Sample]:
+    """Drop the samples whose name matches one of the shell-style ``patterns``."""
+    from fnmatch import fnmatchcase
+
+    for pat in patterns:
+        if not any(fnmatchcase(s.name, pat) or fnmatchcase(s.source.name, pat)
+                   for s in samples):
+            raise DataError(f"{where}: --exclude {pat!r} matches no image "
+                            f"(names: {', '.join(s.name for s in samples[:6])} ...)")
+    kept = [s for s in samples if not any(fnmatchcase(s.name, p) or fnmatchcase(s.source.name, p)
+                                          for p in patterns)]
+    if not kept:
+        raise DataError(f"{where}: --exclude leaves no image to train on")
+    return kept
+
+
+def read_ignore_masks(images: str, ignore_dir: str, samples: list[Sample]
+                      ) -> dict[str, np.ndarray]:
+    """Ignore regions by sample name: True where the image is not annotated.
+
+    ``ignore_dir`` holds masks paired with the images like the label masks (by stem or
+    trailing number); any non-zero pixel is ignored (weight 0 in the loss, left out of
+    validation). Images without an ignore mask are fully annotated.
+    """
+    from tileunet.io.images import pair_images_masks, read_pages
+
+    by_source = {}
+    for image_path, mask_path in pair_images_masks(images, ignore_dir,
+                                                   skip_unmatched_images=True):
+        by_source[image_path.resolve()] = (mask_path, read_pages(mask_path))
+    out: dict[str, np.ndarray] = {}
+    page_of: dict[Path, int] = {}
+    for s in samples:
+        key = s.source.resolve()
+        if key not in by_source:
+            continue
+        mask_path, pages = by_source[key]
+        i = page_of.get(key, 0)
+        page_of[key] = i + 1
+        page = pages[min(i, len(pages) - 1)]
+        if page.shape != s.labels.shape:
+            raise DataError(f"{mask_path}: ignore mask of shape {page.shape} does not match "
+                            f"image {s.source} {s.labels.shape}")
+        out[s.name] = page != 0
+    return out
+
+
+def prepare_samples(samples: list[Sample], cfg: TrainConfig, cache_dir: Path | None,
+                    desc: str = "weight maps",
+                    ignore: dict[str, np.ndarray] | None = None) -> list[Prepared]:
+    """Training targets and weight maps, computed once per image (cached on disk).
+
+    Pixels in ``ignore[name]`` get weight 0: they neither teach nor count.
+    """
+    out = []
+    for s in tqdm(samples, desc=desc, unit="img", disable=not cfg.progress, leave=False):
+        key = hashlib.sha1(s.labels.tobytes() + repr(
+            (s.labels.shape, cfg.num_classes, cfg.w0, cfg.sigma, cfg.class_weights)
+        ).encode()).hexdigest()[:16]
+        cached = cache_dir / f"{key}.npz" if cache_dir is not None else None
+        if cached is not None and cached.exists():
+            with np.load(cached, allow_pickle=False) as z:
+                target, weights = z["target"], z["weights"]
+        else:
+            if cfg.num_classes == 2:
+                target = training_target(s.labels)
+                weights = weight_map(s.labels, w0=cfg.w0, sigma=cfg.sigma,
+                                     class_weights=cfg.class_weights)
+            else:
+                target = s.labels.astype(np.uint8)
+                weights = class_weight_map(target, cfg.class_weights, cfg.num_classes)
+            if cached is not None:
+                _atomic_npz(cached, target=target, weights=weights)
+        weights = weights.astype(np.float32)
+        if ignore and s.name in ignore:
+            weights = np.where(ignore[s.name], np.float32(0.0), weights)
+        out.append(Prepared(s.name, s.image, target, weights,
+                            s.labels if cfg.num_classes == 2 else None))
+    return out
+
+
+def samples_at_scale(samples: list[Sample], scale: float) -> list[Sample]:
+    """The samples resampled to the working ``scale`` (images anti-aliased, labels by
+    nearest neighbour; see :mod:`tileunet.inference.scale`)."""
+    if scale == 1.0:
+        return samples
+    return [replace(s, image=image_to_scale(s.image, scale),
+                    labels=labels_to_scale(s.labels, scale)) for s in samples]
+
+
+def split_samples(samples: list[Sample], fraction: float, seed: int
+                  ) -> tuple[list[Sample], list[Sample]]:
+    """Hold out ``fraction`` of the images (at least one, never all) for validation."""
+    if fraction <= 0 or len(samples) < 2:
+        return samples, []
+    n_val = min(max(1, round(fraction * len(samples))), len(samples) - 1)
+    order = np.random.default_rng(seed).permutation(len(samples))
+    val = {int(i) for i in order[:n_val]}
+    return ([s for i, s in enumerate(samples) if i not in val],
+            [s for i, s in enumerate(samples) if i in val])
+
+
+# ---------------------------------------------------------------------- training
+@dataclass
+class Hooks:
+    """How a program around the trainer (a GUI) follows and stops a run.
+
+    ``stop``: once set, the run stops after the step under way as on Ctrl-C (a
+    checkpoint is saved; ``resume`` continues it). ``on_row``: called with each row of
+    metrics.csv as it is made (every 10 steps and at each validation), in the thread
+    that trains.
+    """
+
+    stop: threading.Event | None = None
+    on_row: Callable[[dict[str, Any]], None] | None = None
+
+    def stopped(self) -> bool:
+        return self.stop is not None and self.stop.is_set()
+
+
+def train(cfg: TrainConfig, hooks: Hooks | None = None) -> TrainResult:
+    """Train a U-Net as configured; writes the run directory ``cfg.out``.
+
+    The run directory holds ``config.json``, ``model.safetensors`` (weights with the
+    config in its metadata), ``checkpoint.safetensors`` (for ``resume``),
+    ``metrics.csv`` and ``loss.png``. Ctrl-C, and ``hooks.stop``, save a checkpoint
+    and return with ``interrupted=True``.
+
+    Started by torchrun (several processes, see :mod:`tileunet.training.ddp`), each process
+    trains a copy of the network on its own random tiles (``batch_size`` tiles each, so
+    a step sees ``batch_size x processes`` tiles), DistributedDataParallel averages the
+    gradients, and only rank 0 writes the run directory and shows progress.
+    """
+    run = Path(cfg.out)
+    ckpt_path = run / CHECKPOINT_FILE
+    if cfg.resume:
+        if not ckpt_path.exists():
+            again = " (the run stopped before its first one: start it again without " \
+                    "--resume)" if unstarted_run(run) else ""
+            raise DataError(f"{ckpt_path}: no checkpoint to resume from{again}")
+    elif run.exists() and any(run.iterdir()) and not unstarted_run(run):
+        raise DataError(f"{run}: already holds files; use --resume to continue that run "
+                        "or choose another output folder")
+    ranks, device = ddp.setup(resolve_device(cfg.device))
+    try:
+        return _train(cfg, ranks, device, run, ckpt_path, hooks or Hooks())
+    finally:
+        ddp.teardown()
+
+
+def check_training_memory(cfg: TrainConfig, in_channels: int, device: torch.device) -> None:
+    """Refuse tiles and batches whose training step cannot fit in the memory available
+    on ``device``: a step keeps every activation of the forward pass for the backward
+    pass and then makes their gradients, so it is estimated at twice the forward sum of
+    :func:`tileunet.inference.overlap.tile_memory_bytes`, per tile."""
+    with torch.device("meta"):  # the geometry only: no weights are allocated
+        net = UNet(in_channels=in_channels, num_classes=cfg.num_classes, depth=cfg.depth,
+                   width=cfg.width, padding=cfg.padding, norm=cfg.norm)
+    need = 2 * tile_memory_bytes(net, cfg.tile) * cfg.batch_size
+    have = available_memory(device)
+    if need > have:
+        raise DataError(f"training tiles of {cfg.tile} px, {cfg.batch_size} per step, need "
+                        f"about {need / 1e9:.1f} GB of memory, {have / 1e9:.1f} GB are "
+                        "available: lower --tile or --batch-size")
+
+
+def unstarted_run(run: Path) -> bool:
+    """A run folder this tool made that holds no trained weights yet: a start that was
+    refused or stopped before its first checkpoint (only the weight-map cache, the
+    config, temporary files, and the annotations a viewer wrote for it). A new start may
+    take it over."""
+    if not run.is_dir():
+        return False
+    ours = {"cache", CONFIG_FILE, METRICS_FILE, LOSS_PLOT, ANNOTATIONS_DIR}
+    entries = list(run.iterdir())
+    return bool(entries) and all(e.name in ours or is_temporary(e) for e in entries) and all(
+        f.suffix == ".npz" or is_temporary(f) for f in (run / "cache").glob("*"))
+
+
+def check_masks(samples: list[Sample], where: str, num_classes: int) -> None:
+    """Warn about masks with one class only (naming them); refuse training data in which
+    no mask has two classes: there is nothing to learn."""
+    classes = [np.unique(s.labels > 0) if num_classes == 2 else np.unique(s.labels)
+               for s in samples]
+    flat = [s.name for s, c in zip(samples, classes, strict=True) if len(c) < 2]
+    seen = set().union(*(c.tolist() for c in classes))
+    if len(seen) < 2:
+        if not any(seen):
+            raise DataError(f"{where}: no mask has an object: nothing to learn")
+        raise DataError(f"{where}: every mask is one class everywhere: nothing to learn")
+    if flat:
+        log.warning("%s: %d mask(s) hold one class only (%s): they teach only that class",
+                    where, len(flat), ", ".join(flat[:5]) + (" ..." if len(flat) > 5 else ""))
+
+
+def _load_split(cfg: TrainConfig) -> tuple[list[Sample], list[Sample],
+                                           dict[str, np.ndarray] | None, int]:
+    """Training and validation samples at the working scale, the ignore masks, and the
+    images' channel count."""
+    if Path(cfg.masks).resolve() == Path(cfg.images).resolve():
+        raise DataError(f"{cfg.masks}: is the images folder too; the masks are label "
+                        "images in a folder of their own")
+    samples = load_samples(cfg.images, cfg.masks, cfg.normalization,
+                           num_classes=cfg.num_classes)
+    check_masks(samples, cfg.masks, cfg.num_classes)
+    if cfg.exclude:
+        samples = exclude_samples(samples, cfg.exclude, cfg.images)
+    ignore = read_ignore_masks(cfg.images, cfg.ignore, samples) if cfg.ignore else None
+    if cfg.scale != 1.0:
+        samples = samples_at_scale(samples, cfg.scale)
+        ignore = ignore and {k: labels_to_scale(v, cfg.scale) for k, v in ignore.items()}
+    chans = {s.image.shape[0] for s in samples}
+    if len(chans) != 1:
+        raise DataError(f"{cfg.images}: images have different channel counts {sorted(chans)}")
+    if cfg.val_images is not None:
+        train_s = samples
+        val_s = samples_at_scale(load_samples(cfg.val_images, cfg.val_masks,
+                                              cfg.normalization, num_classes=cfg.num_classes),
+                                 cfg.scale)
+    else:
+        train_s, val_s = split_samples(samples, cfg.val_fraction, cfg.seed)
+    return train_s, val_s, ignore, chans.pop()
+
+
+def _build(cfg: TrainConfig, in_channels: int, device: torch.device,
+           layout: torch.memory_format, show: bool
+           ) -> tuple[UNet, torch.optim.Optimizer]:
+    """The network (He init, or the start weights of ``cfg.init``) and its optimiser."""
+    net = UNet(in_channels=in_channels, num_classes=cfg.num_classes, depth=cfg.depth,
+               width=cfg.width, padding=cfg.padding, dropout=cfg.dropout,
+               norm=cfg.norm)
+    if cfg.init is not None and not cfg.resume:
+        _say(load_start_weights(net, cfg.init), show)
+    net.to(device).to(memory_format=layout)
+    return net, make_optimizer(cfg, net)
+
+
+def _restore(ckpt_path: Path, net: UNet, opt: torch.optim.Optimizer, run: Path,
+             ranks: ddp.Ranks, rng: np.random.Generator, seed: int
+             ) -> tuple[dict, list[dict[str, Any]], Best, np.random.Generator]:
+    """Weights, optimiser state, clock, metrics, best model and random state of the
+    checkpoint: each rank continues its own tile stream where it was saved."""
+    state, rows, best = _load_checkpoint(ckpt_path, net, opt, run)
+    per_rank = state.get("rng_ranks")
+    if ranks.main:
+        rng.bit_generator.state = state["rng"]
+    elif per_rank is not None and len(per_rank) == ranks.world:
+        rng.bit_generator.state = per_rank[ranks.rank]
+    else:  # another number of processes than before: a fresh stream per rank
+        rng = np.random.default_rng([seed, int(state["iteration"])])
+    return state, rows, best, rng
+
+
+def _run_state(it: int, seconds: float, rng_state: dict, dropout_rng: torch.Tensor,
+               ranks: ddp.Ranks, gather: bool = True) -> dict:
+    """What a checkpoint needs to continue: the step, the clock, the tiles' random
+    state of every rank (a collective call under torchrun unless ``gather`` is False)
+    and the CPU generator of the dropout masks (rank 0's)."""
+    state = {"iteration": it, "seconds": seconds, "rng": rng_state, "dropout_rng": dropout_rng}
+    if ranks.distributed and gather:
+        state["rng_ranks"] = ddp.gather_objects(rng_state, ranks)
+    return state
+
+
+def _prepare_data(cfg: TrainConfig, ranks: ddp.Ranks, device: torch.device, run: Path
+                  ) -> tuple[list[Prepared], list[Prepared], int]:
+    """Training and validation samples with their weight maps, and the channel count;
+    rank 0 computes the weight maps into the cache, the other ranks then read them."""
+    train_s, val_s, ignore, in_channels = _load_split(cfg)
+    check_training_memory(cfg, in_channels, device)  # before the first file is written
+    if ranks.main:
+        (run / "cache").mkdir(parents=True, exist_ok=True)
+        for folder in (run, run / "cache"):  # what killed writes left
+            clear_temporaries(folder)
+    for turn in (True, False):
+        if turn == ranks.main:
+            train_p = prepare_samples(train_s, cfg, run / "cache", ignore=ignore)
+            val_p = prepare_samples(val_s, cfg, run / "cache", desc="weight maps (val)",
+                                    ignore=ignore)
+        ddp.barrier(ranks)
+    return train_p, val_p, in_channels
+
+
+def _tile_stream(cfg: TrainConfig, train_p: list[Prepared], device: torch.device,
+                 rng: np.random.Generator, seed: int, start: int) -> Any:
+    """Endless batches of training tiles, made where ``cfg`` says (:mod:`sampler`)."""
+    centres = WeightedCentres(train_p, cfg.weighted_tiles)
+    if augment_on_device(cfg, device):
+        return device_tile_batches(train_p, cfg.tile, cfg.augment, cfg.batch_size, rng=rng,
+                                   device=device, centres=centres)
+    workers = default_workers(device) if cfg.workers is None else cfg.workers
+    return tile_batches(train_p, cfg.tile, cfg.augment, cfg.batch_size, rng=rng,
+                        workers=workers, seed=seed, start=start,
+                        pin_memory=device.type == "cuda", centres=centres)
+
+
+def _progress_bar(cfg: TrainConfig, it: int, seconds: float) -> Any:
+    """Steps, or with a time budget seconds (so its remaining time is the budget's);
+    hidden unless ``cfg.progress``."""
+    if cfg.iterations is not None:
+        return tqdm(total=cfg.iterations, initial=it, desc="train", unit="it",
+                    disable=not cfg.progress, dynamic_ncols=True)
+    total = round(cfg.minutes * 60)
+    return tqdm(total=total, initial=min(round(seconds), total), desc="train", unit="s",
+                disable=not cfg.progress, dynamic_ncols=True,
+                bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} s [{elapsed}<{remaining}"
+                           "{postfix}]")
+
+
+@dataclass
+class _Loop:
+    """The moving parts of one training run, and its steps: schedule, step, record,
+    validate, checkpoint (:meth:`run`). ``cfg.progress`` is True only where progress is
+    shown (rank 0 of a run with progress bars)."""
+
+    cfg: TrainConfig
+    ranks: ddp.Ranks
+    device: torch.device
+    net: UNet
+    model: torch.nn.Module  # net, or net wrapped for DistributedDataParallel
+    opt: torch.optim.Optimizer
+    amp: torch.dtype | None
+    layout: torch.memory_format
+    val_p: list[Prepared]
+    run_dir: Path
+    ckpt_path: Path
+    rows: list[dict[str, Any]]
+    best: Best
+    rng: np.random.Generator
+    it: int
+    t0: float  # perf_counter at the run's (virtual) start: resumed runs keep their clock
+    hooks: Hooks = field(default_factory=Hooks)
+    ema: float | None = None
+    val: Validation | None = None
+    saved_at: float = field(default_factory=time.perf_counter)
+
+    def __post_init__(self) -> None:
+        # the random states as of the last completed step (for resume)
+        self.rng_state, self.dropout_rng = self.rng.bit_generator.state, torch.get_rng_state()
+
+    def fraction(self) -> float:
+        """How much of the budget (steps or time) is spent; all ranks follow rank 0's
+        clock: the same learning rate, the same last step."""
+        f = 0.0
+        if self.cfg.iterations is not None:
+            f = max(f, self.it / self.cfg.iterations)
+        if self.cfg.minutes is not None:
+            f = max(f, (time.perf_counter() - self.t0) / (self.cfg.minutes * 60))
+        return ddp.broadcast_float(min(f, 1.0), self.ranks, self.device)
+
+    def step(self, batch: tuple[torch.Tensor, ...], lr: float) -> torch.Tensor:
+        """One optimiser step at ``lr``; the loss as all ranks together see it."""
+        for g in self.opt.param_groups:
+            g["lr"] = lr
+        x, y, w = (t.to(self.device, non_blocking=True) for t in batch)
+        x = x.contiguous(memory_format=self.layout)
+        with torch.autocast(self.device.type, dtype=self.amp or torch.float32,
+                            enabled=self.amp is not None):
+            logits = self.model(x)
+        loss = weighted_cross_entropy(logits, y, w)
+        mean_loss = ddp.mean(loss.detach(), self.ranks)
+        if not torch.isfinite(mean_loss):
+            raise FloatingPointError(
+                f"loss became {mean_loss.item()} at iteration {self.it}; lower --lr")
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.cfg.clip_grad > 0:
+            torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.cfg.clip_grad)
+        with interrupts_deferred():  # a signal here would save weights a step ahead
+            self.opt.step()
+            self.it += 1
+            self.rng_state = self.rng.bit_generator.state
+            self.dropout_rng = torch.get_rng_state()
+        return mean_loss
+
+    def record(self, value: float, lr: float, now: float, done: bool) -> None:
+        """Validate when it is time (rank 0), add a metrics row, and write the metrics
+        and the loss figure at each validation, so people can watch the run."""
+        main, it = self.ranks.main, self.it
+        validated = main and bool(self.val_p) and (it % self.cfg.val_every == 0 or done)
+        if validated:
+            self.val = validate(self.net, self.val_p, self.cfg.tile, self.cfg, self.device,
+                                self.amp)
+            self.net.train()
+            self.best.offer(it, self.val, self.net)
+            _say(f"iteration {it}: train loss {self.ema:.4f}, {self.val}", self.cfg.progress)
+        if main and (it % 10 == 0 or done or validated):
+            self.rows.append({"iteration": it, "seconds": round(now, 2), "train_loss": value,
+                              "train_loss_ema": self.ema, "lr": lr,
+                              **(self.val.row() if validated else {})})
+            if self.hooks.on_row is not None:
+                self.hooks.on_row(dict(self.rows[-1]))
+        if main and it % self.cfg.val_every == 0 and not done:
+            _write_metrics(self.run_dir / METRICS_FILE, self.rows, self.best.iteration)
+            _plot_losses(self.run_dir / LOSS_PLOT, self.rows)
+
+    def checkpoint_if_due(self, now: float) -> None:
+        """A resumable checkpoint every ``cfg.checkpoint_minutes``: kill -9 loses at
+        most that much."""
+        due = time.perf_counter() - self.saved_at >= self.cfg.checkpoint_minutes * 60
+        if ddp.broadcast_float(float(due), self.ranks, self.device):
+            periodic = _run_state(self.it, now, self.rng_state, self.dropout_rng, self.ranks)
+            if self.ranks.main:
+                _save_checkpoint(self.ckpt_path, self.net, self.opt, periodic, self.rows,
+                                 self.best)
+            self.saved_at = time.perf_counter()
+
+    def run(self, batches: Any, bar: Any) -> bool:
+        """Step until the budget is spent; True when interrupted (Ctrl-C, SIGTERM)."""
+        try:
+            with terminate_as_interrupt():
+                self.net.train()
+                batch = next(batches)
+                frac = self.fraction()
+                while frac < 1.0:
+                    lr = lr_at(self.cfg, self.it, frac)
+                    mean_loss = self.step(batch, lr)
+                    # draw the next tiles before waiting for the loss: on a GPU the work
+                    # of making them is queued while the step still runs
+                    batch = next(batches)
+                    value = mean_loss.item()
+                    self.ema = value if self.ema is None else 0.95 * self.ema + 0.05 * value
+                    now = time.perf_counter() - self.t0
+                    bar.update(max(0, min(round(now), bar.total) - bar.n)
+                               if self.cfg.iterations is None else 1)
+                    bar.set_postfix(it=self.it, loss=f"{self.ema:.4f}", lr=f"{lr:.2e}",
+                                    refresh=False)
+                    frac = self.fraction()
+                    self.record(value, lr, now, done=frac >= 1.0)
+                    if frac < 1.0:
+                        if self.hooks.stopped():
+                            raise KeyboardInterrupt("stop requested")
+                        self.checkpoint_if_due(now)
+        except KeyboardInterrupt:
+            if self.ranks.main:
+                how = "stopped" if self.hooks.stopped() else "interrupted"
+                _say(f"{how} at iteration {self.it}: saving a checkpoint to "
+                     f"{self.ckpt_path}", True)
+            return True
+        return False
+
+
+def _train(cfg: TrainConfig, ranks: ddp.Ranks, device: torch.device, run: Path,
+           ckpt_path: Path, hooks: Hooks) -> TrainResult:
+    ddp.barrier(ranks)  # every rank has checked the run folder before rank 0 writes to it
+    main = ranks.main
+    show = cfg.progress and main
+    amp = autocast_dtype(cfg.precision, device)
+    # Denormal floats appear in the gradients of ReLU nets and slow x86 CPUs down for
+    # whole phases of training; flushing them costs no accuracy.
+    torch.set_flush_denormal(True)
+    torch.manual_seed(cfg.seed)  # the same initial weights on every rank
+    seed = ranks.seed(cfg.seed)
+    rng = np.random.default_rng(seed)
+    # progress bars only where they are shown: the data preparation and the loop see this
+    shown_cfg = cfg if show else replace(cfg, progress=False)
+    train_p, val_p, in_channels = _prepare_data(shown_cfg, ranks, device, run)
+    layout = training_memory_format(device, amp)
+    net, opt = _build(cfg, in_channels, device, layout, show)
+    extra = {"normalization": cfg.normalization.to_dict(), "train": cfg.to_dict(),
+             "precision_used": "bf16" if amp is not None else "fp32", "tile": cfg.tile,
+             "scale": cfg.scale, "train_images": [p.name for p in train_p],
+             "val_images": [p.name for p in val_p]}
+    state, rows, best = {"iteration": 0, "seconds": 0.0}, [], Best()
+    if cfg.resume:
+        state, rows, best, rng = _restore(ckpt_path, net, opt, run, ranks, rng, seed)
+    model: torch.nn.Module = net
+    if ranks.distributed:
+        model = torch.nn.parallel.DistributedDataParallel(
+            net, device_ids=[device.index] if device.type == "cuda" else None)
+        torch.manual_seed(seed)  # dropout masks differ between ranks, like their tiles
+    if "dropout_rng" in state and main:
+        torch.set_rng_state(state["dropout_rng"])
+    if main:
+        write_json(run / CONFIG_FILE, {"model": net.config.to_dict(), **extra,
+                                        "processes": ranks.world})
+    it, seconds = int(state["iteration"]), float(state["seconds"])
+    loop = _Loop(shown_cfg, ranks, device, net, model, opt, amp, layout, val_p, run,
+                 ckpt_path, rows, best, rng, it, time.perf_counter() - seconds, hooks)
+    batches = _tile_stream(cfg, train_p, device, rng, seed, it)
+    bar = _progress_bar(shown_cfg, it, seconds)
+    try:
+        interrupted = loop.run(batches, bar)
+    finally:
+        bar.close()
+        batches.close()  # stops the worker processes, if any
+    return _finish(loop, extra, interrupted)
+
+
+def _finish(loop: _Loop, extra: dict, interrupted: bool) -> TrainResult:
+    """The final checkpoint, last.safetensors, model.safetensors (the kept weights),
+    metrics and figure; the run's result."""
+    net, ranks, it, val = loop.net, loop.ranks, loop.it, loop.val
+    seconds = time.perf_counter() - loop.t0
+    net.eval()
+    # (an interrupted rank may be alone: no collective calls)
+    state = _run_state(it, seconds, loop.rng_state, loop.dropout_rng, ranks,
+                       gather=not interrupted)
+    if ranks.distributed and not interrupted:
+        ddp.check_same_weights(net, ranks)
+    best = loop.best
+    kept = best.iteration if loop.cfg.keep == "best" and best.weights is not None else it
+    if ranks.main:
+        _save_checkpoint(loop.ckpt_path, net, loop.opt, state, loop.rows, best)
+        save_model(loop.run_dir / LAST_FILE, net, {**extra, "iteration": it})
+        if kept != it:
+            net.load_state_dict(best.weights)
+            val = best.validation
+        save_model(loop.run_dir / MODEL_FILE, net, {**extra, "iteration": kept})
+        _write_metrics(loop.run_dir / METRICS_FILE, loop.rows, kept)
+        _plot_losses(loop.run_dir / LOSS_PLOT, loop.rows)
+    if not interrupted:
+        ddp.barrier(ranks)  # the files are written when any rank returns
+    return TrainResult(loop.run_dir, it, seconds, val and val.loss, val and val.iou,
+                       interrupted, net, kept, val and val.seg)
+
+
+def augment_on_device(cfg: TrainConfig, device: torch.device) -> bool:
+    """Make the training tiles on the training device? ``"auto"``: on a CUDA device,
+    unless worker processes were asked for or the spline interpolation (CPU only)."""
+    if cfg.augment_on == "device":
+        return True
+    return (cfg.augment_on == "auto" and device.type == "cuda" and cfg.workers is None
+            and cfg.augment.interpolation == "bicubic")
+
+
+def _say(msg: str, progress: bool) -> None:
+    if progress:
+        tqdm.write(msg)
+    log.info(msg)
+
+
+def lr_at(cfg: TrainConfig, it: int, frac: float) -> float:
+    """Linear warm-up over ``cfg.warmup`` steps, then a cosine that reaches zero exactly
+    when the budget (time or steps) ends: the schedule that suits a fixed budget best."""
+    warm = min(1.0, (it + 1) / cfg.warmup) if cfg.warmup > 0 else 1.0
+    return cfg.lr * warm * 0.5 * (1.0 + math.cos(math.pi * frac))
+
+
+@torch.no_grad()
+def validate(net: UNet, samples: list[Prepared], tile: int, cfg: TrainConfig,
+             device: torch.device, amp: torch.dtype | None = None) -> Validation:
+    """Mean weighted cross-entropy, foreground pixel IoU and (two classes) SEG of the
+    instances that ``predict`` would give, over whole images."""
+    losses, ious, segs = [], [], []
+    precision = "bf16" if amp is not None else "fp32"
+    for s in tqdm(samples, desc="validate", unit="img", disable=not cfg.progress, leave=False):
+        probs = predict(net, s.image, tile=tile, device=device, progress=False,
+                        precision=precision)
+        p = np.take_along_axis(probs, s.target[None].astype(np.int64), axis=0)[0]
+        losses.append(float(np.mean(s.weights * -np.log(np.clip(p, 1e-7, 1.0)))))
+        seen = s.weights > 0  # ignored (unannotated) pixels do not count
+        pred = probs.argmax(0)
+        if cfg.num_classes == 2:
+            ious.append(pixel_iou((pred == 1) & seen, (s.target == 1) & seen))
+            if s.labels is not None:  # SEG counts annotated objects only
+                segs.append(seg_score(instances_from_probability(probs[1]), s.labels))
+        else:
+            ious.append(float(np.mean(pred[seen] == s.target[seen])))
+    return Validation(float(np.mean(losses)), float(np.mean(ious)),
+                      float(np.mean(segs)) if segs else None)
+
+
+# ------------------------------------------------------------- files of the run
+def _atomic_npz(path: Path, **arrays: np.ndarray) -> None:
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+    atomic_write(path, write)
+
+
+def _write_metrics(path: Path, rows: list[dict[str, Any]], kept: int | None) -> None:
+    """One row per 10 steps and per validation; ``kept`` marks the row of the weights
+    that are (so far) the run's model."""
+    cols = ["iteration", "seconds", "train_loss", "train_loss_ema", "lr", "val_loss", "val_iou",
+            "val_seg", "kept"]
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as f:
+            wr = csv.DictWriter(f, fieldnames=cols, restval="")
+            wr.writeheader()
+            wr.writerows({**r, "kept": "yes" if r["iteration"] == kept else ""} for r in rows)
+    atomic_write(path, write)
+
+
+def _plot_losses(path: Path, rows: list[dict[str, Any]]) -> None:
+    save_loss_figure(rows, path)
+
+
+def _save_checkpoint(path: Path, net: UNet, opt: torch.optim.Optimizer, state: dict,
+                     rows: list[dict[str, Any]], best: Best) -> None:
+    save_training_state(path, net, opt, state, rows, {
+        "iteration": best.iteration,
+        "validation": best.validation and asdict(best.validation)}, best.weights)
+
+
+def _load_checkpoint(path: Path, net: UNet, opt: torch.optim.Optimizer, run: Path
+                     ) -> tuple[dict, list[dict[str, Any]], Best]:
+    state, rows, got, weights = load_training_state(path, net, opt)
+    best = Best()
+    if weights and got.get("iteration") is not None and got.get("validation"):
+        best = Best(int(got["iteration"]), Validation(**got["validation"]), weights)
+    return state, rows, best
+
+
+__all__ = ["ConfigError", "Hooks", "TrainConfig", "check_masks", "TrainResult", "train",
+           "validate"]

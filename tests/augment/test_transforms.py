@@ -1,0 +1,438 @@
+"""Tests for tileunet.augment.transforms: one coordinate map, mirrored borders, the
+paper's elastic."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+from tileunet.augment.transforms import (
+    AugmentConfig,
+    AugmentParams,
+    apply,
+    augment_tile,
+    elastic_field,
+    identity_params,
+    make_params,
+    source_coordinates,
+)
+
+GEOMETRY_ONLY = AugmentConfig(contrast=(1.0, 1.0), brightness=0.0, gamma=(1.0, 1.0))
+
+
+def reflect_crop(image: np.ndarray, center: tuple[int, int], size: int) -> np.ndarray:
+    """The reference: np.pad(mode="reflect") crop whose pixel size // 2 is ``center``."""
+    pad = 3 * size
+    padded = np.pad(image, [(0, 0)] * (image.ndim - 2) + [(pad, pad), (pad, pad)],
+                    mode="reflect")
+    top, left = center[0] - size // 2 + pad, center[1] - size // 2 + pad
+    return padded[..., top : top + size, left : left + size]
+
+
+def blocks(shape: tuple[int, int], block: int, rng: np.random.Generator,
+           values: tuple[int, ...] = (0, 1, 2, 5, 9)) -> np.ndarray:
+    """A piecewise-constant label image of ``block`` x ``block`` squares."""
+    ny, nx = -(-shape[0] // block), -(-shape[1] // block)
+    coarse = rng.choice(np.array(values), size=(ny, nx))
+    return np.kron(coarse, np.ones((block, block), dtype=coarse.dtype))[: shape[0], : shape[1]]
+
+
+# ------------------------------------------------------------------ identity crops
+def test_identity_interior_is_exact_slice(rng):
+    image = rng.random((2, 40, 50), dtype=np.float32)
+    target = rng.integers(0, 4, (40, 50))
+    weights = rng.random((40, 50), dtype=np.float32)
+    size, center = 16, (20, 25)
+    top, left = center[0] - size // 2, center[1] - size // 2
+    x, y, w = apply(identity_params(image.shape[1:], size, center), image, target, weights)
+    assert np.array_equal(x, image[:, top : top + size, left : left + size])
+    assert np.array_equal(y, target[top : top + size, left : left + size])
+    assert np.array_equal(w, weights[top : top + size, left : left + size])
+    assert x.dtype == np.float32 and y.dtype == target.dtype and w.dtype == np.float32
+
+
+@pytest.mark.parametrize(
+    ("shape", "size", "center"),
+    [
+        ((30, 40), 16, (0, 0)),  # overlaps the top-left border
+        ((30, 40), 17, (29, 39)),  # odd size, bottom-right
+        ((30, 40), 100, (15, 3)),  # tile larger than the image: repeated mirroring
+        ((7, 5), 33, (3, 4)),  # much larger
+        ((1, 9), 12, (0, 4)),  # a one-pixel-high image: mirror of length 1 is constant
+        ((6, 1), 9, (2, 0)),
+    ],
+)
+def test_identity_matches_reflect_pad(rng, shape, size, center):
+    image = rng.random(shape, dtype=np.float32)
+    target = rng.integers(0, 5, shape).astype(np.uint8)
+    x, y, w = apply(identity_params(shape, size, center), image, target, image)
+    assert x.shape == (size, size)
+    assert np.array_equal(x, reflect_crop(image, center, size))
+    assert np.array_equal(y, reflect_crop(target, center, size))
+    assert np.array_equal(w, reflect_crop(image, center, size))
+
+
+def test_disabled_config_is_a_plain_random_crop(rng):
+    image = rng.random((1, 25, 31), dtype=np.float32)
+    config = AugmentConfig(enabled=False)
+    for _ in range(5):
+        p = make_params(image.shape[1:], 20, rng, config)
+        assert p.is_integral and p.angle == 0 and not (p.flip_x or p.flip_y)
+        assert (p.contrast, p.brightness, p.gamma) == (1.0, 0.0, 1.0)
+        center = tuple(int(c) for c in p.center)
+        assert 0 <= center[0] < 25 and 0 <= center[1] < 31
+        x, _, _ = apply(p, image)
+        assert np.array_equal(x, reflect_crop(image, center, 20))
+
+
+# ------------------------------------------------- interpolation vs. whole-image references
+CASES = [((60, 70), 48, None), ((60, 70), 48, (1, 68)), ((20, 24), 64, (10, 3)),
+         ((1, 30), 16, (0, 5))]
+
+
+def keys_reference(image: np.ndarray, coords: np.ndarray, a: float = -0.75) -> np.ndarray:
+    """Cubic convolution (Keys) of the np.pad-mirrored image at *unfolded* coordinates."""
+    pad = int(np.abs(coords).max()) + 4
+    padded = np.pad(image.astype(np.float64), pad, mode="reflect")
+    fy, fx = np.floor(coords[0]), np.floor(coords[1])
+
+    def kernel(s: np.ndarray) -> np.ndarray:
+        s = np.abs(s)
+        inner = ((a + 2) * s - (a + 3)) * s * s + 1
+        outer = ((a * s - 5 * a) * s + 8 * a) * s - 4 * a
+        return np.where(s <= 1, inner, np.where(s < 2, outer, 0.0))
+
+    out = np.zeros(coords.shape[1:])
+    for i in range(-1, 3):
+        for j in range(-1, 3):
+            weight = kernel(coords[0] - fy - i) * kernel(coords[1] - fx - j)
+            out += weight * padded[(fy + i).astype(int) + pad, (fx + j).astype(int) + pad]
+    return out
+
+
+@pytest.mark.parametrize(("shape", "size", "center"), CASES)
+def test_bicubic_matches_cubic_convolution_of_the_mirrored_image(shape, size, center):
+    rng = np.random.default_rng(3)
+    image = ndi.gaussian_filter(rng.random(shape), 1.0).astype(np.float32) * 10
+    weights = rng.random(shape).astype(np.float32)
+    for _ in range(4):
+        p = make_params(shape, size, rng, GEOMETRY_ONLY, center=center)
+        assert p.interpolation == "bicubic"
+        unfolded = source_coordinates(p, fold=False)
+        folded = source_coordinates(p)
+        ref_w = ndi.map_coordinates(weights.astype(np.float64), folded, order=1, mode="mirror")
+        x, _, w = apply(p, image, None, weights)
+        np.testing.assert_allclose(x, keys_reference(image, unfolded),
+                                   atol=1e-3 * float(np.ptp(image)))
+        np.testing.assert_allclose(w, ref_w, atol=1e-4)
+
+
+@pytest.mark.parametrize(("shape", "size", "center"), CASES)
+def test_spline_matches_map_coordinates_on_whole_image(shape, size, center):
+    rng = np.random.default_rng(3)
+    image = ndi.gaussian_filter(rng.random(shape), 1.0).astype(np.float32) * 10
+    weights = rng.random(shape).astype(np.float32)
+    config = dataclasses.replace(GEOMETRY_ONLY, interpolation="spline")
+    for _ in range(4):
+        p = make_params(shape, size, rng, config, center=center)
+        coords = source_coordinates(p)  # folded into the image
+        ref = ndi.map_coordinates(image.astype(np.float64), coords, order=3, mode="mirror")
+        ref_w = ndi.map_coordinates(weights.astype(np.float64), coords, order=1, mode="mirror")
+        x, _, w = apply(p, image, None, weights)
+        np.testing.assert_allclose(x, ref, atol=2e-3 * float(np.ptp(image)))
+        np.testing.assert_allclose(w, ref_w, atol=1e-4)
+
+
+def test_folding_is_mirror_reflection_without_edge_duplication():
+    p = AugmentParams((4, 4), 12, (1, 1))
+    coords = source_coordinates(p)
+    # rows of the tile show source rows -5 .. 6, mirrored: 1 2 3 2 1 0 1 2 3 2 1 0
+    assert np.array_equal(coords[0][:, 0], [1, 2, 3, 2, 1, 0, 1, 2, 3, 2, 1, 0])
+    unfolded = source_coordinates(p, fold=False)
+    assert np.array_equal(unfolded[1][0], np.arange(-5, 7))
+
+
+# ------------------------------------------------------------- rotations and flips
+@pytest.mark.parametrize("size", [10, 11])
+@pytest.mark.parametrize("k", [0, 1, 2, 3])
+@pytest.mark.parametrize(("flip_y", "flip_x"), [(False, False), (True, False), (False, True)])
+def test_quarter_turns_match_rot90(rng, size, k, flip_y, flip_x):
+    image = rng.random((30, 32), dtype=np.float32)
+    center = (14, 17)
+    p = AugmentParams(image.shape, size, center, angle=90.0 * k, flip_y=flip_y, flip_x=flip_x)
+    expected = np.rot90(image[center[0] - size // 2 :, center[1] - size // 2 :][:size, :size], k)
+    if flip_y:
+        expected = np.flipud(expected)
+    if flip_x:
+        expected = np.fliplr(expected)
+    x, y, _ = apply(p, image, (image * 100).astype(np.int32))
+    assert np.array_equal(x, expected)
+    assert np.array_equal(y, (expected * 100).astype(np.int32))
+
+
+@pytest.mark.parametrize("k", [0, 1, 2, 3, -1, 6])
+@pytest.mark.parametrize(("flip_y", "flip_x"), [(False, False), (True, True), (False, True)])
+def test_exact_crops_follow_the_coordinate_map(rng, k, flip_y, flip_x):
+    image = rng.random((9, 13), dtype=np.float32)
+    for size, center in [(6, (0, 12)), (7, (4, 6)), (20, (8, 1))]:
+        p = AugmentParams(image.shape, size, center, angle=90.0 * k, flip_y=flip_y,
+                          flip_x=flip_x)
+        assert p.is_integral
+        coords = source_coordinates(p)
+        assert np.array_equal(coords, np.round(coords))
+        expected = image[coords[0].astype(int), coords[1].astype(int)]
+        assert np.array_equal(apply(p, image)[0], expected)
+
+
+@pytest.mark.parametrize("interpolation", ["bicubic", "spline"])
+def test_interpolating_path_uses_the_same_rotation_convention(rng, interpolation):
+    image = ndi.gaussian_filter(rng.random((40, 40)), 1.5).astype(np.float32)
+    size, center = 20, (20, 20)
+    tiny = np.full((2, 3, 3), 1e-9)  # forces the interpolating path, moves nothing visible
+    p = AugmentParams(image.shape, size, center, angle=90.0, elastic=tiny,
+                      interpolation=interpolation)
+    assert not p.is_integral
+    x, _, _ = apply(p, image)
+    np.testing.assert_allclose(x, np.rot90(reflect_crop(image, center, size)), atol=1e-4)
+
+
+@pytest.mark.parametrize("interpolation", ["bicubic", "spline"])
+def test_rotated_tile_near_corner_has_no_black_corners(rng, interpolation):
+    image = (1.0 + rng.random((3, 50, 60))).astype(np.float32)  # all values in [1, 2)
+    weights = image[0].copy()
+    target = np.ones((50, 60), dtype=np.int64)
+    for center, size in [((0, 0), 40), ((49, 59), 40), ((25, 30), 120)]:
+        p = AugmentParams((50, 60), size, center, angle=45.0, interpolation=interpolation)
+        x, y, w = apply(p, image, target, weights)
+        assert x.shape == (3, size, size)
+        assert x.min() > 0.5 and w.min() >= 1.0 and (y == 1).all()
+
+
+@pytest.mark.parametrize("interpolation", ["bicubic", "spline"])
+def test_tiny_and_thin_images_do_not_crash(rng, interpolation):
+    config = dataclasses.replace(GEOMETRY_ONLY, interpolation=interpolation)
+    for shape in [(1, 1), (1, 7), (7, 1), (2, 3)]:
+        image = rng.random(shape, dtype=np.float32) + 1
+        x, y, w = augment_tile(image, np.ones(shape, np.int64), image, size=9, rng=rng,
+                               config=config)
+        assert x.shape == y.shape == w.shape == (9, 9)
+        assert np.isfinite(x).all() and x.min() > 0.5
+
+
+# --------------------------------------------------------- labels stay labels, aligned
+def test_label_set_never_changes_under_strong_deformation(rng):
+    target = rng.choice(np.array([0, 3, 7, 250], dtype=np.uint8), size=(64, 64))
+    image = rng.random((64, 64), dtype=np.float32)
+    config = AugmentConfig(elastic_sigma=40.0, max_shift=7.5)
+    for _ in range(10):
+        _, y, _ = augment_tile(image, target, None, size=80, rng=rng, config=config)
+        assert y.dtype == np.uint8
+        assert set(np.unique(y)) <= {0, 3, 7, 250}
+
+
+@pytest.mark.parametrize("interpolation", ["bicubic", "spline"])
+def test_image_target_and_weights_stay_aligned(rng, interpolation):
+    labels = blocks((96, 96), 12, rng)
+    image = labels.astype(np.float32)
+    weights = labels.astype(np.float32)
+    # distance (source pixels) of each source pixel to the nearest block edge
+    flat = ndi.minimum_filter(labels, 3) == ndi.maximum_filter(labels, 3)
+    edge_distance = ndi.distance_transform_edt(flat)
+    config = dataclasses.replace(GEOMETRY_ONLY, elastic_sigma=15.0, max_shift=0.5,
+                                 interpolation=interpolation)
+    for _ in range(6):
+        p = make_params(labels.shape, 72, rng, config)
+        x, y, w = apply(p, image, labels, weights)
+        inner = ndi.map_coordinates(edge_distance, source_coordinates(p), order=1) >= 2
+        assert inner.mean() > 0.3
+        # two or more source pixels away from a block edge all three show the same block
+        assert np.abs(x - y)[inner].max() < 0.25  # cubic ringing of a step of up to 9
+        assert np.abs(w - y)[inner].max() < 1e-3
+        # and overall most pixels agree (edges are a thin band)
+        assert np.mean(np.rint(w) == y) > 0.85
+
+
+# ------------------------------------------------------------------ reproducibility
+def test_same_seed_same_tiles_different_seed_different(rng):
+    image = rng.random((1, 50, 50), dtype=np.float32)
+    target = rng.integers(0, 3, (50, 50))
+    weights = rng.random((50, 50), dtype=np.float32)
+
+    def run(seed: int):
+        return augment_tile(image, target, weights, size=40, rng=np.random.default_rng(seed))
+
+    a, b, c = run(7), run(7), run(8)
+    for u, v in zip(a, b, strict=True):
+        assert np.array_equal(u, v)
+    assert not np.array_equal(a[0], c[0])
+
+
+# --------------------------------------------------------------- elastic deformation
+def test_coarse_displacements_have_the_papers_statistics(rng):
+    draws = np.stack([make_params((100, 100), 64, rng).elastic for _ in range(2000)])
+    assert draws.shape == (2000, 2, 3, 3)
+    assert abs(draws.std() - 10.0) < 0.3
+    assert abs(draws.mean()) < 0.3
+    sigma5 = np.stack(
+        [make_params((10, 10), 8, rng, AugmentConfig(elastic_sigma=5.0, elastic_points=4)).elastic
+         for _ in range(500)]
+    )
+    assert sigma5.shape[1:] == (2, 4, 4) and abs(sigma5.std() - 5.0) < 0.2
+    assert not make_params((10, 10), 8, rng, AugmentConfig(elastic_sigma=0.0)).elastic.any()
+
+
+def test_elastic_field_interpolates_grid_at_corners_edges_and_centre(rng):
+    coarse = rng.normal(0.0, 10.0, (2, 3, 3))
+    field = elastic_field(coarse, 101)
+    assert field.shape == (2, 101, 101)
+    grid = np.ix_([0, 50, 100], [0, 50, 100])
+    np.testing.assert_allclose(field[0][grid], coarse[0], atol=1e-12)
+    np.testing.assert_allclose(field[1][grid], coarse[1], atol=1e-12)
+    # smooth: neighbouring pixels differ by a small fraction of the grid spacing's change
+    assert np.abs(np.diff(field, axis=1)).max() < np.abs(coarse).max()
+    # a constant coarse field gives the same constant everywhere (a pure shift)
+    np.testing.assert_allclose(elastic_field(np.full((2, 3, 3), 4.0), 33), 4.0, atol=1e-12)
+
+
+def test_elastic_moves_pixels_by_the_field():
+    coarse = np.zeros((2, 3, 3))
+    coarse[1] = 3.0  # every pixel shows the source 3 columns to the right
+    p = AugmentParams((40, 40), 20, (20, 15), elastic=coarse)
+    image = np.tile(np.arange(40, dtype=np.float32), (40, 1))
+    x, _, _ = apply(p, image)
+    np.testing.assert_allclose(x, reflect_crop(image, (20, 18), 20), atol=1e-3)
+
+
+# ------------------------------------------------------------------ gray values
+def test_gray_value_changes_touch_only_the_image(rng):
+    image = rng.normal(size=(1, 40, 40)).astype(np.float32)  # normalised: negative values
+    target = rng.integers(0, 3, (40, 40))
+    weights = rng.random((40, 40), dtype=np.float32)
+    base = make_params(image.shape[1:], 32, rng, GEOMETRY_ONLY)
+    gray = dataclasses.replace(base, contrast=1.2, brightness=0.05, gamma=0.8)
+    x0, y0, w0 = apply(base, image, target, weights)
+    x1, y1, w1 = apply(gray, image, target, weights)
+    assert np.array_equal(y0, y1) and np.array_equal(w0, w1)
+    assert not np.allclose(x0, x1)
+    assert np.isfinite(x1).all() and x1.dtype == np.float32
+
+
+def test_gamma_keeps_the_range_contrast_keeps_the_mean(rng):
+    image = rng.normal(size=(30, 30)).astype(np.float32) - 3.0  # all negative-ish
+    crop = dataclasses.replace(identity_params(image.shape, 30, (15, 15)))
+    x0, _, _ = apply(crop, image)
+    xg, _, _ = apply(dataclasses.replace(crop, gamma=1.25), image)
+    assert xg.min() == pytest.approx(x0.min(), abs=1e-5)
+    assert xg.max() == pytest.approx(x0.max(), abs=1e-5)
+    assert xg.mean() < x0.mean()  # gamma > 1 darkens
+    xc, _, _ = apply(dataclasses.replace(crop, contrast=1.5), image)
+    assert xc.mean() == pytest.approx(x0.mean(), abs=1e-4)
+    assert xc.std() == pytest.approx(1.5 * x0.std(), rel=1e-4)
+    xb, _, _ = apply(dataclasses.replace(crop, brightness=0.1), image)
+    np.testing.assert_allclose(xb - x0, 0.1 * np.ptp(x0), atol=1e-5)
+
+
+def test_default_gray_changes_are_mild(rng):
+    for _ in range(200):
+        p = make_params((10, 10), 8, rng)
+        assert 0.8 <= p.contrast <= 1.25 and 0.8 <= p.gamma <= 1.25
+        assert abs(p.brightness) <= 0.1
+        assert 0.0 <= p.angle < 360.0
+
+
+# ------------------------------------------------------------- shapes and dtypes
+def test_shapes_and_dtypes(rng):
+    image64 = rng.random((20, 22))
+    x, y, w = augment_tile(image64, None, None, size=12, rng=rng)
+    assert x.shape == (12, 12) and x.dtype == np.float64 and y is None and w is None
+    xi, yb, _ = augment_tile((image64 * 255).astype(np.uint8), image64 > 0.5, None,
+                             size=12, rng=rng)
+    assert xi.dtype == np.float32 and yb.dtype == bool
+
+
+# ------------------------------------------------------------------ bad inputs
+def test_bad_inputs_raise_value_error(rng):
+    image = rng.random((1, 20, 20), dtype=np.float32)
+    p = make_params((20, 20), 16, rng)
+    with pytest.raises(ValueError, match="target must have shape"):
+        apply(p, image, np.zeros((20, 21), np.int64))
+    with pytest.raises(ValueError, match="weights must have shape"):
+        apply(p, image, None, np.zeros((19, 20), np.float32))
+    with pytest.raises(ValueError, match="does not match"):
+        apply(p, rng.random((1, 21, 20)))
+    with pytest.raises(ValueError, match=r"\(H, W\) or \(C, H, W\)"):
+        apply(p, image[None])
+    for size in (0, -3, 2.5, True):
+        with pytest.raises(ValueError, match="size must be a positive integer"):
+            augment_tile(image, None, None, size=size, rng=rng)
+    with pytest.raises(ValueError, match="image_shape"):
+        make_params((0, 5), 4, rng)
+    with pytest.raises(ValueError, match="center must be finite"):
+        identity_params((5, 5), 3, (np.nan, 1))
+    with pytest.raises(ValueError, match=r"elastic must have shape"):
+        AugmentParams((5, 5), 3, (1, 1), elastic=np.zeros((3, 3)))
+    with pytest.raises(ValueError, match="interpolation must be one of"):
+        AugmentParams((5, 5), 3, (1, 1), interpolation="cubic")
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"elastic_sigma": -1.0},
+        {"elastic_points": 0},
+        {"max_shift": -2.0},
+        {"brightness": -0.1},
+        {"contrast": (1.2, 0.8)},
+        {"gamma": (0.0, 1.0)},
+        {"gamma": (1.0,)},
+        {"interpolation": "linear"},
+    ],
+)
+def test_bad_config_raises(kwargs):
+    with pytest.raises(ValueError):
+        AugmentConfig(**kwargs)
+
+
+def test_config_from_json_lists_becomes_tuples():
+    config = AugmentConfig(contrast=[0.9, 1.1], gamma=[0.9, 1.1])
+    assert config.contrast == (0.9, 1.1) and config.gamma == (0.9, 1.1)
+    assert hash(config) == hash(AugmentConfig(contrast=(0.9, 1.1), gamma=(0.9, 1.1)))
+
+
+# ------------------------------------------------------------- on the device
+@pytest.mark.parametrize("config", [AugmentConfig(), AugmentConfig(enabled=False),
+                                    AugmentConfig(elastic_sigma=0.0, rotate=False),
+                                    AugmentConfig(contrast=(2.0, 2.0), gamma=(0.5, 0.5))])
+def test_device_path_equals_the_numpy_path(config):
+    from tileunet.augment.transforms import DeviceImage, apply_on_device
+
+    rng = np.random.default_rng(4)
+    img = rng.random((2, 70, 50), dtype=np.float32)
+    tgt = rng.integers(0, 3, (70, 50))
+    w = rng.random((70, 50), dtype=np.float32)
+    src = DeviceImage(img, tgt, w, "cpu")
+    for size in (30, 120):  # smaller and larger than the image
+        p = make_params((70, 50), size, rng, config)
+        x, y, ww = apply(p, img, tgt, w)
+        xd, yd, wd = apply_on_device(p, src)
+        np.testing.assert_allclose(xd.numpy(), x, rtol=0, atol=1e-4)
+        np.testing.assert_allclose(wd.numpy(), ww, rtol=0, atol=1e-4)
+        np.testing.assert_array_equal(yd.numpy(), y)
+
+
+def test_device_path_refuses_what_it_cannot_do():
+    from tileunet.augment.transforms import DeviceImage, apply_on_device
+
+    img = np.zeros((1, 20, 20), np.float32)
+    src = DeviceImage(img, np.zeros((20, 20)), np.ones((20, 20)), "cpu")
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match="bicubic"):
+        apply_on_device(make_params((20, 20), 8, rng, AugmentConfig(interpolation="spline")),
+                        src)
+    with pytest.raises(ValueError, match="drawn for shape"):
+        apply_on_device(make_params((21, 20), 8, rng), src)
+    with pytest.raises(ValueError, match="must have the image's shape"):
+        DeviceImage(img, np.zeros((20, 19)), np.ones((20, 20)), "cpu")
