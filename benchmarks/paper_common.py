@@ -23,7 +23,6 @@ import torch
 
 from tileunet.augment.transforms import AugmentConfig
 from tileunet.checkpoint import load_model
-from tileunet.cli import training_settings
 from tileunet.device import resolve_device
 from tileunet.inference.postprocess import instances_from_probability
 from tileunet.inference.scale import predict_at_scale
@@ -31,6 +30,8 @@ from tileunet.io.images import Normalization, read_image, save_image
 from tileunet.model import NORMS
 from tileunet.plots import overlay_rgb
 from tileunet.training.loop import TrainConfig, train
+from tileunet.training.plan import PLANNED
+from tileunet.training.request import TrainRequest, planned_settings
 
 ABLATIONS = {
     "full": "the full method (weight map, elastic deformation, test-time flips)",
@@ -124,9 +125,13 @@ def benchmark_settings(args: argparse.Namespace, images: Path, masks: Path
     """The network, tile and optimiser settings as ``tileunet train`` would choose them
     from these flags and training data (the plan for this machine and --minutes, or the
     paper's recipe)."""
-    return training_settings(argparse.Namespace(**{
-        **vars(args), "resume": False, "num_classes": 2, "out": "", "images": str(images),
-        "masks": str(masks)}))
+    given = {k: getattr(args, k) for k in (*PLANNED, "val_every", "device", "precision")
+             if getattr(args, k) is not None}
+    request = TrainRequest(images=str(images), masks=str(masks), out="",
+                           minutes=args.minutes, iterations=args.iterations,
+                           recipe=args.recipe, init=args.init, settings=given)
+    settings, plan = planned_settings(request)
+    return settings, None if plan is None else plan.to_dict()
 
 
 def train_variant(name: str, args: argparse.Namespace, split: dict[str, Path], out: Path,

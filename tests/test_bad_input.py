@@ -133,7 +133,7 @@ CASES = [
     ("train-init-not-a-model", [*TRAIN, "--init", f"{W}/not_a_model.safetensors"],
      "not_a_model.safetensors: not a safetensors model file"),
     ("train-init-other-network", [*TRAIN, "--init", f"{W}/run", "--width", "8"],
-     "the start model has width 4; the flags ask for width 8"),
+     "the start model has width 4; the request asks for width 8"),
     ("train-resume-nothing", [*TRAIN, "--resume"], "no checkpoint to resume from"),
     ("train-out-users-folder", [*TRAIN, "--out", f"{W}/mine"], "mine: already holds files"),
     ("train-empty-images", [*TRAIN, "--images", f"{W}/empty"], "empty"),

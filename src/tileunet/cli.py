@@ -15,106 +15,26 @@ from pathlib import Path
 import numpy as np
 
 from tileunet.interrupt import terminate_as_interrupt
-from tileunet.model import NORMS, PADDINGS
-from tileunet.training.loop import TrainConfig
-
-
-def _add_train_settings(p: argparse.ArgumentParser) -> None:
-    """The network, tile and optimiser flags of ``train``: those a plan chooses (the
-    ones without a default here) and how tiles are made."""
-    p.add_argument("--width", type=int, help="channels of level 1 (paper: 64)")
-    p.add_argument("--depth", type=int, help="levels (paper: 5)")
-    p.add_argument("--num-classes", type=int, default=TrainConfig.num_classes)
-    p.add_argument("--padding", choices=PADDINGS, default=TrainConfig.padding)
-    p.add_argument("--dropout", type=float, help="at the end of the contracting path "
-                   "(paper: 0.5)")
-    p.add_argument("--norm", choices=NORMS,
-                   help="normalisation after each convolution: none (paper), batch, or "
-                        "group (any batch size, but each tile is normalised on its own: "
-                        "predictions then depend on the tiling)")
-    p.add_argument("--batch-norm", dest="norm", action="store_const", const="batch",
-                   help="the same as --norm batch")
-    p.add_argument("--tile", type=int, help="input tile size (paper: 572)")
-    p.add_argument("--batch-size", type=int, help="tiles per step (paper: 1)")
-    p.add_argument("--weighted-tiles", type=float, metavar="SHARE",
-                   help="share of training tiles centred in proportion to the weight map "
-                        "(borders between touching objects, thin membranes), the rest "
-                        "anywhere (paper: 0)")
-    p.add_argument("--scale", type=float,
-                   help="working resolution relative to the images' (paper: 1; 0.5 trains "
-                        "and predicts at half size, for objects tens of pixels across); "
-                        "outputs stay at the images' size")
-    p.add_argument("--workers", type=int,
-                   help="processes making training tiles on the CPU (default: 0 on CPU; "
-                        "with a GPU the tiles are made on it unless this is given)")
-    p.add_argument("--augment-on", choices=("auto", "cpu", "device"),
-                   default=TrainConfig.augment_on,
-                   help="where training tiles are resampled: auto (default: on the GPU "
-                        "when training on one), cpu, or device")
-    p.add_argument("--optimizer", choices=("sgd", "adamw"),
-                   help="sgd (the paper's, with --momentum) or adamw")
-    p.add_argument("--lr", type=float,
-                   help="peak learning rate (after the warm-up; annealed to 0 at the end; "
-                        "paper recipe: 0.003)")
-    p.add_argument("--momentum", type=float, help="SGD momentum (paper: 0.99)")
-    p.add_argument("--weight-decay", type=float)
+from tileunet.training.flags import (
+    add_train_arguments,
+    flag_error,
+    parse_class_weights,
+    request_from_args,
+    settings_as_flags,
+)
+from tileunet.training.plan import PLANNED
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a U-Net on images and masks",
                        description="Train with the paper's recipe; writes a run directory.")
-    p.add_argument("--images", required=True, help="folder (or file) of training images")
-    p.add_argument("--masks", required=True, help="folder of masks, paired by file stem")
-    p.add_argument("--out", required=True, help="run directory to write")
-    p.add_argument("--val-fraction", type=float, default=TrainConfig.val_fraction,
-                   help="fraction of images held out for validation (default 0.2)")
-    p.add_argument("--val-images", help="explicit validation images (instead of a split)")
-    p.add_argument("--val-masks", help="masks of --val-images")
-    p.add_argument("--exclude", action="append", default=[], metavar="NAME",
-                   help="leave out images whose name matches (shell pattern, repeatable), "
-                        "e.g. a partly annotated frame: --exclude t067")
-    p.add_argument("--ignore", metavar="DIR",
-                   help="masks of regions that are not annotated (non-zero = ignore), "
-                        "paired with the images like --masks; weight 0 there")
-    budget = p.add_argument_group("budget (at least one; training stops at the first)")
-    budget.add_argument("--minutes", type=float, help="wall-clock minutes of training")
-    budget.add_argument("--iterations", type=int, help="number of SGD steps")
-    p.add_argument("--recipe", choices=("auto", "paper"), default="auto",
-                   help="auto (default): with --minutes, the network, tiles and optimiser "
-                        "are planned for this machine and budget (a short probe times "
-                        "candidate networks); paper: the paper's settings. Any flag "
-                        "below that you give wins over the plan")
-    _add_train_settings(p)
-    p.add_argument("--init", metavar="RUN_OR_MODEL",
-                   help="start from these weights instead of He initialisation "
-                        "(fine-tuning); another number of classes replaces the last layer")
-    p.add_argument("--keep", choices=("best", "last"), default=TrainConfig.keep,
-                   help="model.safetensors: the weights of the best validation (SEG with "
-                        "two classes; default) or of the last step (always in "
-                        "last.safetensors)")
-    p.add_argument("--w0", type=float, default=TrainConfig.w0, help="border weight w0 (paper: 10)")
-    p.add_argument("--sigma", type=float, default=TrainConfig.sigma,
-                   help="border sigma in px (paper: 5)")
-    p.add_argument("--class-weights", default=TrainConfig.class_weights,
-                   help="'balanced', 'none', or comma-separated weights per class")
-    p.add_argument("--no-augment", action="store_true", help="disable augmentation")
-    p.add_argument("--val-every", type=int,
-                   help="iterations between validations (default: 10 per planned run, "
-                        "else 100)")
-    p.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="auto",
-                   help="auto (default): bf16 autocast on GPUs and on CPUs with native bf16, "
-                        "fp32 elsewhere")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
-    p.add_argument("--seed", type=int, default=TrainConfig.seed)
-    p.add_argument("--resume", action="store_true", help="continue from the run's checkpoint")
-    p.add_argument("--checkpoint-minutes", type=float, default=TrainConfig.checkpoint_minutes,
-                   metavar="M",
-                   help="save a resumable checkpoint at least every M minutes (default 5); "
-                        "Ctrl-C and SIGTERM also save one")
+    add_train_arguments(p)
     p.add_argument("--devices", type=int, default=1, metavar="N",
                    help="train in N processes with DistributedDataParallel: one per GPU, "
                         "or N CPU processes without CUDA (starts torchrun; the same as "
                         "`torchrun --nproc_per_node N -m tileunet train ...`)")
+
+
 
 
 def _add_predict(sub: argparse._SubParsersAction) -> None:
@@ -230,14 +150,6 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true")
 
 
-class RaisingParser(argparse.ArgumentParser):
-    """For callers inside a program (the napari widget): a bad flag raises ValueError
-    with argparse's message instead of printing the usage and exiting."""
-
-    def error(self, message: str):  # type: ignore[override]
-        raise ValueError(message)
-
-
 def build_parser(parser_class: type[argparse.ArgumentParser] = argparse.ArgumentParser
                  ) -> argparse.ArgumentParser:
     parser = parser_class(
@@ -250,18 +162,6 @@ def build_parser(parser_class: type[argparse.ArgumentParser] = argparse.Argument
                 _add_sizes):
         add(sub)
     return parser
-
-
-def parse_class_weights(text: str) -> str | tuple[float, ...] | None:
-    if text == "balanced":
-        return "balanced"
-    if text.lower() == "none":
-        return None
-    try:
-        return tuple(float(v) for v in text.split(","))
-    except ValueError:
-        raise ValueError(f"--class-weights: expected 'balanced', 'none' or numbers like "
-                         f"'1,3', got {text!r}") from None
 
 
 # ------------------------------------------------------------------ commands
@@ -335,43 +235,23 @@ def cmd_weights(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_train_flags(args: argparse.Namespace) -> None:
-    """The flags of ``train`` checked before any work (no file read, nothing planned)."""
-    if args.minutes is None and args.iterations is None:
-        raise ValueError("train: give --minutes or --iterations (or both)")
+def cmd_train(args: argparse.Namespace) -> int:
+    from tileunet.training.request import resolve, train
+
     if args.devices < 1:
         raise ValueError(f"--devices must be >= 1, got {args.devices}")
-    _train_config(args, _given_settings(args, early=True), None)
-
-
-def train_config(argv: list[str]) -> TrainConfig:
-    """The configuration ``tileunet train ARGV`` trains with (flags checked, the plan
-    made), for programs that run the trainer themselves (the napari widget): the same
-    run as the command line's. A bad flag raises ValueError."""
-    args = parse_train_flags(argv)
-    return _train_config(args, *training_settings(args))
-
-
-def parse_train_flags(argv: list[str]) -> argparse.Namespace:
-    """The flags of ``tileunet train ARGV``, parsed and range-checked (no file is read,
-    nothing is planned); a bad flag raises ValueError."""
-    args = build_parser(RaisingParser).parse_args(["train", *argv])
-    if args.devices != 1:
-        raise ValueError("--devices: a program runs one training process")
-    _check_train_flags(args)
-    return args
-
-
-def cmd_train(args: argparse.Namespace) -> int:
-    from tileunet.training.loop import train
-
-    _check_train_flags(args)
-    settings, plan = training_settings(args)
+    request = request_from_args(args, progress=not args.quiet)
+    try:
+        resolved = resolve(request)
+    except ValueError as e:
+        raise flag_error(e) from None
+    if resolved.plan is not None and not args.quiet:
+        print(resolved.plan.table(), flush=True)
     if args.devices > 1 and "LOCAL_RANK" not in os.environ:
         # every process trains with the settings chosen here (one probe, one plan)
-        return _torchrun(args.devices, [*args.argv, *settings_as_flags(settings)])
-    cfg = _train_config(args, settings, plan)
-    res = train(cfg)
+        planned = {k: getattr(resolved.config, k) for k in (*PLANNED, "val_every")}
+        return _torchrun(args.devices, [*args.argv, *settings_as_flags(planned)])
+    res = train(resolved.config)
     if os.environ.get("RANK", "0") != "0":
         return 130 if res.interrupted else 0
     val = ""
@@ -384,134 +264,6 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"resume with: tileunet train ... --out {res.run_dir} --resume", file=sys.stderr)
         return 130
     return 0
-
-
-def _train_config(args: argparse.Namespace, settings: dict, plan: dict | None):
-    """The TrainConfig of these flags and settings; a value out of range is reported
-    with its flag's name."""
-    from tileunet.augment.transforms import AugmentConfig
-    from tileunet.training.loop import ConfigError
-
-    try:
-        return TrainConfig(
-            images=args.images, masks=args.masks, out=args.out,
-            val_fraction=args.val_fraction, val_images=args.val_images,
-            val_masks=args.val_masks, exclude=tuple(args.exclude), ignore=args.ignore,
-            iterations=args.iterations, minutes=args.minutes, **settings,
-            num_classes=args.num_classes, padding=args.padding,
-            workers=args.workers, augment_on=args.augment_on, init=args.init,
-            keep=args.keep, plan=plan, w0=args.w0, sigma=args.sigma,
-            class_weights=parse_class_weights(args.class_weights),
-            augment=AugmentConfig(enabled=not args.no_augment),
-            precision=args.precision, device=args.device, seed=args.seed,
-            resume=args.resume, checkpoint_minutes=args.checkpoint_minutes,
-            progress=not args.quiet)
-    except ConfigError as e:
-        raise ValueError(f"--{e.field.replace('_', '-')} must be {e.rule}, got "
-                         f"{e.value}") from None
-
-
-def _given_settings(args: argparse.Namespace, early: bool = False) -> dict:
-    """The planned settings given as flags; ``early``: with the paper's for the rest, to
-    check the flags before the plan (a tile is checked against the depth only where the
-    depth is given too: the plan may choose another)."""
-    from tileunet.training.plan import PLANNED
-
-    given = {f: getattr(args, f) for f in (*PLANNED, "val_every")
-             if getattr(args, f) is not None}
-    if not early:
-        return given
-    if "depth" not in given:
-        given.pop("tile", None)
-    return {**_paper_settings(), **given}
-
-
-def _paper_settings() -> dict:
-    """The paper's recipe for the planned fields, and TrainConfig's validation interval."""
-    from tileunet.training.plan import PAPER
-
-    return {**PAPER, "val_every": TrainConfig.val_every}
-
-
-def training_settings(args: argparse.Namespace) -> tuple[dict, dict | None]:
-    """The planned TrainConfig fields (network, tiles, optimiser, validation): the flags
-    given, the rest from the plan (``--recipe auto`` with ``--minutes``), from the run
-    being resumed, or the paper's recipe; and the plan as stored in config.json."""
-    from tileunet.training.plan import PLANNED
-
-    given = _given_settings(args)
-    if args.init is not None and not args.resume:
-        given = {**start_network(args.init, given), **given}
-    base, plan = _paper_settings(), None
-    if args.resume:
-        base = _resumed_settings(Path(args.out), base)
-    elif (args.recipe == "auto" and args.minutes is not None
-          and not set(PLANNED) <= set(given)):
-        plan = _plan(args, fixed=given)
-        base = plan["settings"]
-    return {**base, **given}, plan
-
-
-#: the network fields a start model (``--init``) fixes: its weights need them
-START_NETWORK = ("width", "depth", "norm")
-
-
-def start_network(init: str, given: dict) -> dict:
-    """The network fields of the start model ``init``; a flag that asks for another
-    network is refused with both shapes named."""
-    from tileunet.checkpoint import read_model_config
-
-    config = read_model_config(init)
-    theirs = {k: config.get(k) for k in START_NETWORK}
-    clash = [k for k in START_NETWORK if k in given and given[k] != theirs[k]]
-    if clash:
-        def fmt(values: dict) -> str:
-            return ", ".join(f"{k.replace('_', ' ')} {values[k]}" for k in clash)
-        raise ValueError(f"{init}: the start model has {fmt(theirs)}; the flags ask for "
-                         f"{fmt(given)}")
-    return theirs
-
-
-def _plan(args: argparse.Namespace, fixed: dict) -> dict:
-    from tileunet.device import resolve_device
-    from tileunet.io.images import load_samples
-    from tileunet.training.plan import make_plan
-
-    if not (args.minutes > 0):  # also NaN
-        raise ValueError(f"--minutes must be > 0, got {args.minutes}")
-    masks = None
-    if args.num_classes == 2:  # object sizes choose the working scale
-        masks = [s.labels for s in load_samples(args.images, args.masks)]
-    plan = make_plan(args.minutes, in_channels=1, num_classes=args.num_classes,
-                     device=resolve_device(args.device), precision=args.precision,
-                     masks=masks, fixed=fixed)
-    if not args.quiet:
-        print(plan.table(), flush=True)
-    return plan.to_dict()
-
-
-def _resumed_settings(run: Path, base: dict) -> dict:
-    """A resumed run keeps the settings it was started with (and planned)."""
-    import json
-
-    try:
-        stored = json.loads((run / "config.json").read_text())["train"]
-    except (OSError, ValueError, KeyError):
-        return base  # the trainer says what is missing
-    return {k: stored[k] for k in base if k in stored} | {
-        k: v for k, v in base.items() if k not in stored}
-
-
-def settings_as_flags(settings: dict) -> list[str]:
-    """Command-line flags that set these TrainConfig fields."""
-    flags = []
-    for key, value in settings.items():
-        flag = "--" + key.replace("_", "-")
-        if isinstance(value, bool):
-            flags.append(flag if value else "--no-" + flag[2:])
-        else:
-            flags += [flag, str(value)]
-    return flags
 
 
 def _torchrun(devices: int, argv: list[str]) -> int:

@@ -1,4 +1,5 @@
-"""Tests for the training plan (tileunet.training.plan) and how the CLI applies it."""
+"""Tests for the training plan (tileunet.training.plan) and how a training request
+(tileunet.training.request) applies it."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ import pytest
 import torch
 
 import tileunet.training.plan as plan_mod
-from tileunet.cli import build_parser, settings_as_flags, training_settings
 from tileunet.model import UNet
+from tileunet.training.flags import parse_train_argv, settings_as_flags
 from tileunet.training.loop import TrainConfig
 from tileunet.training.plan import (
     CANDIDATES,
@@ -28,6 +29,7 @@ from tileunet.training.plan import (
     object_sizes,
     probe_step,
 )
+from tileunet.training.request import TrainRequest, planned_settings
 
 PAPER_NET = Network(64, 5, 572)
 
@@ -119,9 +121,15 @@ def _dataset(tmp_path_factory):
     DATA[:] = [str(images), str(masks)]
 
 
-def args_of(*argv: str):
-    base = ["train", "--images", DATA[0], "--masks", DATA[1], "--out", "o"]
-    return build_parser().parse_args([*base, *argv])
+def args_of(*argv: str) -> TrainRequest:
+    """The request of these ``tileunet train`` flags, on the test data."""
+    return parse_train_argv(["--images", DATA[0], "--masks", DATA[1], "--out", "o", *argv])
+
+
+def training_settings(request: TrainRequest) -> tuple[dict, dict | None]:
+    """The planned settings of a request, and its plan as config.json stores it."""
+    settings, plan = planned_settings(request)
+    return settings, None if plan is None else plan.to_dict()
 
 
 @pytest.fixture
@@ -139,11 +147,11 @@ def planned(monkeypatch):
     return made
 
 
-def test_a_budget_without_network_flags_is_planned(planned, capsys):
-    settings, plan = training_settings(args_of("--minutes", "30"))
-    assert planned and plan is not None and settings == plan["settings"]
+def test_a_budget_without_network_flags_is_planned(planned):
+    settings, plan = planned_settings(args_of("--minutes", "30"))
+    assert planned and plan is not None and settings == plan.settings
     assert settings["width"] < 64
-    assert "plan  network" in capsys.readouterr().out
+    assert "plan  network" in plan.table()
 
 
 def test_explicit_flags_win_over_the_plan(planned):
@@ -208,7 +216,8 @@ def test_fix_tiles_sets_the_fixed_tiles_and_drops_the_depths_they_do_not_fit():
     assert fix_tiles(CANDIDATES, {"tile": 260}) == (
         Network(16, 4, 260, 2), Network(16, 4, 260), Network(32, 4, 260))
     assert fix_tiles(CANDIDATES, {"batch_size": 3})[0] == Network(16, 4, 252, 3)
-    with pytest.raises(ValueError, match=r"^--tile 250: 250 is not a valid input"):
+    with pytest.raises(ValueError, match=r"^tile must be a usable input size, got 250: 250 is "
+                                         r"not a valid input"):
         fix_tiles(CANDIDATES, {"tile": 250})
 
 
@@ -253,7 +262,7 @@ def test_init_fixes_the_network_of_the_start_model(planned, tmp_path):
 
 def test_init_refuses_flags_that_ask_for_another_network(planned, tmp_path):
     start = save_start_model(tmp_path / "start.safetensors", width=8, depth=3)
-    with pytest.raises(ValueError, match=r"start model has width 8; the flags ask for "
+    with pytest.raises(ValueError, match=r"start model has width 8; the request asks for "
                                          r"width 16$"):
         training_settings(args_of("--minutes", "30", "--init", start, "--width", "16"))
     with pytest.raises(ValueError, match="no such model file"):
@@ -267,9 +276,8 @@ def test_a_resumed_run_keeps_its_settings(planned, tmp_path):
     run.mkdir()
     stored = {**PAPER, "width": 20, "depth": 3, "val_every": 9}
     (run / "config.json").write_text(json.dumps({"train": stored}))
-    settings, plan = training_settings(build_parser().parse_args(
-        ["train", "--images", "i", "--masks", "m", "--out", str(run), "--minutes", "30",
-         "--resume"]))
+    settings, plan = training_settings(parse_train_argv(
+        ["--images", "i", "--masks", "m", "--out", str(run), "--minutes", "30", "--resume"]))
     assert plan is None and not planned
     assert settings["width"] == 20 and settings["depth"] == 3 and settings["val_every"] == 9
 

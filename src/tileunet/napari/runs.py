@@ -1,13 +1,15 @@
 """Training runs started from a viewer: annotate or correct, train, predict, repeat.
 
 Each start makes a new run folder under a parent folder (``run-001``, ``run-002``, ...)
-holding the annotations it trains on (:mod:`tileunet.napari.annotations`) and, once trained,
-an ordinary run (``model.safetensors``, ``config.json``, ``metrics.csv``). The run
-trains with exactly the configuration of its recorded command line
-(:func:`tileunet.cli.train_config`), so a loop started in the viewer can be repeated
-and scripted. A run can be stopped (a checkpoint is saved) and resumed.
+holding the annotations it trains on (:mod:`tileunet.napari.annotations`) and, once
+trained, an ordinary run (``model.safetensors``, ``config.json``, ``metrics.csv``). The run
+trains with exactly the request of its recorded command line
+(:func:`tileunet.training.flags.parse_train_argv`, resolved as ``tileunet train``
+resolves it), so a loop started in the viewer can be repeated and scripted. A run can
+be stopped (a checkpoint is saved) and resumed.
 
-Nothing here needs napari; the widget (:mod:`tileunet.napari.train_widget`) is a thin layer.
+Nothing here needs napari; the widget (:mod:`tileunet.napari.train_widget`) is a thin
+layer.
 """
 
 from __future__ import annotations
@@ -21,9 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from tileunet.checkpoint import CHECKPOINT_FILE, read_model_config
-from tileunet.cli import parse_train_flags, train_config
 from tileunet.napari.annotations import ANNOTATIONS_DIR, Annotated, write_annotations
-from tileunet.training.loop import Hooks, TrainResult, train
+from tileunet.training.flags import flag_error, parse_train_argv
+from tileunet.training.loop import Hooks, TrainResult
+from tileunet.training.request import TrainRequest, check, train
 
 #: flags the viewer sets itself; extra flags may not repeat them
 OWN_FLAGS = ("--images", "--masks", "--ignore", "--out", "--resume", "--devices", "--init")
@@ -82,8 +85,22 @@ class ViewerRun:
         :attr:`stop` is set. Runs in the calling thread."""
         self.stop.clear()
         resume = (self.run / CHECKPOINT_FILE).exists()
-        cfg = train_config(self.resume_argv() if resume else self.argv)
-        return train(cfg, Hooks(stop=self.stop, on_row=on_row))
+        request = checked(self.resume_argv() if resume else self.argv)
+        try:
+            return train(request, Hooks(stop=self.stop, on_row=on_row))
+        except ValueError as e:
+            raise flag_error(e) from None
+
+
+def checked(argv: list[str]) -> TrainRequest:
+    """The request of ``tileunet train ARGV``, every setting checked (no file read,
+    nothing planned); an error names the flag."""
+    request = parse_train_argv(argv)
+    try:
+        check(request)
+    except ValueError as e:
+        raise flag_error(e) from None
+    return request
 
 
 def start_run(parent: str | Path, items: list[Annotated], minutes: float,
@@ -101,7 +118,7 @@ def start_run(parent: str | Path, items: list[Annotated], minutes: float,
     if len(items) < MIN_IMAGES_TO_VALIDATE and not validation & {
             f.split("=", 1)[0] for f in flags}:
         own += ["--val-fraction", "0"]
-    parse_train_flags(["--images", "-", "--masks", "-", *own, *flags])  # before writing
+    checked(["--images", "-", "--masks", "-", *own, *flags])  # before writing
     if init is not None:
         read_model_config(init)  # a start model that cannot be read: refused here too
     argv = write_annotations(run / ANNOTATIONS_DIR, items, [*own, *flags],
@@ -109,5 +126,5 @@ def start_run(parent: str | Path, items: list[Annotated], minutes: float,
     return ViewerRun(run, argv)
 
 
-__all__ = ["MIN_IMAGES_TO_VALIDATE", "OWN_FLAGS", "ViewerRun", "extra_flags",
+__all__ = ["MIN_IMAGES_TO_VALIDATE", "OWN_FLAGS", "ViewerRun", "checked", "extra_flags",
            "next_run_folder", "start_run"]

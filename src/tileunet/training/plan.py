@@ -34,7 +34,7 @@ from scipy import ndimage as ndi
 from tileunet.device import autocast_dtype, training_memory_format
 from tileunet.losses import weighted_cross_entropy
 from tileunet.model import UNet
-from tileunet.training.loop import TrainConfig, make_optimizer
+from tileunet.training.loop import ConfigError, TrainConfig, make_optimizer
 
 log = logging.getLogger(__name__)
 
@@ -260,7 +260,7 @@ def fix_tiles(candidates: Sequence[Network], fixed: dict) -> tuple[Network, ...]
         except ValueError as e:
             why = why or str(e)
     if not fits:
-        raise ValueError(f"--tile {given['tile']}: {why}")
+        raise ConfigError("tile", "a usable input size", f"{given['tile']}: {why}")
     return tuple(fits)
 
 

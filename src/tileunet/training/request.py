@@ -1,0 +1,224 @@
+"""A training run as a person asks for it, resolved into the configuration it trains with.
+
+A :class:`TrainRequest` says what a person asks for: the data, the budget, any setting
+they want fixed, the recipe, a start model, or to resume. :func:`resolve` makes every
+decision that turns it into a :class:`~tileunet.training.loop.TrainConfig`: the settings
+given win; a resumed run keeps the settings it started with; with a time budget and
+``recipe="auto"`` the plan (:mod:`tileunet.training.plan`) chooses the rest for this
+machine; otherwise the paper's recipe does. A start model fixes the network it needs.
+
+``tileunet train``, the napari viewer and Python all go through :func:`resolve`, so the
+same request makes the same plan and the same configuration everywhere. Errors name the
+setting (a :class:`~tileunet.training.loop.ConfigError` carries it); the command line
+turns it into its flag.
+
+>>> request = TrainRequest(images="imgs", masks="masks", out="run", iterations=10,
+...                        settings={"width": 8, "depth": 3, "tile": 92})
+>>> config = resolve(request).config          # no time budget: the paper's recipe
+>>> config.width, config.depth, config.optimizer, config.momentum
+(8, 3, 'sgd', 0.99)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from tileunet.checkpoint import read_model_config
+from tileunet.training import plan as planning
+from tileunet.training.loop import ConfigError, Hooks, TrainConfig, TrainResult
+from tileunet.training.loop import train as train_config
+
+log = logging.getLogger(__name__)
+
+#: recipes: "auto" plans with a time budget; "paper" is the paper's recipe
+RECIPES = ("auto", "paper")
+#: the network fields a start model fixes: its weights need them
+START_NETWORK = ("width", "depth", "norm")
+#: TrainConfig fields that a request holds itself, or that the resolution writes
+_OWN = ("images", "masks", "out", "minutes", "iterations", "init", "resume", "plan",
+        "progress")
+#: the settings a request may give: every other TrainConfig field
+SETTINGS = tuple(f.name for f in fields(TrainConfig) if f.name not in _OWN)
+
+
+@dataclass(frozen=True)
+class TrainRequest:
+    """What to train on, for how long, and which settings are fixed.
+
+    Parameters
+    ----------
+    images, masks : str
+        Training images and their masks (folders or files, paired by name).
+    out : str
+        The run directory to write.
+    minutes, iterations : float or int, optional
+        The budget: training stops at the first that runs out (give at least one).
+    recipe : {"auto", "paper"}
+        ``"auto"``: with ``minutes``, the settings not given are planned for this
+        machine and budget; ``"paper"``: the paper's recipe for them.
+    init : str, optional
+        A run directory or model file to start from (fine-tuning).
+    resume : bool
+        Continue the run in ``out`` from its checkpoint, with the settings it started
+        with.
+    settings : mapping
+        :class:`~tileunet.training.loop.TrainConfig` fields given explicitly (any of
+        :data:`SETTINGS`): they win over the plan and the recipe.
+    progress : bool
+        Progress bars while training.
+    """
+
+    images: str
+    masks: str
+    out: str
+    minutes: float | None = None
+    iterations: int | None = None
+    recipe: str = "auto"
+    init: str | None = None
+    resume: bool = False
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.minutes is None and self.iterations is None:
+            raise ValueError("give minutes or iterations (or both) to bound training")
+        if self.recipe not in RECIPES:
+            raise ConfigError("recipe", " or ".join(RECIPES), self.recipe)
+        unknown = sorted(set(self.settings) - set(SETTINGS))
+        if unknown:
+            raise ValueError(f"unknown training setting {unknown[0]!r}; the settings are "
+                             f"{', '.join(SETTINGS)}")
+
+    def setting(self, name: str) -> Any:
+        """The setting ``name`` as given, else TrainConfig's default."""
+        return self.settings.get(name, TrainConfig.__dataclass_fields__[name].default)
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """The configuration a request trains with, and the plan that chose it (None when
+    nothing was planned)."""
+
+    config: TrainConfig
+    plan: planning.Plan | None
+
+
+def paper_settings() -> dict[str, Any]:
+    """The paper's recipe for the planned fields, and TrainConfig's validation interval."""
+    return {**planning.PAPER, "val_every": TrainConfig.val_every}
+
+
+def planned_settings(request: TrainRequest) -> tuple[dict[str, Any], planning.Plan | None]:
+    """The planned TrainConfig fields (network, tiles, optimiser, validation interval):
+    those given, the rest from the run being resumed, from the plan (``recipe="auto"``
+    with ``minutes``) or from the paper's recipe; and the plan, if one was made."""
+    keys = (*planning.PLANNED, "val_every")
+    given = {k: v for k, v in request.settings.items() if k in keys}
+    if request.init is not None and not request.resume:
+        given = {**start_network(request.init, given), **given}
+    base, plan = paper_settings(), None
+    if request.resume:
+        base = resumed_settings(Path(request.out), base)
+    elif (request.recipe == "auto" and request.minutes is not None
+          and not set(planning.PLANNED) <= set(given)):
+        plan = make_request_plan(request, fixed=given)
+        base = plan.settings
+    return {**base, **given}, plan
+
+
+def start_network(init: str, given: Mapping[str, Any]) -> dict[str, Any]:
+    """The network fields of the start model ``init``; settings that ask for another
+    network are refused with both shapes named."""
+    config = read_model_config(init)
+    theirs = {k: config.get(k) for k in START_NETWORK}
+    clash = [k for k in START_NETWORK if k in given and given[k] != theirs[k]]
+    if clash:
+        def fmt(values: Mapping[str, Any]) -> str:
+            return ", ".join(f"{k.replace('_', ' ')} {values[k]}" for k in clash)
+        raise ValueError(f"{init}: the start model has {fmt(theirs)}; the request asks "
+                         f"for {fmt(given)}")
+    return theirs
+
+
+def make_request_plan(request: TrainRequest, fixed: Mapping[str, Any]) -> planning.Plan:
+    """The plan of this request's budget, data and machine, with ``fixed`` kept."""
+    from tileunet.device import resolve_device
+    from tileunet.io.images import load_samples
+
+    minutes = request.minutes
+    if not (isinstance(minutes, (int, float)) and math.isfinite(minutes) and minutes > 0):
+        raise ConfigError("minutes", "> 0", minutes)
+    num_classes = request.setting("num_classes")
+    masks = None
+    if num_classes == 2:  # object sizes choose the working scale
+        masks = [s.labels for s in load_samples(request.images, request.masks)]
+    return planning.make_plan(minutes, in_channels=1, num_classes=num_classes,
+                              device=resolve_device(request.setting("device")),
+                              precision=request.setting("precision"), masks=masks,
+                              fixed=dict(fixed))
+
+
+def resumed_settings(run: Path, base: Mapping[str, Any]) -> dict[str, Any]:
+    """A resumed run keeps the settings it was started with (and planned)."""
+    try:
+        stored = json.loads((run / "config.json").read_text())["train"]
+    except (OSError, ValueError, KeyError):
+        return dict(base)  # the trainer says what is missing
+    return {k: stored[k] for k in base if k in stored} | {
+        k: v for k, v in base.items() if k not in stored}
+
+
+def config_of(request: TrainRequest, planned: Mapping[str, Any],
+              plan: planning.Plan | None = None) -> TrainConfig:
+    """The TrainConfig of a request with these planned fields (a setting out of its
+    range raises :class:`~tileunet.training.loop.ConfigError`)."""
+    return TrainConfig(images=request.images, masks=request.masks, out=request.out,
+                       minutes=request.minutes, iterations=request.iterations,
+                       init=request.init, resume=request.resume, progress=request.progress,
+                       plan=None if plan is None else plan.to_dict(),
+                       **{**request.settings, **planned})
+
+
+def check(request: TrainRequest) -> None:
+    """Every setting in its range before any work (no file read, nothing planned): the
+    paper's recipe stands in for what a plan would choose. A tile is checked against
+    the depth only where the depth is given too, since the plan may choose another."""
+    given = {k: v for k, v in request.settings.items()
+             if k in (*planning.PLANNED, "val_every")}
+    if "depth" not in given:
+        given.pop("tile", None)
+    config_of(request, {**paper_settings(), **given})
+
+
+def resolve(request: TrainRequest) -> Resolved:
+    """Every decision of a training run: checked, planned, configured."""
+    check(request)
+    planned, plan = planned_settings(request)
+    if plan is not None:
+        log.info("training plan:\n%s", plan.table())
+    return Resolved(config_of(request, planned, plan), plan)
+
+
+def train(what: TrainRequest | TrainConfig, hooks: Hooks | None = None) -> TrainResult:
+    """Train as ``tileunet train`` does: a request is resolved first (planned for its
+    budget); a TrainConfig trains as it is.
+
+    Parameters
+    ----------
+    what : TrainRequest or TrainConfig
+    hooks : Hooks, optional
+        Stop switch and per-validation callback (the napari viewer's).
+    """
+    config = resolve(what).config if isinstance(what, TrainRequest) else what
+    return train_config(config, hooks)
+
+
+__all__ = ["RECIPES", "SETTINGS", "START_NETWORK", "Resolved", "TrainRequest", "check",
+           "config_of", "make_request_plan", "paper_settings", "planned_settings",
+           "resolve", "resumed_settings", "start_network", "train"]

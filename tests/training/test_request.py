@@ -1,0 +1,111 @@
+"""Tests for training requests (tileunet.training.request) and their command-line form
+(tileunet.training.flags): one resolution for the command line, the viewer and Python."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import tileunet
+import tileunet.training.plan as plan_mod
+from tileunet.cli import main
+from tileunet.training.flags import parse_train_argv
+from tileunet.training.loop import ConfigError
+from tileunet.training.request import TrainRequest, resolve
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    from tileunet.synthetic import write_synthetic_dataset
+
+    images, masks = write_synthetic_dataset(tmp_path_factory.mktemp("d"), n_images=2,
+                                            shape=(64, 64), rng=np.random.default_rng(0))
+    return str(images), str(masks)
+
+
+@pytest.fixture
+def slow_machine(monkeypatch):
+    """The probe on a fake, deterministic machine: a step costs its tile area (the same
+    plan every time, as a real probe on a noisy machine would not guarantee)."""
+    def step_seconds(net, *args, **kwargs):
+        return 3.0 * (net.width / 64) ** 2 * net.tile ** 2 / 572 ** 2 * net.batch_size
+    monkeypatch.setattr(plan_mod, "probe_step", step_seconds)
+
+
+def stored(run) -> dict:
+    config = json.loads((run / "config.json").read_text())
+    return {"plan": config["train"]["plan"],
+            "train": {k: v for k, v in config["train"].items() if k != "out"}}
+
+
+def test_the_command_line_and_python_make_the_same_plan(data, slow_machine, tmp_path):
+    images, masks = data
+    budget = ["--minutes", "30", "--iterations", "2", "--val-every", "2"]
+    assert main(["-q", "train", "--images", images, "--masks", masks,
+                 "--out", str(tmp_path / "cli"), *budget]) == 0
+    res = tileunet.train(TrainRequest(images=images, masks=masks, out=str(tmp_path / "py"),
+                                      minutes=30, iterations=2, settings={"val_every": 2},
+                                      progress=False))
+    assert res.iterations == 2
+    cli, py = stored(tmp_path / "cli"), stored(tmp_path / "py")
+    assert cli["plan"] is not None and cli["plan"]["settings"]["width"] < 64
+    assert cli == py
+    a = load_file(tmp_path / "cli" / "last.safetensors")
+    b = load_file(tmp_path / "py" / "last.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_the_flags_parse_to_the_request_python_would_make(data):
+    images, masks = data
+    request = parse_train_argv(["--images", images, "--masks", masks, "--out", "o",
+                                "--minutes", "5", "--width", "24", "--lr", "0.01",
+                                "--exclude", "t067", "--recipe", "paper"])
+    assert request == TrainRequest(images=images, masks=masks, out="o", minutes=5,
+                                   recipe="paper",
+                                   settings={"width": 24, "lr": 0.01, "exclude": ("t067",)})
+    config = resolve(request).config
+    assert (config.width, config.lr, config.exclude, config.depth) == (24, 0.01, ("t067",), 5)
+
+
+def test_library_errors_name_the_setting_and_the_command_line_its_flag(data, capsys):
+    images, masks = data
+    with pytest.raises(ConfigError, match=r"^lr must be > 0, got -1$"):
+        resolve(TrainRequest(images=images, masks=masks, out="o", iterations=2,
+                             settings={"lr": -1}))
+    assert main(["train", "--images", images, "--masks", masks, "--out", "o",
+                 "--iterations", "2", "--lr", "-1"]) == 2
+    assert capsys.readouterr().err.strip() == "tileunet: error: --lr must be > 0, got -1.0"
+
+
+def test_a_planned_tile_that_fits_no_depth_names_its_flag(data, slow_machine, capsys):
+    images, masks = data
+    assert main(["train", "--images", images, "--masks", masks, "--out", "o",
+                 "--minutes", "5", "--tile", "250"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("tileunet: error: --tile must be a usable input size, got 250: "
+                          "250 is not a valid input")
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({}, "give minutes or iterations"),
+    ({"minutes": 5, "recipe": "fast"}, "recipe must be auto or paper, got fast"),
+    ({"minutes": 5, "settings": {"widht": 8}}, "unknown training setting 'widht'"),
+    ({"minutes": 5, "settings": {"out": "x"}}, "unknown training setting 'out'"),
+])
+def test_a_request_is_checked_when_it_is_made(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        TrainRequest(images="i", masks="m", out="o", **kwargs)
+
+
+def test_tileunet_train_still_trains_a_config_as_it_is(data, tmp_path):
+    images, masks = data
+    config = tileunet.TrainConfig(images=images, masks=masks, out=str(tmp_path / "run"),
+                                  iterations=2, width=4, depth=3, tile=92, val_every=2,
+                                  progress=False)
+    res = tileunet.train(config)
+    assert res.iterations == 2
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["train"]["plan"] is None
