@@ -139,7 +139,8 @@ def trained_demo_model(path: Path | None, iterations: int, device: str) -> Path:
         return path
     from tileunet.demo import DEMO_NET, DEMO_TILE
     from tileunet.synthetic import write_synthetic_dataset
-    from tileunet.training.loop import TrainConfig, train
+    from tileunet.training.config import TrainConfig
+    from tileunet.training.loop import train
 
     run = OUT / "demo_model" / "run"
     if (run / "model.safetensors").exists():

@@ -46,14 +46,10 @@ from tileunet.augment.transforms import AugmentConfig
 from tileunet.device import autocast_dtype, training_memory_format
 from tileunet.io.images import load_samples
 from tileunet.synthetic import write_synthetic_dataset
-from tileunet.training.loop import (
-    TrainConfig,
-    augment_on_device,
-    lr_at,
-    prepare_samples,
-    train,
-)
+from tileunet.training.config import TrainConfig
+from tileunet.training.loop import augment_on_device, lr_at, train
 from tileunet.training.sampler import default_workers, device_tile_batches, tile_batches
+from tileunet.training.samples import prepare_samples
 
 TILE = 572
 NET = {"width": 64, "depth": 5}  # the paper's network; --width/--depth for quick checks

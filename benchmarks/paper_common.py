@@ -29,7 +29,8 @@ from tileunet.inference.scale import predict_at_scale
 from tileunet.io.images import Normalization, read_image, save_image
 from tileunet.model import NORMS
 from tileunet.plots import overlay_rgb
-from tileunet.training.loop import TrainConfig, train
+from tileunet.training.config import TrainConfig
+from tileunet.training.loop import train
 from tileunet.training.plan import PLANNED
 from tileunet.training.request import TrainRequest, planned_settings
 

@@ -32,7 +32,8 @@ from tileunet.evaluation.metrics import pixel_iou, seg_score
 from tileunet.inference.postprocess import instances_from_probability
 from tileunet.io.images import read_image, save_image
 from tileunet.targets.weightmap import to_instances
-from tileunet.training.loop import TrainConfig, train
+from tileunet.training.config import TrainConfig
+from tileunet.training.loop import train
 
 TRAIN = ("005", "031", "034", "054", "067")
 VAL = ("002", "021", "033", "039")

@@ -12,7 +12,8 @@ from tileunet.inference.overlap import predict
 from tileunet.losses import weighted_cross_entropy
 from tileunet.model import UNet, UNetConfig
 from tileunet.targets.weightmap import separation_border, training_target, weight_map
-from tileunet.training.loop import TrainConfig, TrainResult
+from tileunet.training.config import TrainConfig
+from tileunet.training.loop import TrainResult
 from tileunet.training.request import TrainRequest, train
 
 __version__ = "0.1.0"

@@ -26,7 +26,8 @@ from tileunet.io.images import DataError, Normalization, save_image
 from tileunet.plots import overlay_rgb, save_weight_map_figure
 from tileunet.synthetic import synthetic_cells, write_synthetic_dataset
 from tileunet.targets.weightmap import to_instances, weight_map
-from tileunet.training.loop import TrainConfig, train
+from tileunet.training.config import TrainConfig
+from tileunet.training.loop import train
 
 MARKER = ".tileunet-demo"
 

@@ -41,7 +41,8 @@ def test_mirrored_unet_equals_predict_on_an_accepted_size(rng):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     from tileunet.synthetic import write_synthetic_dataset
-    from tileunet.training.loop import TrainConfig, train
+    from tileunet.training.config import TrainConfig
+    from tileunet.training.loop import train
 
     root = tmp_path_factory.mktemp("zoo")
     images, masks = write_synthetic_dataset(root / "d", n_images=2, shape=(80, 80),

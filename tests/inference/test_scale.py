@@ -117,7 +117,8 @@ def test_exports_and_blocks_refuse_a_model_at_another_scale(half_scale_model, tm
 
 def test_training_at_half_scale(tmp_path):
     from tileunet.synthetic import write_synthetic_dataset
-    from tileunet.training.loop import TrainConfig, train
+    from tileunet.training.config import TrainConfig
+    from tileunet.training.loop import train
 
     images, masks = write_synthetic_dataset(tmp_path / "d", n_images=3, shape=(120, 112),
                                             rng=np.random.default_rng(3))

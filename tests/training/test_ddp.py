@@ -25,7 +25,8 @@ RANK_SCRIPT = """
 import os, sys
 from safetensors.torch import save_file
 from tileunet.augment.transforms import AugmentConfig
-from tileunet.training.loop import TrainConfig, train
+from tileunet.training.config import TrainConfig
+from tileunet.training.loop import train
 images, masks, out, iterations = sys.argv[1:5]
 cfg = TrainConfig(images=images, masks=masks, out=out, iterations=int(iterations), width=8,
                   depth=2, tile=68, dropout=0.0, val_fraction=0.0,

@@ -15,15 +15,9 @@ from tileunet.augment.transforms import AugmentConfig
 from tileunet.checkpoint import load_model
 from tileunet.io.images import save_image
 from tileunet.synthetic import synthetic_cells, write_synthetic_dataset
-from tileunet.training.loop import (
-    ConfigError,
-    Hooks,
-    TrainConfig,
-    Validation,
-    lr_at,
-    split_samples,
-    train,
-)
+from tileunet.training.config import ConfigError, TrainConfig
+from tileunet.training.loop import Hooks, Validation, lr_at, train
+from tileunet.training.samples import split_samples
 
 # the module, not the function that tileunet/__init__ exports under the same name
 train_mod = importlib.import_module("tileunet.training.loop")
@@ -316,7 +310,7 @@ def test_exclude_leaves_images_out(data, tmp_path):
 
 def test_ignore_regions_get_zero_weight(data, tmp_path):
     from tileunet.io.images import Normalization, load_samples
-    from tileunet.training.loop import prepare_samples, read_ignore_masks
+    from tileunet.training.samples import prepare_samples, read_ignore_masks
 
     images, masks = data
     ignore_dir = tmp_path / "ignore"

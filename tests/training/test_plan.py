@@ -12,8 +12,8 @@ import torch
 
 import tileunet.training.plan as plan_mod
 from tileunet.model import UNet
+from tileunet.training.config import TrainConfig
 from tileunet.training.flags import parse_train_argv, settings_as_flags
-from tileunet.training.loop import TrainConfig
 from tileunet.training.plan import (
     CANDIDATES,
     PAPER,

@@ -13,8 +13,8 @@ from safetensors.torch import load_file
 import tileunet
 import tileunet.training.plan as plan_mod
 from tileunet.cli import main
+from tileunet.training.config import ConfigError
 from tileunet.training.flags import parse_train_argv
-from tileunet.training.loop import ConfigError
 from tileunet.training.request import TrainRequest, resolve
 
 

@@ -24,9 +24,10 @@ import numpy as np
 
 from tileunet.io.images import DataError, save_image
 from tileunet.io.outputs import write_json
+from tileunet.training.loop import INPUTS_DIR
 
-#: the folder of a run that holds the annotations it was trained on
-ANNOTATIONS_DIR = "annotations"
+#: the folder of a run that holds the annotations it was trained on: the run's inputs
+ANNOTATIONS_DIR = INPUTS_DIR
 #: which layers the files came from, and the command that trains on them
 LAYERS_FILE = "layers.json"
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from tileunet.augment.transforms import AugmentConfig
 from tileunet.model import NORMS, PADDINGS
-from tileunet.training.loop import ConfigError, TrainConfig
+from tileunet.training.config import ConfigError, TrainConfig
 from tileunet.training.plan import PLANNED
 from tileunet.training.request import SETTINGS, TrainRequest
 

@@ -11,13 +11,12 @@ without warm-up and clipping. ``docs/design.md`` records the measurements behind
 from __future__ import annotations
 
 import csv
-import hashlib
 import logging
 import math
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,6 @@ import torch
 from tqdm.auto import tqdm
 
 import tileunet.training.ddp as ddp
-from tileunet.augment.transforms import AugmentConfig
 from tileunet.checkpoint import (
     CHECKPOINT_FILE,
     LAST_FILE,
@@ -45,202 +43,34 @@ from tileunet.device import (
 from tileunet.evaluation.metrics import pixel_iou, seg_score
 from tileunet.inference.overlap import predict, tile_memory_bytes
 from tileunet.inference.postprocess import instances_from_probability
-from tileunet.inference.scale import check_scale, image_to_scale, labels_to_scale
 from tileunet.interrupt import interrupts_deferred, terminate_as_interrupt
-from tileunet.io.images import DataError, Normalization, Sample, load_samples
+from tileunet.io.images import DataError
 from tileunet.io.outputs import atomic_write, clear_temporaries, is_temporary, write_json
 from tileunet.losses import weighted_cross_entropy
-from tileunet.model import NORMS, PADDINGS, UNet, UNetConfig, upgrade_network_fields
-from tileunet.napari.annotations import ANNOTATIONS_DIR
+from tileunet.model import UNet
 from tileunet.plots import save_loss_figure  # not lazily: a Ctrl-C must not hit an import
-from tileunet.targets.weightmap import class_weight_map, training_target, weight_map
+from tileunet.training.config import TrainConfig
 from tileunet.training.sampler import (
     WeightedCentres,
     default_workers,
     device_tile_batches,
     tile_batches,
 )
+from tileunet.training.samples import Prepared, load_split, prepare_samples
 
 log = logging.getLogger(__name__)
 
-OPTIMIZERS = ("sgd", "adamw")
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.csv"
 LOSS_PLOT = "loss.png"
+#: a folder of the run written before training starts, holding the data it trains on
+#: (the napari viewer writes its annotations there)
+INPUTS_DIR = "annotations"
 
 
-class ConfigError(ValueError):
-    """A setting out of its range; ``field`` names the TrainConfig field (the command
-    line turns it into the flag's name)."""
-
-    def __init__(self, field: str, rule: str, value: Any) -> None:
-        self.field, self.rule, self.value = field, rule, value
-        super().__init__(f"{field} must be {rule}, got {value}")
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything a training run needs; stored as ``config.json`` in the run directory."""
-
-    images: str
-    masks: str
-    out: str
-    val_fraction: float = 0.2
-    val_images: str | None = None  # an explicit validation set (then val_fraction is unused)
-    val_masks: str | None = None
-    # partial annotation: leave images out, or zero the weight of unannotated regions
-    exclude: tuple[str, ...] = ()
-    ignore: str | None = None
-    iterations: int | None = None
-    minutes: float | None = None
-    # network (the paper's by default: UNetConfig's)
-    width: int = UNetConfig.width
-    depth: int = UNetConfig.depth
-    num_classes: int = UNetConfig.num_classes
-    padding: str = UNetConfig.padding
-    dropout: float = UNetConfig.dropout
-    norm: str = UNetConfig.norm
-    # optimisation
-    tile: int = 572
-    batch_size: int = 1
-    # share of training tiles centred where the weight map is high (sampler.WeightedCentres;
-    # 0: every tile centre uniform over the image, as the paper)
-    weighted_tiles: float = 0.0
-    # where training tiles are made: "auto" resamples them on the GPU when training on
-    # CUDA (augment_on="device"), else on the CPU, in the training process or in
-    # `workers` processes (None: 0 on a CPU, up to 6 beside a GPU)
-    workers: int | None = None
-    augment_on: str = "auto"
-    optimizer: str = "sgd"  # "sgd" (the paper's, with momentum) or "adamw"
-    lr: float = 0.003
-    momentum: float = 0.99
-    weight_decay: float = 0.0
-    warmup: int = 50
-    clip_grad: float = 1.0
-    precision: str = "auto"
-    # weight map (eq. 2)
-    w0: float = 10.0
-    sigma: float = 5.0
-    class_weights: str | tuple[float, ...] | None = "balanced"
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-    normalization: Normalization = field(default_factory=Normalization)
-    # working resolution relative to the images' (tileunet.inference.scale): 0.5 trains and predicts
-    # at half size, probabilities come back at full size
-    scale: float = 1.0
-    # start weights (fine-tuning): a run folder or model file; None: He initialisation
-    init: str | None = None
-    # which weights become model.safetensors: the "best" validation (Validation.score), or
-    # the "last"
-    keep: str = "best"
-    # the plan that chose the settings above (tileunet.training.plan), kept for config.json
-    plan: dict | None = None
-    # bookkeeping
-    val_every: int = 100
-    # a resumable checkpoint at least this often (a killed run loses at most this much)
-    checkpoint_minutes: float = 5.0
-    seed: int = 0
-    device: str = "auto"
-    resume: bool = False
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        self._check_numbers()
-        if self.iterations is None and self.minutes is None:
-            raise ValueError("give iterations or minutes (or both) to bound training")
-        if self.augment_on not in ("auto", "cpu", "device"):
-            raise ValueError(f"augment_on must be auto, cpu or device, got {self.augment_on!r}")
-        if self.augment_on == "device" and self.augment.interpolation != "bicubic":
-            raise ValueError("augment_on='device' needs interpolation='bicubic', got "
-                             f"{self.augment.interpolation!r}")
-        if (self.val_images is None) != (self.val_masks is None):
-            raise ValueError("give both val_images and val_masks, or neither")
-        check_scale(self.scale)
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
-        if self.keep not in ("best", "last"):
-            raise ValueError(f"keep must be best or last, got {self.keep!r}")
-        if self.init is not None and self.resume:
-            raise ValueError("init and resume exclude each other: a resumed run continues "
-                             "from its own checkpoint")
-        if self.precision not in ("fp32", "bf16", "auto"):
-            raise ValueError(f"precision must be fp32, bf16 or auto, got {self.precision!r}")
-
-    def _check_numbers(self) -> None:
-        """Every number in its range (NaN fails every check), before any work."""
-        def real(v: Any) -> bool:
-            return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-        def whole(v: Any) -> bool:
-            return isinstance(v, int) and not isinstance(v, bool)
-
-        rules = [("width", whole(self.width) and self.width >= 1, "a whole number >= 1"),
-                 ("depth", whole(self.depth) and 1 <= self.depth <= 8, "between 1 and 8"),
-                 ("num_classes", whole(self.num_classes) and self.num_classes >= 2, ">= 2"),
-                 ("padding", self.padding in PADDINGS, " or ".join(PADDINGS)),
-                 ("norm", self.norm in NORMS, " or ".join(NORMS)),
-                 ("dropout", real(self.dropout) and 0 <= self.dropout < 1, "in [0, 1)"),
-                 ("lr", real(self.lr) and self.lr > 0, "> 0"),
-                 ("momentum", real(self.momentum) and 0 <= self.momentum < 1, "in [0, 1)"),
-                 ("weight_decay", real(self.weight_decay) and self.weight_decay >= 0, ">= 0"),
-                 ("warmup", whole(self.warmup) and self.warmup >= 0, ">= 0"),
-                 ("clip_grad", real(self.clip_grad) and self.clip_grad >= 0, ">= 0"),
-                 ("w0", real(self.w0) and self.w0 >= 0, ">= 0"),
-                 ("sigma", real(self.sigma) and self.sigma > 0, "> 0"),
-                 ("val_every", whole(self.val_every) and self.val_every >= 1, ">= 1"),
-                 ("val_fraction", real(self.val_fraction) and 0 <= self.val_fraction < 1,
-                  "in [0, 1)"),
-                 ("batch_size", whole(self.batch_size) and self.batch_size >= 1, ">= 1"),
-                 ("weighted_tiles", real(self.weighted_tiles)
-                  and 0 <= self.weighted_tiles <= 1, "in [0, 1]"),
-                 ("workers", self.workers is None or (
-                     whole(self.workers) and self.workers >= 0), ">= 0"),
-                 ("minutes", self.minutes is None or (real(self.minutes) and self.minutes > 0),
-                  "> 0"),
-                 ("iterations", self.iterations is None or (
-                     whole(self.iterations) and self.iterations >= 1), ">= 1"),
-                 ("checkpoint_minutes", real(self.checkpoint_minutes)
-                  and self.checkpoint_minutes > 0, "> 0")]
-        for name, ok, rule in rules:
-            if not ok:
-                raise ConfigError(name, rule, getattr(self, name))
-        weights = self.class_weights
-        if isinstance(weights, (tuple, list)) and not (
-                len(weights) == self.num_classes and all(real(w) and w >= 0 for w in weights)
-                and any(w > 0 for w in weights)):
-            raise ConfigError("class_weights", f"{self.num_classes} numbers >= 0, not all 0",
-                              ",".join(str(w) for w in weights))
-        try:
-            # (building even this small network draws its initial weights: a check must
-            # leave the random numbers of the run alone)
-            with torch.random.fork_rng(devices=[]):
-                geometry = UNet(depth=self.depth, width=1, padding=self.padding)
-            geometry.output_size(self.tile)
-        except ValueError as e:  # the tile is used as given, never silently rounded
-            raise ConfigError("tile", "a usable input size", f"{self.tile}: {e}") from None
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["normalization"] = self.normalization.to_dict()
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        d = upgrade_network_fields(d)
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown training options: {sorted(unknown)}")
-        if isinstance(d.get("augment"), dict):
-            d["augment"] = AugmentConfig(**{
-                k: tuple(v) if isinstance(v, list) else v for k, v in d["augment"].items()
-            })
-        if isinstance(d.get("normalization"), dict):
-            d["normalization"] = Normalization.from_dict(d["normalization"])
-        for key in ("class_weights", "exclude"):
-            if isinstance(d.get(key), list):
-                d[key] = tuple(d[key])
-        return cls(**d)
 
 
 @dataclass
@@ -308,119 +138,17 @@ def make_optimizer(cfg: TrainConfig, net: torch.nn.Module) -> torch.optim.Optimi
                            weight_decay=cfg.weight_decay)
 
 
-@dataclass
-class Prepared:
-    """A sample ready for training: image, training target and weight map."""
-
-    name: str
-    image: np.ndarray  # (C, H, W) float32
-    target: np.ndarray  # (H, W) uint8
-    weights: np.ndarray  # (H, W) float32
-    labels: np.ndarray | None = None  # (H, W) instances (two classes), for SEG
 
 
 # ------------------------------------------------------------------ data preparation
-def exclude_samples(samples: list[Sample], patterns: tuple[str, ...], where: str
-                    ) -> list[Sample]:
-    """Drop the samples whose name matches one of the shell-style ``patterns``."""
-    from fnmatch import fnmatchcase
-
-    for pat in patterns:
-        if not any(fnmatchcase(s.name, pat) or fnmatchcase(s.source.name, pat)
-                   for s in samples):
-            raise DataError(f"{where}: --exclude {pat!r} matches no image "
-                            f"(names: {', '.join(s.name for s in samples[:6])} ...)")
-    kept = [s for s in samples if not any(fnmatchcase(s.name, p) or fnmatchcase(s.source.name, p)
-                                          for p in patterns)]
-    if not kept:
-        raise DataError(f"{where}: --exclude leaves no image to train on")
-    return kept
 
 
-def read_ignore_masks(images: str, ignore_dir: str, samples: list[Sample]
-                      ) -> dict[str, np.ndarray]:
-    """Ignore regions by sample name: True where the image is not annotated.
-
-    ``ignore_dir`` holds masks paired with the images like the label masks (by stem or
-    trailing number); any non-zero pixel is ignored (weight 0 in the loss, left out of
-    validation). Images without an ignore mask are fully annotated.
-    """
-    from tileunet.io.images import pair_images_masks, read_pages
-
-    by_source = {}
-    for image_path, mask_path in pair_images_masks(images, ignore_dir,
-                                                   skip_unmatched_images=True):
-        by_source[image_path.resolve()] = (mask_path, read_pages(mask_path))
-    out: dict[str, np.ndarray] = {}
-    page_of: dict[Path, int] = {}
-    for s in samples:
-        key = s.source.resolve()
-        if key not in by_source:
-            continue
-        mask_path, pages = by_source[key]
-        i = page_of.get(key, 0)
-        page_of[key] = i + 1
-        page = pages[min(i, len(pages) - 1)]
-        if page.shape != s.labels.shape:
-            raise DataError(f"{mask_path}: ignore mask of shape {page.shape} does not match "
-                            f"image {s.source} {s.labels.shape}")
-        out[s.name] = page != 0
-    return out
 
 
-def prepare_samples(samples: list[Sample], cfg: TrainConfig, cache_dir: Path | None,
-                    desc: str = "weight maps",
-                    ignore: dict[str, np.ndarray] | None = None) -> list[Prepared]:
-    """Training targets and weight maps, computed once per image (cached on disk).
-
-    Pixels in ``ignore[name]`` get weight 0: they neither teach nor count.
-    """
-    out = []
-    for s in tqdm(samples, desc=desc, unit="img", disable=not cfg.progress, leave=False):
-        key = hashlib.sha1(s.labels.tobytes() + repr(
-            (s.labels.shape, cfg.num_classes, cfg.w0, cfg.sigma, cfg.class_weights)
-        ).encode()).hexdigest()[:16]
-        cached = cache_dir / f"{key}.npz" if cache_dir is not None else None
-        if cached is not None and cached.exists():
-            with np.load(cached, allow_pickle=False) as z:
-                target, weights = z["target"], z["weights"]
-        else:
-            if cfg.num_classes == 2:
-                target = training_target(s.labels)
-                weights = weight_map(s.labels, w0=cfg.w0, sigma=cfg.sigma,
-                                     class_weights=cfg.class_weights)
-            else:
-                target = s.labels.astype(np.uint8)
-                weights = class_weight_map(target, cfg.class_weights, cfg.num_classes)
-            if cached is not None:
-                _atomic_npz(cached, target=target, weights=weights)
-        weights = weights.astype(np.float32)
-        if ignore and s.name in ignore:
-            weights = np.where(ignore[s.name], np.float32(0.0), weights)
-        out.append(Prepared(s.name, s.image, target, weights,
-                            s.labels if cfg.num_classes == 2 else None))
-    return out
 
 
-def samples_at_scale(samples: list[Sample], scale: float) -> list[Sample]:
-    """The samples resampled to the working ``scale`` (images anti-aliased, labels by
-    nearest neighbour; see :mod:`tileunet.inference.scale`)."""
-    if scale == 1.0:
-        return samples
-    return [replace(s, image=image_to_scale(s.image, scale),
-                    labels=labels_to_scale(s.labels, scale)) for s in samples]
 
 
-def split_samples(samples: list[Sample], fraction: float, seed: int
-                  ) -> tuple[list[Sample], list[Sample]]:
-    """Hold out ``fraction`` of the images (at least one, never all) for validation."""
-    if fraction <= 0 or len(samples) < 2:
-        return samples, []
-    n_val = min(max(1, round(fraction * len(samples))), len(samples) - 1)
-    order = np.random.default_rng(seed).permutation(len(samples))
-    val = {int(i) for i in order[:n_val]}
-    return ([s for i, s in enumerate(samples) if i not in val],
-            [s for i, s in enumerate(samples) if i in val])
 
 
 # ---------------------------------------------------------------------- training
@@ -494,55 +222,14 @@ def unstarted_run(run: Path) -> bool:
     take it over."""
     if not run.is_dir():
         return False
-    ours = {"cache", CONFIG_FILE, METRICS_FILE, LOSS_PLOT, ANNOTATIONS_DIR}
+    ours = {"cache", CONFIG_FILE, METRICS_FILE, LOSS_PLOT, INPUTS_DIR}
     entries = list(run.iterdir())
     return bool(entries) and all(e.name in ours or is_temporary(e) for e in entries) and all(
         f.suffix == ".npz" or is_temporary(f) for f in (run / "cache").glob("*"))
 
 
-def check_masks(samples: list[Sample], where: str, num_classes: int) -> None:
-    """Warn about masks with one class only (naming them); refuse training data in which
-    no mask has two classes: there is nothing to learn."""
-    classes = [np.unique(s.labels > 0) if num_classes == 2 else np.unique(s.labels)
-               for s in samples]
-    flat = [s.name for s, c in zip(samples, classes, strict=True) if len(c) < 2]
-    seen = set().union(*(c.tolist() for c in classes))
-    if len(seen) < 2:
-        if not any(seen):
-            raise DataError(f"{where}: no mask has an object: nothing to learn")
-        raise DataError(f"{where}: every mask is one class everywhere: nothing to learn")
-    if flat:
-        log.warning("%s: %d mask(s) hold one class only (%s): they teach only that class",
-                    where, len(flat), ", ".join(flat[:5]) + (" ..." if len(flat) > 5 else ""))
 
 
-def _load_split(cfg: TrainConfig) -> tuple[list[Sample], list[Sample],
-                                           dict[str, np.ndarray] | None, int]:
-    """Training and validation samples at the working scale, the ignore masks, and the
-    images' channel count."""
-    if Path(cfg.masks).resolve() == Path(cfg.images).resolve():
-        raise DataError(f"{cfg.masks}: is the images folder too; the masks are label "
-                        "images in a folder of their own")
-    samples = load_samples(cfg.images, cfg.masks, cfg.normalization,
-                           num_classes=cfg.num_classes)
-    check_masks(samples, cfg.masks, cfg.num_classes)
-    if cfg.exclude:
-        samples = exclude_samples(samples, cfg.exclude, cfg.images)
-    ignore = read_ignore_masks(cfg.images, cfg.ignore, samples) if cfg.ignore else None
-    if cfg.scale != 1.0:
-        samples = samples_at_scale(samples, cfg.scale)
-        ignore = ignore and {k: labels_to_scale(v, cfg.scale) for k, v in ignore.items()}
-    chans = {s.image.shape[0] for s in samples}
-    if len(chans) != 1:
-        raise DataError(f"{cfg.images}: images have different channel counts {sorted(chans)}")
-    if cfg.val_images is not None:
-        train_s = samples
-        val_s = samples_at_scale(load_samples(cfg.val_images, cfg.val_masks,
-                                              cfg.normalization, num_classes=cfg.num_classes),
-                                 cfg.scale)
-    else:
-        train_s, val_s = split_samples(samples, cfg.val_fraction, cfg.seed)
-    return train_s, val_s, ignore, chans.pop()
 
 
 def _build(cfg: TrainConfig, in_channels: int, device: torch.device,
@@ -589,7 +276,7 @@ def _prepare_data(cfg: TrainConfig, ranks: ddp.Ranks, device: torch.device, run:
                   ) -> tuple[list[Prepared], list[Prepared], int]:
     """Training and validation samples with their weight maps, and the channel count;
     rank 0 computes the weight maps into the cache, the other ranks then read them."""
-    train_s, val_s, ignore, in_channels = _load_split(cfg)
+    train_s, val_s, ignore, in_channels = load_split(cfg)
     check_training_memory(cfg, in_channels, device)  # before the first file is written
     if ranks.main:
         (run / "cache").mkdir(parents=True, exist_ok=True)
@@ -885,11 +572,6 @@ def validate(net: UNet, samples: list[Prepared], tile: int, cfg: TrainConfig,
 
 
 # ------------------------------------------------------------- files of the run
-def _atomic_npz(path: Path, **arrays: np.ndarray) -> None:
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-    atomic_write(path, write)
 
 
 def _write_metrics(path: Path, rows: list[dict[str, Any]], kept: int | None) -> None:
@@ -926,5 +608,4 @@ def _load_checkpoint(path: Path, net: UNet, opt: torch.optim.Optimizer, run: Pat
     return state, rows, best
 
 
-__all__ = ["ConfigError", "Hooks", "TrainConfig", "check_masks", "TrainResult", "train",
-           "validate"]
+__all__ = ["CONFIG_FILE", "INPUTS_DIR", "Hooks", "TrainResult", "train", "validate"]

@@ -34,7 +34,8 @@ from scipy import ndimage as ndi
 from tileunet.device import autocast_dtype, training_memory_format
 from tileunet.losses import weighted_cross_entropy
 from tileunet.model import UNet
-from tileunet.training.loop import ConfigError, TrainConfig, make_optimizer
+from tileunet.training.config import ConfigError, TrainConfig
+from tileunet.training.loop import make_optimizer
 
 log = logging.getLogger(__name__)
 

@@ -2,14 +2,14 @@
 
 A :class:`TrainRequest` says what a person asks for: the data, the budget, any setting
 they want fixed, the recipe, a start model, or to resume. :func:`resolve` makes every
-decision that turns it into a :class:`~tileunet.training.loop.TrainConfig`: the settings
+decision that turns it into a :class:`~tileunet.training.config.TrainConfig`: the settings
 given win; a resumed run keeps the settings it started with; with a time budget and
 ``recipe="auto"`` the plan (:mod:`tileunet.training.plan`) chooses the rest for this
 machine; otherwise the paper's recipe does. A start model fixes the network it needs.
 
 ``tileunet train``, the napari viewer and Python all go through :func:`resolve`, so the
 same request makes the same plan and the same configuration everywhere. Errors name the
-setting (a :class:`~tileunet.training.loop.ConfigError` carries it); the command line
+setting (a :class:`~tileunet.training.config.ConfigError` carries it); the command line
 turns it into its flag.
 
 >>> request = TrainRequest(images="imgs", masks="masks", out="run", iterations=10,
@@ -31,7 +31,8 @@ from typing import Any
 
 from tileunet.checkpoint import read_model_config
 from tileunet.training import plan as planning
-from tileunet.training.loop import ConfigError, Hooks, TrainConfig, TrainResult
+from tileunet.training.config import ConfigError, TrainConfig
+from tileunet.training.loop import Hooks, TrainResult
 from tileunet.training.loop import train as train_config
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,7 @@ class TrainRequest:
         Continue the run in ``out`` from its checkpoint, with the settings it started
         with.
     settings : mapping
-        :class:`~tileunet.training.loop.TrainConfig` fields given explicitly (any of
+        :class:`~tileunet.training.config.TrainConfig` fields given explicitly (any of
         :data:`SETTINGS`): they win over the plan and the recipe.
     progress : bool
         Progress bars while training.
@@ -177,7 +178,7 @@ def resumed_settings(run: Path, base: Mapping[str, Any]) -> dict[str, Any]:
 def config_of(request: TrainRequest, planned: Mapping[str, Any],
               plan: planning.Plan | None = None) -> TrainConfig:
     """The TrainConfig of a request with these planned fields (a setting out of its
-    range raises :class:`~tileunet.training.loop.ConfigError`)."""
+    range raises :class:`~tileunet.training.config.ConfigError`)."""
     return TrainConfig(images=request.images, masks=request.masks, out=request.out,
                        minutes=request.minutes, iterations=request.iterations,
                        init=request.init, resume=request.resume, progress=request.progress,
