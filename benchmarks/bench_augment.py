@@ -4,7 +4,7 @@ Measures, in one run on the same machine:
 
 * the median time to augment one tile triple (image bicubic, target nearest, weight map
   linear; random placement, rotation, flips, the paper's elastic deformation and gray-value
-  changes) from a 512 x 512 image with :func:`tileunet.augment.transforms.augment_tile`, with the
+  changes) from a 512 x 512 image with :func:`tileunet.augment.resample.augment_tile`, with the
   default ``interpolation="bicubic"`` and with ``"spline"`` (scipy's cubic B-spline);
 * the median time of a plain mirrored crop (``AugmentConfig(enabled=False)``);
 * the median time of one training step of the paper network (``tileunet.UNet()``, fp32,
@@ -35,7 +35,8 @@ import torch.nn.functional as F
 from scipy import ndimage as ndi
 
 import tileunet
-from tileunet.augment.transforms import AugmentConfig, augment_tile
+from tileunet.augment.params import AugmentConfig
+from tileunet.augment.resample import augment_tile
 
 
 def timings(fn: Callable[[], object], repeats: int, warmup: int = 1) -> tuple[float, float]:

@@ -54,7 +54,7 @@ from tileunet import UNet, predict
 from tileunet.checkpoint import load_model
 from tileunet.device import autocast_dtype
 from tileunet.inference.overlap import choose_tile, default_budget, tile_geometry
-from tileunet.io.images import Normalization
+from tileunet.io.normalization import Normalization
 
 NAIVE_TILE = 572
 

@@ -42,9 +42,9 @@ import torch
 from bench_common import FIGURES, OUT, announce, pyplot, save_figure, shown, sync, timed
 
 from tileunet import UNet, weighted_cross_entropy
-from tileunet.augment.transforms import AugmentConfig
+from tileunet.augment.params import AugmentConfig
 from tileunet.device import autocast_dtype, training_memory_format
-from tileunet.io.images import load_samples
+from tileunet.io.pairs import load_samples
 from tileunet.synthetic import write_synthetic_dataset
 from tileunet.training.config import TrainConfig
 from tileunet.training.loop import augment_on_device, lr_at, train

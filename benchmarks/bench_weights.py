@@ -33,7 +33,8 @@ from functools import partial
 import numpy as np
 from scipy import ndimage as ndi
 
-from tileunet.targets.weightmap import to_instances, weight_map, weight_map_reference
+from tileunet.targets.instances import to_instances
+from tileunet.targets.weightmap import weight_map, weight_map_reference
 
 
 def touching_cells(size: int, count: int, rng: np.random.Generator) -> np.ndarray:

@@ -24,12 +24,12 @@ import numpy as np
 from bench_common import pyplot, save_figure, trained_demo_model
 from paper_common import hela_pair, locate, parser, predict_split, write_results
 
-from tileunet.evaluation.metrics import pixel_iou, seg_score
+from tileunet.evaluation.scores import pixel_iou, seg_score
 from tileunet.inference.postprocess import instances_from_probability
 from tileunet.io.images import read_image
 from tileunet.napari.annotations import annotated
 from tileunet.napari.runs import start_run
-from tileunet.targets.weightmap import to_instances
+from tileunet.targets.instances import to_instances
 
 POOL = ("005", "031", "034", "054")  # frames the loop may correct
 TEST = ("002", "021", "033", "039")  # scored, never trained on

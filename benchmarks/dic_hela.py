@@ -29,14 +29,14 @@ from paper_common import (
     write_results,
 )
 
-from tileunet.evaluation.metrics import pixel_iou, seg_score, touching_pairs_separated
+from tileunet.evaluation.scores import pixel_iou, seg_score, touching_pairs_separated
 from tileunet.inference.postprocess import (
     INSTANCE_METHODS,
     instance_options,
     instances_from_probability,
 )
 from tileunet.io.images import read_image
-from tileunet.targets.weightmap import to_instances
+from tileunet.targets.instances import to_instances
 
 PAPER_IOU = 0.7756
 FRAMES = ("002", "005", "021", "031", "033", "034", "039", "054")

@@ -30,7 +30,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from tileunet.evaluation.folders import METRICS
-from tileunet.evaluation.metrics import pixel_error
+from tileunet.evaluation.isbi import pixel_error
 from tileunet.io.images import read_image
 
 BANDS = ((1, 1), (2, 2), (3, 4), (5, None))  # distance bands in px, inclusive

@@ -21,12 +21,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tileunet.augment.transforms import AugmentConfig
+from tileunet.augment.params import AugmentConfig
 from tileunet.checkpoint import load_model
 from tileunet.device import resolve_device
 from tileunet.inference.postprocess import instances_from_probability
 from tileunet.inference.scale import predict_at_scale
-from tileunet.io.images import Normalization, read_image, save_image
+from tileunet.io.images import read_image, save_image
+from tileunet.io.normalization import Normalization
 from tileunet.model import NORMS
 from tileunet.plots import overlay_rgb
 from tileunet.training.config import TrainConfig

@@ -28,10 +28,10 @@ from paper_common import (
     predict_split,
 )
 
-from tileunet.evaluation.metrics import pixel_iou, seg_score
+from tileunet.evaluation.scores import pixel_iou, seg_score
 from tileunet.inference.postprocess import instances_from_probability
 from tileunet.io.images import read_image, save_image
-from tileunet.targets.weightmap import to_instances
+from tileunet.targets.instances import to_instances
 from tileunet.training.config import TrainConfig
 from tileunet.training.loop import train
 

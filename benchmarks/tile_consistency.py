@@ -22,7 +22,8 @@ import numpy as np
 
 from tileunet.checkpoint import load_model
 from tileunet.inference.scale import predict_at_scale
-from tileunet.io.images import Normalization, read_image
+from tileunet.io.images import read_image
+from tileunet.io.normalization import Normalization
 
 
 def main() -> int:

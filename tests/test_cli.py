@@ -302,7 +302,8 @@ def test_invalid_tile_size_names_neighbours(capsys, run_dir, dataset, tmp_path):
 def test_streamed_probability_file_equals_in_memory_predict(dataset, run_dir, tmp_path):
     from tileunet.checkpoint import load_model
     from tileunet.inference.overlap import predict
-    from tileunet.io.images import Normalization, read_image
+    from tileunet.io.images import read_image
+    from tileunet.io.normalization import Normalization
 
     images, _ = dataset
     one = sorted(images.iterdir())[0]

@@ -23,6 +23,7 @@ def test_docstring_examples(name):
 
 def test_the_examples_are_there():
     tried = {name: doctest.testmod(importlib.import_module(name)).attempted
-             for name in ("tileunet.evaluation.metrics", "tileunet.inference.postprocess",
+             for name in ("tileunet.evaluation.scores", "tileunet.evaluation.isbi",
+                          "tileunet.evaluation.warping", "tileunet.inference.postprocess",
                           "tileunet.model")}
     assert all(n > 0 for n in tried.values()), tried

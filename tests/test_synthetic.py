@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from tileunet.evaluation.metrics import touching_pairs
-from tileunet.io.images import load_samples, pair_images_masks, read_image
+from tileunet.evaluation.scores import touching_pairs
+from tileunet.io.images import read_image
+from tileunet.io.pairs import load_samples, pair_images_masks
 from tileunet.synthetic import synthetic_cells, write_synthetic_dataset
 
 

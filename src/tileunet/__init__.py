@@ -6,12 +6,14 @@
 """
 
 from tileunet import compat
-from tileunet.augment.transforms import AugmentConfig, augment_tile
+from tileunet.augment.params import AugmentConfig
+from tileunet.augment.resample import augment_tile
 from tileunet.checkpoint import load_model, save_model
 from tileunet.inference.overlap import predict
 from tileunet.losses import weighted_cross_entropy
 from tileunet.model import UNet, UNetConfig
-from tileunet.targets.weightmap import separation_border, training_target, weight_map
+from tileunet.targets.instances import separation_border, training_target
+from tileunet.targets.weightmap import weight_map
 from tileunet.training.config import TrainConfig
 from tileunet.training.loop import TrainResult
 from tileunet.training.request import TrainRequest, train

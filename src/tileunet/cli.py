@@ -219,7 +219,8 @@ def cmd_weights(args: argparse.Namespace) -> int:
     from tileunet.io.images import read_image
     from tileunet.io.outputs import refuse_existing
     from tileunet.plots import save_weight_map_figure
-    from tileunet.targets.weightmap import to_instances, weight_map
+    from tileunet.targets.instances import to_instances
+    from tileunet.targets.weightmap import weight_map
 
     out = Path(args.out)
     refuse_existing(out, args.overwrite, Path.is_file, "a file")

@@ -29,11 +29,11 @@ from types import ModuleType
 MOVED = {
     "tileunet.annotations": "tileunet.napari.annotations",
     "tileunet.blockwise": "tileunet.inference.blockwise",
-    "tileunet.data": "tileunet.io.images",
+    "tileunet.data": "tileunet.io",
     "tileunet.ddp": "tileunet.training.ddp",
     "tileunet.evaluate": "tileunet.evaluation.folders",
     "tileunet.lazyio": "tileunet.io.lazy",
-    "tileunet.metrics": "tileunet.evaluation.metrics",
+    "tileunet.metrics": "tileunet.evaluation",
     "tileunet.napari_plugin": "tileunet.napari.plugin",
     "tileunet.napari_train": "tileunet.napari.train_widget",
     "tileunet.outputs": "tileunet.io.outputs",
@@ -46,7 +46,7 @@ MOVED = {
     "tileunet.scale": "tileunet.inference.scale",
     "tileunet.segment": "tileunet.inference.segment",
     "tileunet.tiling": "tileunet.inference.tiling",
-    "tileunet.weights": "tileunet.targets.weightmap",
+    "tileunet.weights": "tileunet.targets",
     "tileunet.zoo": "tileunet.export.bioimageio",
 }
 

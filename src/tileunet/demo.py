@@ -19,13 +19,16 @@ import numpy as np
 
 from tileunet.checkpoint import load_model
 from tileunet.device import resolve_device
-from tileunet.evaluation.metrics import pixel_iou, seg_score, touching_pairs_separated
+from tileunet.errors import DataError
+from tileunet.evaluation.scores import pixel_iou, seg_score, touching_pairs_separated
 from tileunet.inference.overlap import predict
 from tileunet.inference.postprocess import instances_from_probability
-from tileunet.io.images import DataError, Normalization, save_image
+from tileunet.io.images import save_image
+from tileunet.io.normalization import Normalization
 from tileunet.plots import overlay_rgb, save_weight_map_figure
 from tileunet.synthetic import synthetic_cells, write_synthetic_dataset
-from tileunet.targets.weightmap import to_instances, weight_map
+from tileunet.targets.instances import to_instances
+from tileunet.targets.weightmap import weight_map
 from tileunet.training.config import TrainConfig
 from tileunet.training.loop import train
 

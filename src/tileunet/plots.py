@@ -17,7 +17,7 @@ from matplotlib.colors import hsv_to_rgb
 from matplotlib.figure import Figure
 
 from tileunet.io.outputs import atomic_write
-from tileunet.targets.weightmap import separation_border, to_instances
+from tileunet.targets.instances import separation_border, to_instances
 
 __all__ = ["overlay_rgb", "save_loss_figure", "save_weight_map_figure"]
 
@@ -52,7 +52,7 @@ def save_weight_map_figure(
     Parameters
     ----------
     labels : numpy.ndarray
-        2-D instance labels or binary mask, see :func:`tileunet.targets.weightmap.to_instances`.
+        2-D instance labels or binary mask, see :func:`tileunet.targets.instances.to_instances`.
     weights : numpy.ndarray
         Weight map of the same shape, e.g. from :func:`tileunet.targets.weightmap.weight_map`.
     path : str or os.PathLike

@@ -17,7 +17,7 @@ from tileunet.checkpoint import save_model  # noqa: E402
 from tileunet.cli import main  # noqa: E402
 from tileunet.inference.blockwise import block_size, predict_blocks, segment_to_zarr  # noqa: E402
 from tileunet.inference.postprocess import instances_from_probability  # noqa: E402
-from tileunet.io.images import Normalization  # noqa: E402
+from tileunet.io.normalization import Normalization  # noqa: E402
 from tileunet.synthetic import synthetic_cells  # noqa: E402
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tileunet.evaluation.metrics import seg_score, touching_pairs_separated
+from tileunet.evaluation.scores import seg_score, touching_pairs_separated
 from tileunet.inference.postprocess import instances_from_probability, label_mask
 from tileunet.synthetic import synthetic_cells
 

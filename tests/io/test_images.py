@@ -1,8 +1,9 @@
-"""Reading, pairing, normalising and writing images (tileunet.io.images)."""
+"""Reading, listing and writing image files (tileunet.io.images)."""
 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,18 +11,9 @@ import pytest
 import tifffile
 from PIL import Image
 
-from tileunet.io import images as data
-from tileunet.io.images import (
-    DataError,
-    Normalization,
-    check_labels,
-    list_images,
-    load_samples,
-    pair_images_masks,
-    read_image,
-    read_pages,
-    save_image,
-)
+from tileunet.errors import DataError
+from tileunet.io import images, normalization, pairs
+from tileunet.io.images import image_stem, list_images, read_image, read_pages, save_image
 
 
 def _png(path: Path, array: np.ndarray) -> Path:
@@ -116,7 +108,6 @@ def test_read_errors_name_the_file(tmp_path):
         read_image(tmp_path / "notes.txt")
 
 
-# ------------------------------------------------------------------------- listing
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 def test_nan_and_inf_pixels_are_refused_with_the_file_and_the_count(tmp_path, bad):
     image = np.ones((40, 30), np.float32)
@@ -130,6 +121,7 @@ def test_nan_and_inf_pixels_are_refused_with_the_file_and_the_count(tmp_path, ba
     assert read_image(tmp_path / "ok.tif").shape == (4, 4)  # finite floats pass
 
 
+# ------------------------------------------------------------------------- listing
 def test_list_images_natural_order_and_filters(tmp_path):
     img = np.zeros((4, 4), np.uint8)
     for name in ["t10.png", "t2.png", "t1.TIF", ".hidden.png"]:
@@ -146,181 +138,6 @@ def test_list_images_natural_order_and_filters(tmp_path):
     assert "folder has no image files" in _one_line(exc) and str(empty) in str(exc.value)
     with pytest.raises(DataError, match="no such file or folder"):
         list_images(tmp_path / "nope")
-
-
-# ------------------------------------------------------------------------- pairing
-def _make(tmp_path: Path, images: list[str], masks: list[str], size=(8, 8)) -> None:
-    for n in images:
-        _png(tmp_path / "images" / n, np.zeros(size, np.uint8))
-    for n in masks:
-        _png(tmp_path / "masks" / n, np.zeros(size, np.uint8))
-
-
-def test_pair_by_stem_with_different_suffixes(tmp_path):
-    _make(tmp_path, ["a.png", "b.png"], [])
-    _tif(tmp_path / "masks" / "a.tif", np.zeros((8, 8), np.uint16))
-    _tif(tmp_path / "masks" / "b.tif", np.zeros((8, 8), np.uint16))
-    pairs = pair_images_masks(tmp_path / "images", tmp_path / "masks")
-    assert [(i.name, m.name) for i, m in pairs] == [("a.png", "a.tif"), ("b.png", "b.tif")]
-
-
-def test_pair_cell_tracking_challenge_names(tmp_path):
-    _make(tmp_path, ["t002.png", "t010.png"], ["man_seg010.png", "man_seg002.png"])
-    pairs = pair_images_masks(tmp_path / "images", tmp_path / "masks")
-    assert [(i.stem, m.stem) for i, m in pairs] == [
-        ("t002", "man_seg002"), ("t010", "man_seg010")]
-
-
-def test_cell_tracking_challenge_layout_uses_the_annotated_frames(tmp_path, caplog):
-    """01/tNNN.tif with 01_GT/SEG/man_segNNN.tif: only some frames have a mask."""
-    for t in ("000", "001", "002", "013"):
-        _tif(tmp_path / "01" / f"t{t}.tif", np.zeros((8, 8), np.uint16))
-    for t in ("002", "013"):
-        _tif(tmp_path / "01_GT" / "SEG" / f"man_seg{t}.tif", np.ones((8, 8), np.uint16))
-    with caplog.at_level("WARNING", logger="tileunet.io.images"):
-        pairs = pair_images_masks(tmp_path / "01", tmp_path / "01_GT" / "SEG")
-    assert [(i.name, m.name) for i, m in pairs] == [
-        ("t002.tif", "man_seg002.tif"), ("t013.tif", "man_seg013.tif")]
-    assert "skipping 2 without" in caplog.text
-    with pytest.raises(DataError, match="no mask for this image"):
-        pair_images_masks(tmp_path / "01", tmp_path / "01_GT" / "SEG",
-                          skip_unmatched_images=False)
-
-
-def test_pair_errors(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    _make(tmp_path, ["a.png", "c.png"], ["a.png"])
-    with pytest.raises(DataError) as exc:
-        pair_images_masks("images", "masks")
-    assert _one_line(exc) == f"{Path('images/c.png')}: no mask for this image in masks"
-    # for prediction-style use the unmatched image can be skipped
-    assert len(pair_images_masks("images", "masks", skip_unmatched_images=True)) == 1
-
-    _png(tmp_path / "masks" / "d.png", np.zeros((8, 8), np.uint8))
-    with pytest.raises(DataError) as exc:
-        pair_images_masks("images", "masks", skip_unmatched_images=True)
-    assert _one_line(exc) == f"{Path('masks/d.png')}: mask has no matching image in images"
-
-    _png(tmp_path / "images" / "a.jpg", np.zeros((8, 8), np.uint8))
-    with pytest.raises(DataError, match="same name stem"):
-        pair_images_masks("images", "masks")
-
-    (tmp_path / "nomasks").mkdir()
-    with pytest.raises(DataError, match="folder has no image files"):
-        pair_images_masks("images", "nomasks")
-
-
-def test_pair_single_files(tmp_path):
-    _make(tmp_path, ["img2d.png"], ["mask2d.png"])
-    pairs = pair_images_masks(tmp_path / "images", tmp_path / "masks")
-    assert [(i.name, m.name) for i, m in pairs] == [("img2d.png", "mask2d.png")]
-
-
-# ---------------------------------------------------------------------- load_samples
-def test_load_samples_size_mismatch_message(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    _png(tmp_path / "images" / "b.png", np.zeros((512, 512), np.uint8))
-    _png(tmp_path / "masks" / "b.png", np.zeros((256, 256), np.uint8))
-    with pytest.raises(DataError) as exc:
-        load_samples("images", "masks")
-    assert _one_line(exc) == (
-        f"{Path('masks/b.png')}: size 256x256 does not match image "
-        f"{Path('images/b.png')} (512x512)")
-
-
-def test_load_samples_expands_stacks_and_makes_instances(tmp_path):
-    rng = np.random.default_rng(1)
-    stack = rng.integers(100, 4000, (3, 16, 20)).astype(np.uint16)
-    masks = np.zeros((3, 16, 20), np.uint8)
-    masks[:, 2:6, 2:6] = 255
-    masks[:, 9:14, 10:18] = 255  # binary mask, two separate blobs
-    _tif(tmp_path / "images" / "s.tif", stack, photometric="minisblack")
-    _tif(tmp_path / "masks" / "s.tif", masks, photometric="minisblack")
-    samples = load_samples(tmp_path / "images", tmp_path / "masks", Normalization("minmax"))
-    assert [s.name for s in samples] == ["s_page000", "s_page001", "s_page002"]
-    for s, page in zip(samples, stack, strict=True):
-        assert s.image.shape == (1, 16, 20) and s.image.dtype == np.float32
-        assert s.labels.shape == (16, 20) and s.labels.dtype == np.int32
-        assert set(np.unique(s.labels)) == {0, 1, 2}  # components, not 0/255
-        assert s.source == tmp_path / "images" / "s.tif"
-        assert s.image.min() == 0.0 and s.image.max() == 1.0
-        assert np.argmax(s.image) == np.argmax(page)
-
-    raw = load_samples(tmp_path / "images", tmp_path / "masks", binary_as_instances=False)
-    assert set(np.unique(raw[0].labels)) == {0, 255}
-
-    _tif(tmp_path / "masks" / "s.tif", masks[:2], photometric="minisblack")
-    with pytest.raises(DataError, match="has 2 page"):
-        load_samples(tmp_path / "images", tmp_path / "masks")
-
-
-def test_load_samples_channel_and_label_checks(tmp_path):
-    _png(tmp_path / "images" / "a.png", np.zeros((8, 8), np.uint8))
-    _png(tmp_path / "images" / "b.png", np.zeros((8, 8, 3), np.uint8))
-    mask = np.zeros((8, 8), np.uint8)
-    mask[2:4, 2:4] = 5
-    _png(tmp_path / "masks" / "a.png", mask)
-    _png(tmp_path / "masks" / "b.png", mask)
-    with pytest.raises(DataError, match="b.png: has 3 channel"):
-        load_samples(tmp_path / "images", tmp_path / "masks")
-    _png(tmp_path / "images" / "b.png", np.zeros((8, 8), np.uint8))
-    with pytest.raises(DataError, match="class value 5 but num_classes is 3"):
-        load_samples(tmp_path / "images", tmp_path / "masks", num_classes=3)
-    samples = load_samples(tmp_path / "images", tmp_path / "masks")
-    assert len(samples) == 2 and samples[0].image.shape == (1, 8, 8)
-
-
-def test_check_labels():
-    check_labels(np.array([[0, 255]]), 2, "m.png")  # binary 0/255 is fine
-    check_labels(np.array([[0, 1, 2]]), 3, "m.png")
-    with pytest.raises(DataError, match="m.png: mask has class value 3"):
-        check_labels(np.array([[0, 3]]), 3, "m.png")
-    with pytest.raises(DataError, match="negative"):
-        check_labels(np.array([[0, -1]]), 2, "m.png")
-    with pytest.raises(DataError, match="integer labels"):
-        check_labels(np.array([[0.5]]), 2, "m.png")
-    with pytest.raises(ValueError, match="num_classes"):
-        check_labels(np.array([[0]]), 1, "m.png")
-
-
-# ------------------------------------------------------------------- normalisation
-def test_normalization_uint16_small_range():
-    rng = np.random.default_rng(0)
-    x = rng.integers(1000, 1101, (64, 64)).astype(np.uint16)  # 8-ish bits in 16
-    y = Normalization()(x)
-    assert y.dtype == np.float32 and y.shape == x.shape
-    assert -0.05 < np.percentile(y, 1) < 0.05 and 0.95 < np.percentile(y, 99.8) < 1.05
-    m = Normalization("minmax")(x)
-    assert m.min() == 0.0 and m.max() == 1.0
-    n = Normalization("none")(x)
-    assert n.dtype == np.float32 and n.max() == x.max()
-
-
-def test_normalization_constant_and_channels():
-    for method in ("percentile", "minmax"):
-        y = Normalization(method)(np.full((5, 5), 7, np.uint16))
-        assert np.all(y == 0.0) and np.all(np.isfinite(y))
-    # a sparse image whose percentile range is zero falls back to min-max
-    sparse = np.zeros((100, 100), np.uint8)
-    sparse[0, 0] = 200
-    y = Normalization()(sparse)
-    assert y.max() == 1.0 and y.min() == 0.0
-    two = np.stack([np.linspace(0, 10, 100).reshape(10, 10),
-                    np.linspace(500, 600, 100).reshape(10, 10)])
-    y = Normalization("minmax")(two)
-    assert y.shape == (2, 10, 10)
-    assert np.allclose(y.min(axis=(1, 2)), 0) and np.allclose(y.max(axis=(1, 2)), 1)
-
-
-def test_normalization_config_round_trip_and_validation():
-    norm = Normalization("percentile", 2.0, 98.0)
-    assert Normalization.from_dict(norm.to_dict()) == norm
-    with pytest.raises(ValueError, match="method must be one of"):
-        Normalization("zscore")
-    with pytest.raises(ValueError, match="low < high"):
-        Normalization(low=50, high=10)
-    with pytest.raises(ValueError, match="unknown normalization keys"):
-        Normalization.from_dict({"method": "minmax", "gamma": 2})
 
 
 # -------------------------------------------------------------------------- writing
@@ -374,7 +191,7 @@ def test_save_image_is_atomic(tmp_path, monkeypatch):
         Path(file).write_bytes(b"II*\x00half")
         raise OSError("disk full")
 
-    monkeypatch.setattr(data.tifffile, "imwrite", broken)
+    monkeypatch.setattr(images.tifffile, "imwrite", broken)
     with pytest.raises(OSError, match="disk full"):
         save_image(target, np.full((4, 4), 9, np.uint16))
     monkeypatch.undo()
@@ -389,41 +206,23 @@ def test_save_image_refuses_unknown_suffix(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-# ----------------------------------------------------------------------- real data
-@pytest.mark.data
-def test_real_dic_hela_and_isbi(shared_data):
-    hela = shared_data / "dic-hela" / "01"
-    samples = load_samples(hela / "images", hela / "masks")
-    assert [s.name for s in samples] == [
-        "t002", "t005", "t021", "t031", "t033", "t034", "t039", "t054", "t067"]
-    expected = [10, 10, 11, 13, 13, 12, 13, 13, 3]  # instances per mask (README)
-    assert [np.unique(s.labels).size - 1 for s in samples] == expected
-    for s in samples:
-        assert s.image.shape == (1, 512, 512) and s.image.dtype == np.float32
-        assert s.labels.shape == (512, 512) and s.labels.dtype == np.int32
-        assert np.all(np.isfinite(s.image))
-
-    isbi = shared_data / "isbi2012" / "train"
-    pairs = pair_images_masks(isbi / "images", isbi / "labels")
-    assert len(pairs) == 25 and pairs[7][0].name == "07.png" and pairs[7][1].name == "07.png"
-    first = load_samples(isbi / "images", isbi / "labels")[0]
-    assert first.labels.max() > 10  # 0/255 membranes -> one id per neurite region
-    raw = read_image(pairs[0][1])
-    assert np.array_equal(first.labels > 0, raw == 255)
-
-
-@pytest.mark.data
-def test_real_dsb_sample_non_contiguous_ids(shared_data):
-    root = shared_data / "dsb2018-stardist-sample"
-    (s,) = load_samples(root / "images", root / "masks")
-    assert np.unique(s.labels).size - 1 == 125 and s.labels.max() == 183
-    assert 0.9 < np.percentile(s.image, 99.8) < 1.1  # uint16 holding 0..235, not /65535
-
-
 @pytest.mark.parametrize("name, stem", [
     ("cells.tif", "cells"), ("cells.ome.tif", "cells"), ("cells.ome.zarr", "cells"),
     ("a.b.png", "a.b"), ("plain", "plain"), (".ome.zarr", ".ome"), ("x.OME.TIFF", "x")])
 def test_image_stem_names_outputs_without_format_suffixes(name, stem):
-    from tileunet.io.images import image_stem
-
     assert image_stem(name) == stem
+
+# ------------------------------------------------------------------ the 0.1 path
+def test_the_old_module_path_reads_the_names_of_the_new_modules(monkeypatch):
+    """``tileunet.data`` of 0.1 held images, pairs and normalisation, for one release."""
+    monkeypatch.delitem(sys.modules, "tileunet.data", raising=False)
+    with pytest.warns(DeprecationWarning, match="tileunet.data is now tileunet.io"):
+        from tileunet.data import DataError as OldDataError
+        from tileunet.data import Normalization, load_samples
+        from tileunet.data import read_image as old_read_image
+    assert old_read_image is read_image
+    assert load_samples is pairs.load_samples
+    assert Normalization is normalization.Normalization
+    assert OldDataError is DataError
+    with pytest.raises(AttributeError, match="no attribute '_fail'"):
+        sys.modules["tileunet.data"]._fail  # noqa: B018

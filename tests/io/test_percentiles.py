@@ -8,7 +8,7 @@ import pytest
 pytest.importorskip("dask")
 
 from tileunet.inference.blockwise import Runner  # noqa: E402
-from tileunet.io.images import Normalization  # noqa: E402
+from tileunet.io.normalization import Normalization  # noqa: E402
 from tileunet.io.percentiles import channel_ranges, linear_percentiles  # noqa: E402
 
 

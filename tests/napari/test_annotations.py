@@ -8,7 +8,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from tileunet.io.images import DataError, load_samples, read_image
+from tileunet.errors import DataError
+from tileunet.io.images import read_image
+from tileunet.io.pairs import load_samples
 from tileunet.napari.annotations import (
     IMAGE_KEY,
     annotated,

@@ -13,7 +13,7 @@ import torch
 from tileunet import UNet, predict
 from tileunet.checkpoint import save_model
 from tileunet.inference.postprocess import instances_from_probability
-from tileunet.io.images import Normalization
+from tileunet.io.normalization import Normalization
 from tileunet.napari.plugin import get_reader, read_output, segment_layer
 
 MANIFEST = Path(__file__).resolve().parents[2] / "src" / "tileunet" / "napari" / "napari.yaml"
@@ -29,10 +29,10 @@ def test_manifest_is_valid_and_its_commands_import():
 
 
 def test_the_package_declares_the_manifest():
-    text = (MANIFEST.parents[2] / "pyproject.toml").read_text()
+    text = (MANIFEST.parents[3] / "pyproject.toml").read_text()
     assert '[project.entry-points."napari.manifest"]' in text
-    assert 'tileunet = "tileunet:napari.yaml"' in text
-    assert 'tileunet = ["napari.yaml"]' in text  # shipped as package data
+    assert 'tileunet = "tileunet.napari:napari.yaml"' in text
+    assert '"tileunet.napari" = ["napari.yaml"]' in text  # shipped as package data
 
 
 @pytest.fixture

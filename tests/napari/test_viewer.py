@@ -20,7 +20,7 @@ import torch
 
 from tileunet import UNet
 from tileunet.checkpoint import save_model
-from tileunet.io.images import Normalization
+from tileunet.io.normalization import Normalization
 from tileunet.napari.plugin import segment_layer
 
 pytest.importorskip("napari")

@@ -1,231 +1,33 @@
-"""Tests for tileunet.targets.weightmap (paper eq. 2, Fig. 3) and the weight-map figure."""
+"""Tests for tileunet.targets.weightmap (paper eq. 2) and the weight-map figure."""
 
 from __future__ import annotations
 
 import math
 import os
+import sys
 
 import numpy as np
 import pytest
 from PIL import Image
-from scipy import ndimage as ndi
-from skimage.measure import label as connected_components
 
 from tileunet.plots import save_weight_map_figure
+from tileunet.targets import instances, weightmap
+from tileunet.targets.instances import training_target
 from tileunet.targets.weightmap import (
     CUTOFF_RELATIVE,
     border_cutoff,
     class_weight_map,
-    separate_touching,
-    separation_border,
-    to_instances,
-    training_target,
     weight_map,
     weight_map_reference,
 )
 
 
 # ----------------------------------------------------------------------------- helpers
-def voronoi_cells(
-    shape: tuple[int, int], count: int, rng: np.random.Generator, fill: float = 0.6
-) -> np.ndarray:
-    """Touching cells: Voronoi regions of random seeds, cut to discs, random large ids."""
-    seeds = np.ones(shape, dtype=bool)
-    ys, xs = rng.integers(0, shape[0], count), rng.integers(0, shape[1], count)
-    seeds[ys, xs] = False
-    distance, (iy, ix) = ndi.distance_transform_edt(seeds, return_indices=True)
-    ids = np.zeros(shape, dtype=np.int64)
-    ids[ys, xs] = rng.choice(np.arange(1, 10**6), size=count, replace=False)
-    labels = ids[iy, ix]
-    labels[distance > fill * math.sqrt(shape[0] * shape[1] / count)] = 0
-    return labels
-
-
-def random_disks(shape: tuple[int, int], count: int, rng: np.random.Generator) -> np.ndarray:
-    """Overlapping discs painted one over another: touching cells of varied shape."""
-    labels = np.zeros(shape, dtype=np.int32)
-    yy, xx = np.mgrid[: shape[0], : shape[1]]
-    for cell_id in rng.choice(np.arange(3, 5000, 7), size=count, replace=False):
-        cy, cx = rng.uniform(0, shape[0]), rng.uniform(0, shape[1])
-        radius = rng.uniform(2.0, 9.0)
-        labels[(yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2] = cell_id
-    return labels
-
-
-def touching_pairs(labels: np.ndarray) -> int:
-    """Number of cells with a pixel of another cell among their 8-neighbours."""
-    count = 0
-    for cell in np.unique(labels[labels != 0]):
-        grown = ndi.binary_dilation(labels == cell, structure=np.ones((3, 3), dtype=bool))
-        neighbours = labels[grown]
-        count += int(np.any((neighbours != 0) & (neighbours != cell)))
-    return count
-
-
 def two_pixel_cells() -> np.ndarray:
     labels = np.zeros((5, 9), dtype=np.int32)
     labels[2, 1] = 3
     labels[2, 7] = 8
     return labels
-
-
-# ------------------------------------------------------------------------ to_instances
-def test_to_instances_keeps_noncontiguous_ids() -> None:
-    labels = np.array([[0, 7, 7, 0], [40, 40, 0, 2]], dtype=np.uint16)
-    out = to_instances(labels)
-    assert out.dtype == np.int32
-    np.testing.assert_array_equal(out, labels)
-
-
-@pytest.mark.parametrize("value", [1, 255, True])
-def test_to_instances_splits_binary_masks_into_components(value) -> None:
-    mask = np.zeros((6, 8), dtype=bool if value is True else np.uint8)
-    mask[0:2, 0:2] = value
-    mask[4:6, 5:8] = value
-    mask[3, 3] = value  # a one-pixel cell
-    out = to_instances(mask)
-    assert out.dtype == np.int32
-    assert sorted(np.unique(out).tolist()) == [0, 1, 2, 3]
-    for region in ((slice(0, 2), slice(0, 2)), (slice(4, 6), slice(5, 8))):
-        assert len(np.unique(out[region])) == 1 and out[region][0, 0] > 0
-
-
-def test_to_instances_binary_uses_8_connectivity() -> None:
-    mask = np.array([[255, 0], [0, 255]], dtype=np.uint8)
-    assert np.unique(to_instances(mask)).tolist() == [0, 1]
-
-
-def test_to_instances_float_masks() -> None:
-    np.testing.assert_array_equal(
-        to_instances(np.array([[0.0, 3.0, 5.0]])), np.array([[0, 3, 5]], dtype=np.int32)
-    )
-    np.testing.assert_array_equal(
-        to_instances(np.array([[2.0, 0.0, 2.0]])), np.array([[1, 0, 2]], dtype=np.int32)
-    )
-
-
-def test_to_instances_empty_and_full() -> None:
-    assert not to_instances(np.zeros((3, 4), dtype=np.uint8)).any()
-    np.testing.assert_array_equal(to_instances(np.full((2, 2), 9)), np.full((2, 2), 9))
-
-
-@pytest.mark.parametrize(
-    ("mask", "message"),
-    [
-        (np.zeros((2, 3, 4), dtype=np.uint8), "2-D"),
-        (np.zeros(5, dtype=np.uint8), "2-D"),
-        (np.zeros((0, 4), dtype=np.uint8), "non-empty"),
-        (np.array([[0, -1], [2, 3]]), "labels >= 0"),
-        (np.array([[0.0, 0.5], [1.0, 1.0]]), "fractional"),
-        (np.array([[0.0, np.nan]]), "finite"),
-        (np.array([[0, 2**40]], dtype=np.int64), "int32"),
-        (np.array([["a", "b"]]), "dtype"),
-        (np.array([[1 + 1j, 0]]), "dtype"),
-    ],
-)
-def test_to_instances_rejects_bad_masks(mask: np.ndarray, message: str) -> None:
-    with pytest.raises(ValueError, match=message):
-        to_instances(mask)
-
-
-# ------------------------------------------------------------------- separation border
-def test_separation_border_golden() -> None:
-    labels = np.array([[1, 1, 2, 2, 2], [1, 1, 2, 2, 2]])
-    expected = np.array([[0, 0, 1, 0, 0], [0, 0, 1, 0, 0]], dtype=bool)
-    np.testing.assert_array_equal(separation_border(labels), expected)
-    # equal areas: the larger id gives up the line
-    labels = np.array([[5, 5, 9, 9]])
-    np.testing.assert_array_equal(separation_border(labels), [[False, False, True, False]])
-
-
-@pytest.mark.parametrize("connectivity", [1, 2])
-def test_touching_rectangles_become_two_components(connectivity: int) -> None:
-    labels = np.zeros((12, 16), dtype=np.int32)
-    labels[2:10, 2:7] = 4
-    labels[3:11, 7:14] = 11
-    assert connected_components(labels > 0, connectivity=connectivity).max() == 1
-    target = training_target(labels)
-    components = connected_components(target, connectivity=connectivity)
-    assert components.max() == 2
-    border = separation_border(labels)
-    assert np.array_equal(np.flatnonzero(border.any(axis=0)), [7])  # a 1-pixel line ...
-    assert np.all(labels[border] == 11)  # ... in the larger cell
-    assert border.sum() == 8  # rows 3..9 side by side, plus row 10 touching diagonally
-
-
-def test_diagonal_contact_is_separated() -> None:
-    labels = np.zeros((6, 6), dtype=np.int32)
-    labels[0:3, 0:3] = 1
-    labels[3:6, 3:6] = 2
-    target = training_target(labels)
-    assert connected_components(target, connectivity=2).max() == 2
-    assert separation_border(labels).sum() == 1
-
-
-def test_isolated_cells_keep_all_pixels(rng: np.random.Generator) -> None:
-    labels = np.zeros((40, 40), dtype=np.int32)
-    labels[2:8, 2:9] = 17  # isolated
-    labels[30:38, 3:5] = 23  # isolated, thin
-    labels[15:25, 15:22] = 5  # touches 6
-    labels[15:25, 22:30] = 6
-    separated = separate_touching(labels)
-    for cell in (17, 23):
-        np.testing.assert_array_equal(separated == cell, labels == cell)
-    assert touching_pairs(separated) == 0
-
-
-def test_thin_cell_survives_against_a_larger_cell() -> None:
-    labels = np.zeros((10, 12), dtype=np.int32)
-    labels[1:9, 1:8] = 1  # large block
-    labels[1:9, 8] = 2  # one-pixel-wide cell along its side
-    separated = separate_touching(labels)
-    np.testing.assert_array_equal(separated == 2, labels == 2)
-    assert touching_pairs(separated) == 0
-
-
-def test_cell_touched_everywhere_by_smaller_cells_is_kept() -> None:
-    labels = np.zeros((8, 10), dtype=np.int32)
-    labels[2, :] = 100  # one-pixel line, area 10: every pixel touches a 2x2 block
-    for k, col in enumerate(range(0, 10, 2)):
-        labels[3:5, col : col + 2] = k + 1  # area 4 each
-    separated = separate_touching(labels)
-    assert set(np.unique(separated).tolist()) == set(np.unique(labels).tolist())
-    np.testing.assert_array_equal(separated == 100, labels == 100)
-    assert touching_pairs(separated) == 0
-
-
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_separation_on_random_touching_cells(seed: int) -> None:
-    rng = np.random.default_rng(seed)
-    labels = voronoi_cells((96, 96), 30, rng) if seed < 2 else random_disks((96, 96), 60, rng)
-    assert touching_pairs(labels) > 0
-    separated = separate_touching(labels)
-    assert touching_pairs(separated) == 0
-    border = separation_border(labels)
-    np.testing.assert_array_equal(separated, np.where(border, 0, labels))
-    assert not np.any(border & (labels == 0))
-    # every cell survives, and each connected component of the target is one cell
-    assert set(np.unique(separated).tolist()) == set(np.unique(labels).tolist())
-    target = training_target(labels)
-    for connectivity in (1, 2):
-        components = connected_components(target, connectivity=connectivity)
-        for index, box in enumerate(ndi.find_objects(components), start=1):
-            inside = separated[box][components[box] == index]
-            assert len(np.unique(inside)) == 1
-    np.testing.assert_array_equal(separate_touching(separated), separated)  # idempotent
-
-
-def test_binary_mask_has_no_separation_border() -> None:
-    mask = np.zeros((10, 10), dtype=np.uint8)
-    mask[2:8, 2:8] = 255
-    assert not separation_border(mask).any()
-    np.testing.assert_array_equal(training_target(mask), mask // 255)
-
-
-def test_training_target_dtype_and_values() -> None:
-    target = training_target(np.array([[0, 1, 1, 2, 2, 2]]))
-    assert target.dtype == np.uint8
-    np.testing.assert_array_equal(target, [[0, 1, 1, 0, 1, 1]])
 
 
 # ----------------------------------------------------------------------- class weights
@@ -334,7 +136,8 @@ def test_weight_map_without_two_cells_has_no_border_term(labels: np.ndarray) -> 
     np.testing.assert_allclose(weight_map_reference(labels), w)
 
 
-def test_weight_map_w0_zero_is_class_weights(rng: np.random.Generator) -> None:
+def test_weight_map_w0_zero_is_class_weights(rng: np.random.Generator,
+                                             voronoi_cells) -> None:
     labels = voronoi_cells((48, 48), 10, rng)
     np.testing.assert_allclose(
         weight_map(labels, w0=0.0), class_weight_map(training_target(labels)), atol=0
@@ -362,7 +165,8 @@ def test_weight_map_cutoff_is_exact_zero() -> None:
         (5, "sparse", 4.0, 10.0),  # cells far apart: many crops do not meet
     ],
 )
-def test_weight_map_matches_reference(seed: int, kind: str, sigma: float, w0: float) -> None:
+def test_weight_map_matches_reference(seed: int, kind: str, sigma: float, w0: float,
+                                      voronoi_cells, random_disks) -> None:
     rng = np.random.default_rng(seed)
     if kind == "voronoi":
         labels = voronoi_cells((90, 110), 25, rng)
@@ -393,7 +197,8 @@ def test_weight_map_crop_margin_is_just_enough() -> None:
 
 
 @pytest.mark.parametrize("seed", [0, 1])
-def test_weight_map_is_exact_below_the_cutoff(seed: int) -> None:
+def test_weight_map_is_exact_below_the_cutoff(seed: int, voronoi_cells,
+                                              random_disks) -> None:
     # with zero class weights the map is the border term alone: compare it relatively
     rng = np.random.default_rng(seed)
     labels = random_disks((80, 80), 40, rng) if seed else voronoi_cells((80, 80), 20, rng)
@@ -441,7 +246,8 @@ def test_weight_map_rejects_bad_labels() -> None:
 
 
 # ---------------------------------------------------------------------------- figure
-def test_save_weight_map_figure_writes_a_png(tmp_path, rng: np.random.Generator) -> None:
+def test_save_weight_map_figure_writes_a_png(tmp_path, rng: np.random.Generator,
+                                            voronoi_cells) -> None:
     labels = voronoi_cells((64, 80), 12, rng)
     path = tmp_path / "weights.png"
     path.write_bytes(b"old")  # replaced, not appended to
@@ -475,3 +281,16 @@ def test_save_weight_map_figure_rejects_mismatched_shapes(tmp_path) -> None:
 def test_save_weight_map_figure_needs_an_existing_folder(tmp_path) -> None:
     with pytest.raises(ValueError, match="existing folder"):
         save_weight_map_figure(two_pixel_cells(), np.ones((5, 9)), tmp_path / "no" / "w.png")
+
+
+# ------------------------------------------------------------------ the 0.1 path
+def test_the_old_module_path_reads_the_names_of_the_new_modules(monkeypatch):
+    """``tileunet.weights`` of 0.1 held instances and the weight map, for one release."""
+    monkeypatch.delitem(sys.modules, "tileunet.weights", raising=False)
+    with pytest.warns(DeprecationWarning, match="tileunet.weights is now tileunet.targets"):
+        from tileunet.weights import to_instances
+        from tileunet.weights import weight_map as old_weight_map
+    assert old_weight_map is weightmap.weight_map is weight_map
+    assert to_instances is instances.to_instances
+    with pytest.raises(AttributeError, match="no attribute '_separate'"):
+        sys.modules["tileunet.weights"]._separate  # noqa: B018

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.skipif(not torch.distributed.is_available(),
 RANK_SCRIPT = """
 import os, sys
 from safetensors.torch import save_file
-from tileunet.augment.transforms import AugmentConfig
+from tileunet.augment.params import AugmentConfig
 from tileunet.training.config import TrainConfig
 from tileunet.training.loop import train
 images, masks, out, iterations = sys.argv[1:5]

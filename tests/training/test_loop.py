@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tileunet.augment.transforms import AugmentConfig
+from tileunet.augment.params import AugmentConfig
 from tileunet.checkpoint import load_model
 from tileunet.io.images import save_image
 from tileunet.synthetic import synthetic_cells, write_synthetic_dataset
@@ -309,7 +309,8 @@ def test_exclude_leaves_images_out(data, tmp_path):
 
 
 def test_ignore_regions_get_zero_weight(data, tmp_path):
-    from tileunet.io.images import Normalization, load_samples
+    from tileunet.io.normalization import Normalization
+    from tileunet.io.pairs import load_samples
     from tileunet.training.samples import prepare_samples, read_ignore_masks
 
     images, masks = data

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from tileunet.augment.transforms import AugmentConfig
+from tileunet.augment.params import AugmentConfig
 from tileunet.training.sampler import WeightedCentres, default_workers, tile_batches
 
 

@@ -19,10 +19,11 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-import tileunet.evaluation.metrics as M
-from tileunet.io.images import DataError, list_images, read_image
+from tileunet.errors import DataError
+from tileunet.evaluation import isbi, scores, warping
+from tileunet.io.images import list_images, read_image
 from tileunet.io.outputs import atomic_write
-from tileunet.targets.weightmap import to_instances
+from tileunet.targets.instances import to_instances
 
 PRED_SUFFIXES = ("_instances", "_prob", "_mask", "_overlay")
 
@@ -61,7 +62,7 @@ def _forget() -> None:
         memo.clear()
 
 
-_match = _last_call(lambda pred, gt: M.match_instances(pred, gt, iou_threshold=0.5))
+_match = _last_call(lambda pred, gt: scores.match_instances(pred, gt, iou_threshold=0.5))
 
 
 def _matched(key: str) -> Callable[[np.ndarray, np.ndarray], float]:
@@ -69,7 +70,7 @@ def _matched(key: str) -> Callable[[np.ndarray, np.ndarray], float]:
 
 
 def _separated(pred: np.ndarray, gt: np.ndarray) -> float:
-    sep, total = M.touching_pairs_separated(pred, gt)
+    sep, total = scores.touching_pairs_separated(pred, gt)
     return sep / total if total else math.nan
 
 
@@ -84,25 +85,26 @@ def _gt_cells(gt_raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return ~cells, ndi.label(cells)[0]
 
 
-_pixel = _last_call(lambda prob_fg, gt_raw: M.pixel_error(1.0 - prob_fg,
-                                                          _gt_cells(gt_raw)[0]))
-_v = _last_call(lambda prob_fg, gt_raw: M.v_rand_v_info(prob_fg < 0.5, _gt_cells(gt_raw)[1]))
+_pixel = _last_call(lambda prob_fg, gt_raw: isbi.pixel_error(1.0 - prob_fg,
+                                                             _gt_cells(gt_raw)[0]))
+_v = _last_call(lambda prob_fg, gt_raw: isbi.v_rand_v_info(prob_fg < 0.5,
+                                                         _gt_cells(gt_raw)[1]))
 
 
 def _rand_error(prob_fg: np.ndarray, gt_raw: np.ndarray) -> float:
-    return M.rand_error(1.0 - prob_fg, _gt_cells(gt_raw)[1])["error"]
+    return isbi.rand_error(1.0 - prob_fg, _gt_cells(gt_raw)[1])["error"]
 
 
 def _warping_error(prob_fg: np.ndarray, gt_raw: np.ndarray) -> float:
-    return M.warping_error(prob_fg < 0.5, _gt_cells(gt_raw)[0])
+    return warping.warping_error(prob_fg < 0.5, _gt_cells(gt_raw)[0])
 
 
 METRICS: dict[str, Metric] = {
     m.name: m
     for m in (
-        Metric("seg", "instances", M.seg_score,
+        Metric("seg", "instances", scores.seg_score,
                "Cell Tracking Challenge SEG (mean Jaccard of matched GT objects)"),
-        Metric("iou", "instances", lambda p, g: M.pixel_iou(p > 0, g > 0),
+        Metric("iou", "instances", lambda p, g: scores.pixel_iou(p > 0, g > 0),
                "foreground pixel IoU"),
         Metric("precision", "instances", _matched("precision"),
                "instance precision at IoU 0.5"),

@@ -40,7 +40,9 @@ import torch
 import torch.nn.functional as F
 
 from tileunet.checkpoint import load_model
-from tileunet.io.images import DataError, Normalization, read_pages
+from tileunet.errors import DataError
+from tileunet.io.images import read_pages
+from tileunet.io.normalization import Normalization
 from tileunet.io.outputs import clear_stale, refuse_existing, staged
 from tileunet.model import UNet
 

@@ -61,7 +61,7 @@ from tileunet.errors import DataError
 from tileunet.inference.overlap import check_batch_size, check_tile_fits, predict, tile_geometry
 from tileunet.inference.postprocess import check_threshold, grow_labels, instances_from_probability
 from tileunet.inference.tiling import reflect_indices
-from tileunet.io.images import Normalization, is_zarr_path, rescale
+from tileunet.io.images import is_zarr_path
 from tileunet.io.lazy import (
     OME_PATHS,
     PLAIN_PATHS,
@@ -71,6 +71,7 @@ from tileunet.io.lazy import (
     write_ngff,
     write_pyramid,
 )
+from tileunet.io.normalization import Normalization, rescale
 from tileunet.io.outputs import clear_stale, refuse_existing, staged
 from tileunet.io.percentiles import channel_ranges
 from tileunet.model import UNet
@@ -188,7 +189,7 @@ def predict_blocks(model: UNet | str | Path, image: Any, *, block: int = DEFAULT
         where the network is (for a path: ``"auto"``).
     ranges, normalization
         Per-channel ``(lo, hi)`` and the method, applied to each window as
-        :class:`tileunet.io.images.Normalization` would on the whole image.
+        :class:`tileunet.io.normalization.Normalization` would on the whole image.
 
     Returns
     -------
@@ -548,7 +549,7 @@ def segment_to_zarr(
         open with the image's pixel size: the probabilities are the image ``(c, y, x)``
         at the root, ``mask`` and ``instances`` its label images under ``labels/``.
         Default: when ``out`` ends in ``.ome.zarr``.
-    Other parameters
+    tile, batch_size, threshold, instances, min_distance, precision, device, overwrite, progress
         As for :func:`tileunet.inference.segment.segment_files`.
     """
     from tileunet.inference.postprocess import instance_options

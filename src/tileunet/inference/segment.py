@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from tileunet.checkpoint import load_model
 from tileunet.device import resolve_device
+from tileunet.errors import DataError
 from tileunet.inference.overlap import check_batch_size, check_tile_fits
 from tileunet.inference.postprocess import (
     check_threshold,
@@ -38,16 +39,9 @@ from tileunet.inference.postprocess import (
     label_mask,
 )
 from tileunet.inference.scale import predict_at_scale
-from tileunet.io.images import (
-    DataError,
-    Normalization,
-    atomic_write,
-    image_stem,
-    list_images,
-    read_pages,
-    save_image,
-)
-from tileunet.io.outputs import clear_stale
+from tileunet.io.images import image_stem, list_images, read_pages, save_image
+from tileunet.io.normalization import Normalization
+from tileunet.io.outputs import atomic_write, clear_stale
 from tileunet.plots import overlay_rgb
 
 OUTPUTS = ("mask.png", "prob.tif", "instances.tif", "overlay.png")

@@ -1,6 +1,6 @@
 """Exact per-channel percentiles of an image too large for memory.
 
-:class:`tileunet.io.images.Normalization` finds its ranges with ``np.percentile`` on the
+:class:`tileunet.io.normalization.Normalization` finds its ranges with ``np.percentile`` on the
 whole image in memory. Block-wise, the same numbers are found exactly in two passes
 over the blocks: a histogram of the top 16 bits of each float32 value (as a key that
 sorts like the value), then, within the few 16-bit prefixes that hold the wanted ranks,
@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from tileunet.errors import DataError
-from tileunet.io.images import Normalization
+from tileunet.io.normalization import Normalization
 
 
 def _float_keys(x: np.ndarray) -> np.ndarray:

@@ -22,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from tileunet.io.images import DataError, save_image
+from tileunet.errors import DataError
+from tileunet.io.images import save_image
 from tileunet.io.outputs import write_json
 from tileunet.training.loop import INPUTS_DIR
 

@@ -28,7 +28,7 @@ from tileunet.inference.postprocess import (
     instances_from_probability,
 )
 from tileunet.inference.scale import predict_at_scale
-from tileunet.io.images import Normalization
+from tileunet.io.normalization import Normalization
 from tileunet.napari.annotations import IMAGE_KEY, layer_array
 
 __all__ = ["get_reader", "read_output", "segment_layer", "segment_widget"]

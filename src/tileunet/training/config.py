@@ -13,9 +13,9 @@ from typing import Any
 
 import torch
 
-from tileunet.augment.transforms import AugmentConfig
+from tileunet.augment.params import AugmentConfig
 from tileunet.inference.scale import check_scale
-from tileunet.io.images import Normalization
+from tileunet.io.normalization import Normalization
 from tileunet.model import NORMS, PADDINGS, UNet, UNetConfig, upgrade_network_fields
 
 OPTIMIZERS = ("sgd", "adamw")

@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from tileunet.augment.transforms import AugmentConfig
+from tileunet.augment.params import AugmentConfig
 from tileunet.model import NORMS, PADDINGS
 from tileunet.training.config import ConfigError, TrainConfig
 from tileunet.training.plan import PLANNED

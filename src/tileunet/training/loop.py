@@ -40,11 +40,11 @@ from tileunet.device import (
     resolve_device,
     training_memory_format,
 )
-from tileunet.evaluation.metrics import pixel_iou, seg_score
+from tileunet.errors import DataError
+from tileunet.evaluation.scores import pixel_iou, seg_score
 from tileunet.inference.overlap import predict, tile_memory_bytes
 from tileunet.inference.postprocess import instances_from_probability
 from tileunet.interrupt import interrupts_deferred, terminate_as_interrupt
-from tileunet.io.images import DataError
 from tileunet.io.outputs import atomic_write, clear_temporaries, is_temporary, write_json
 from tileunet.losses import weighted_cross_entropy
 from tileunet.model import UNet
@@ -75,6 +75,9 @@ INPUTS_DIR = "annotations"
 
 @dataclass
 class TrainResult:
+    """What a training run did: where it wrote, how far it got, and how the kept
+    weights validated."""
+
     run_dir: Path
     iterations: int
     seconds: float

@@ -150,7 +150,7 @@ def start_network(init: str, given: Mapping[str, Any]) -> dict[str, Any]:
 def make_request_plan(request: TrainRequest, fixed: Mapping[str, Any]) -> planning.Plan:
     """The plan of this request's budget, data and machine, with ``fixed`` kept."""
     from tileunet.device import resolve_device
-    from tileunet.io.images import load_samples
+    from tileunet.io.pairs import load_samples
 
     minutes = request.minutes
     if not (isinstance(minutes, (int, float)) and math.isfinite(minutes) and minutes > 0):

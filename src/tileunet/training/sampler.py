@@ -3,7 +3,7 @@ or on the GPU.
 
 Each training step takes ``batch_size`` tiles: an image chosen at random, a tile
 centre (uniform over the image, or where the weight map is high:
-:class:`WeightedCentres`), and one draw of :mod:`tileunet.augment.transforms` applied to image,
+:class:`WeightedCentres`), and one draw of :mod:`tileunet.augment` applied to image,
 target and weight map alike. On a GPU a step of the paper's network is quicker than
 augmenting one tile on one CPU core (``benchmarks/RESULTS.md``, "The data pipeline on
 its own"), so there the training images live on the GPU and the tiles are resampled
@@ -30,13 +30,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from tileunet.augment.transforms import (
-    AugmentConfig,
-    DeviceImage,
-    apply_on_device,
-    augment_tile,
-    make_params,
-)
+from tileunet.augment.on_device import DeviceImage, apply_on_device
+from tileunet.augment.params import AugmentConfig, make_params
+from tileunet.augment.resample import augment_tile
 
 Tile = tuple[np.ndarray, np.ndarray, np.ndarray]  # image (C, T, T), target, weights (T, T)
 
@@ -53,7 +49,7 @@ class WeightedCentres:
     With probability ``share`` a tile's centre is a pixel drawn in proportion to its
     weight map's excess over the map's minimum (the borders between touching objects,
     thin membranes, the rarer class); otherwise the centre is left to
-    :func:`tileunet.augment.transforms.make_params` (uniform over the image). ``share=0`` draws
+    :func:`tileunet.augment.params.make_params` (uniform over the image). ``share=0`` draws
     nothing from the generator, so the uniform stream of tiles stays as it was.
     """
 
@@ -152,7 +148,7 @@ def device_tile_batches(samples: list[TrainingImage], tile: int, augment: Augmen
                         ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """Endless batches like :func:`tile_batches` with ``workers=0`` (the same random
     draws), resampled on ``device`` from images held there
-    (:func:`tileunet.augment.transforms.apply_on_device`; bicubic interpolation only)."""
+    (:func:`tileunet.augment.on_device.apply_on_device`; bicubic interpolation only)."""
     held = [DeviceImage(s.image, s.target, s.weights, device) for s in samples]
     while True:
         tiles = []

@@ -12,10 +12,12 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from tileunet.errors import DataError
 from tileunet.inference.scale import image_to_scale, labels_to_scale
-from tileunet.io.images import DataError, Sample, load_samples
 from tileunet.io.outputs import atomic_write
-from tileunet.targets.weightmap import class_weight_map, training_target, weight_map
+from tileunet.io.pairs import Sample, load_samples
+from tileunet.targets.instances import training_target
+from tileunet.targets.weightmap import class_weight_map, weight_map
 from tileunet.training.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -57,7 +59,8 @@ def read_ignore_masks(images: str, ignore_dir: str, samples: list[Sample]
     trailing number); any non-zero pixel is ignored (weight 0 in the loss, left out of
     validation). Images without an ignore mask are fully annotated.
     """
-    from tileunet.io.images import pair_images_masks, read_pages
+    from tileunet.io.images import read_pages
+    from tileunet.io.pairs import pair_images_masks
 
     by_source = {}
     for image_path, mask_path in pair_images_masks(images, ignore_dir,

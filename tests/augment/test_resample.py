@@ -1,5 +1,5 @@
-"""Tests for tileunet.augment.transforms: one coordinate map, mirrored borders, the
-paper's elastic."""
+"""Tests for tileunet.augment.resample: one coordinate map, mirrored borders, labels stay
+labels, image, target and weights stay aligned."""
 
 from __future__ import annotations
 
@@ -9,18 +9,9 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from tileunet.augment.transforms import (
-    AugmentConfig,
-    AugmentParams,
-    apply,
-    augment_tile,
-    elastic_field,
-    identity_params,
-    make_params,
-    source_coordinates,
-)
-
-GEOMETRY_ONLY = AugmentConfig(contrast=(1.0, 1.0), brightness=0.0, gamma=(1.0, 1.0))
+from tileunet.augment.geometry import source_coordinates
+from tileunet.augment.params import AugmentConfig, AugmentParams, identity_params, make_params
+from tileunet.augment.resample import apply, augment_tile
 
 
 def reflect_crop(image: np.ndarray, center: tuple[int, int], size: int) -> np.ndarray:
@@ -114,12 +105,13 @@ def keys_reference(image: np.ndarray, coords: np.ndarray, a: float = -0.75) -> n
 
 
 @pytest.mark.parametrize(("shape", "size", "center"), CASES)
-def test_bicubic_matches_cubic_convolution_of_the_mirrored_image(shape, size, center):
+def test_bicubic_matches_cubic_convolution_of_the_mirrored_image(shape, size, center,
+                                                                  geometry_only):
     rng = np.random.default_rng(3)
     image = ndi.gaussian_filter(rng.random(shape), 1.0).astype(np.float32) * 10
     weights = rng.random(shape).astype(np.float32)
     for _ in range(4):
-        p = make_params(shape, size, rng, GEOMETRY_ONLY, center=center)
+        p = make_params(shape, size, rng, geometry_only, center=center)
         assert p.interpolation == "bicubic"
         unfolded = source_coordinates(p, fold=False)
         folded = source_coordinates(p)
@@ -131,11 +123,11 @@ def test_bicubic_matches_cubic_convolution_of_the_mirrored_image(shape, size, ce
 
 
 @pytest.mark.parametrize(("shape", "size", "center"), CASES)
-def test_spline_matches_map_coordinates_on_whole_image(shape, size, center):
+def test_spline_matches_map_coordinates_on_whole_image(shape, size, center, geometry_only):
     rng = np.random.default_rng(3)
     image = ndi.gaussian_filter(rng.random(shape), 1.0).astype(np.float32) * 10
     weights = rng.random(shape).astype(np.float32)
-    config = dataclasses.replace(GEOMETRY_ONLY, interpolation="spline")
+    config = dataclasses.replace(geometry_only, interpolation="spline")
     for _ in range(4):
         p = make_params(shape, size, rng, config, center=center)
         coords = source_coordinates(p)  # folded into the image
@@ -144,15 +136,6 @@ def test_spline_matches_map_coordinates_on_whole_image(shape, size, center):
         x, _, w = apply(p, image, None, weights)
         np.testing.assert_allclose(x, ref, atol=2e-3 * float(np.ptp(image)))
         np.testing.assert_allclose(w, ref_w, atol=1e-4)
-
-
-def test_folding_is_mirror_reflection_without_edge_duplication():
-    p = AugmentParams((4, 4), 12, (1, 1))
-    coords = source_coordinates(p)
-    # rows of the tile show source rows -5 .. 6, mirrored: 1 2 3 2 1 0 1 2 3 2 1 0
-    assert np.array_equal(coords[0][:, 0], [1, 2, 3, 2, 1, 0, 1, 2, 3, 2, 1, 0])
-    unfolded = source_coordinates(p, fold=False)
-    assert np.array_equal(unfolded[1][0], np.arange(-5, 7))
 
 
 # ------------------------------------------------------------- rotations and flips
@@ -212,8 +195,8 @@ def test_rotated_tile_near_corner_has_no_black_corners(rng, interpolation):
 
 
 @pytest.mark.parametrize("interpolation", ["bicubic", "spline"])
-def test_tiny_and_thin_images_do_not_crash(rng, interpolation):
-    config = dataclasses.replace(GEOMETRY_ONLY, interpolation=interpolation)
+def test_tiny_and_thin_images_do_not_crash(rng, interpolation, geometry_only):
+    config = dataclasses.replace(geometry_only, interpolation=interpolation)
     for shape in [(1, 1), (1, 7), (7, 1), (2, 3)]:
         image = rng.random(shape, dtype=np.float32) + 1
         x, y, w = augment_tile(image, np.ones(shape, np.int64), image, size=9, rng=rng,
@@ -234,14 +217,14 @@ def test_label_set_never_changes_under_strong_deformation(rng):
 
 
 @pytest.mark.parametrize("interpolation", ["bicubic", "spline"])
-def test_image_target_and_weights_stay_aligned(rng, interpolation):
+def test_image_target_and_weights_stay_aligned(rng, interpolation, geometry_only):
     labels = blocks((96, 96), 12, rng)
     image = labels.astype(np.float32)
     weights = labels.astype(np.float32)
     # distance (source pixels) of each source pixel to the nearest block edge
     flat = ndi.minimum_filter(labels, 3) == ndi.maximum_filter(labels, 3)
     edge_distance = ndi.distance_transform_edt(flat)
-    config = dataclasses.replace(GEOMETRY_ONLY, elastic_sigma=15.0, max_shift=0.5,
+    config = dataclasses.replace(geometry_only, elastic_sigma=15.0, max_shift=0.5,
                                  interpolation=interpolation)
     for _ in range(6):
         p = make_params(labels.shape, 72, rng, config)
@@ -270,33 +253,6 @@ def test_same_seed_same_tiles_different_seed_different(rng):
     assert not np.array_equal(a[0], c[0])
 
 
-# --------------------------------------------------------------- elastic deformation
-def test_coarse_displacements_have_the_papers_statistics(rng):
-    draws = np.stack([make_params((100, 100), 64, rng).elastic for _ in range(2000)])
-    assert draws.shape == (2000, 2, 3, 3)
-    assert abs(draws.std() - 10.0) < 0.3
-    assert abs(draws.mean()) < 0.3
-    sigma5 = np.stack(
-        [make_params((10, 10), 8, rng, AugmentConfig(elastic_sigma=5.0, elastic_points=4)).elastic
-         for _ in range(500)]
-    )
-    assert sigma5.shape[1:] == (2, 4, 4) and abs(sigma5.std() - 5.0) < 0.2
-    assert not make_params((10, 10), 8, rng, AugmentConfig(elastic_sigma=0.0)).elastic.any()
-
-
-def test_elastic_field_interpolates_grid_at_corners_edges_and_centre(rng):
-    coarse = rng.normal(0.0, 10.0, (2, 3, 3))
-    field = elastic_field(coarse, 101)
-    assert field.shape == (2, 101, 101)
-    grid = np.ix_([0, 50, 100], [0, 50, 100])
-    np.testing.assert_allclose(field[0][grid], coarse[0], atol=1e-12)
-    np.testing.assert_allclose(field[1][grid], coarse[1], atol=1e-12)
-    # smooth: neighbouring pixels differ by a small fraction of the grid spacing's change
-    assert np.abs(np.diff(field, axis=1)).max() < np.abs(coarse).max()
-    # a constant coarse field gives the same constant everywhere (a pure shift)
-    np.testing.assert_allclose(elastic_field(np.full((2, 3, 3), 4.0), 33), 4.0, atol=1e-12)
-
-
 def test_elastic_moves_pixels_by_the_field():
     coarse = np.zeros((2, 3, 3))
     coarse[1] = 3.0  # every pixel shows the source 3 columns to the right
@@ -304,43 +260,6 @@ def test_elastic_moves_pixels_by_the_field():
     image = np.tile(np.arange(40, dtype=np.float32), (40, 1))
     x, _, _ = apply(p, image)
     np.testing.assert_allclose(x, reflect_crop(image, (20, 18), 20), atol=1e-3)
-
-
-# ------------------------------------------------------------------ gray values
-def test_gray_value_changes_touch_only_the_image(rng):
-    image = rng.normal(size=(1, 40, 40)).astype(np.float32)  # normalised: negative values
-    target = rng.integers(0, 3, (40, 40))
-    weights = rng.random((40, 40), dtype=np.float32)
-    base = make_params(image.shape[1:], 32, rng, GEOMETRY_ONLY)
-    gray = dataclasses.replace(base, contrast=1.2, brightness=0.05, gamma=0.8)
-    x0, y0, w0 = apply(base, image, target, weights)
-    x1, y1, w1 = apply(gray, image, target, weights)
-    assert np.array_equal(y0, y1) and np.array_equal(w0, w1)
-    assert not np.allclose(x0, x1)
-    assert np.isfinite(x1).all() and x1.dtype == np.float32
-
-
-def test_gamma_keeps_the_range_contrast_keeps_the_mean(rng):
-    image = rng.normal(size=(30, 30)).astype(np.float32) - 3.0  # all negative-ish
-    crop = dataclasses.replace(identity_params(image.shape, 30, (15, 15)))
-    x0, _, _ = apply(crop, image)
-    xg, _, _ = apply(dataclasses.replace(crop, gamma=1.25), image)
-    assert xg.min() == pytest.approx(x0.min(), abs=1e-5)
-    assert xg.max() == pytest.approx(x0.max(), abs=1e-5)
-    assert xg.mean() < x0.mean()  # gamma > 1 darkens
-    xc, _, _ = apply(dataclasses.replace(crop, contrast=1.5), image)
-    assert xc.mean() == pytest.approx(x0.mean(), abs=1e-4)
-    assert xc.std() == pytest.approx(1.5 * x0.std(), rel=1e-4)
-    xb, _, _ = apply(dataclasses.replace(crop, brightness=0.1), image)
-    np.testing.assert_allclose(xb - x0, 0.1 * np.ptp(x0), atol=1e-5)
-
-
-def test_default_gray_changes_are_mild(rng):
-    for _ in range(200):
-        p = make_params((10, 10), 8, rng)
-        assert 0.8 <= p.contrast <= 1.25 and 0.8 <= p.gamma <= 1.25
-        assert abs(p.brightness) <= 0.1
-        assert 0.0 <= p.angle < 360.0
 
 
 # ------------------------------------------------------------- shapes and dtypes
@@ -354,7 +273,7 @@ def test_shapes_and_dtypes(rng):
 
 
 # ------------------------------------------------------------------ bad inputs
-def test_bad_inputs_raise_value_error(rng):
+def test_bad_arrays_raise_value_error(rng):
     image = rng.random((1, 20, 20), dtype=np.float32)
     p = make_params((20, 20), 16, rng)
     with pytest.raises(ValueError, match="target must have shape"):
@@ -368,71 +287,3 @@ def test_bad_inputs_raise_value_error(rng):
     for size in (0, -3, 2.5, True):
         with pytest.raises(ValueError, match="size must be a positive integer"):
             augment_tile(image, None, None, size=size, rng=rng)
-    with pytest.raises(ValueError, match="image_shape"):
-        make_params((0, 5), 4, rng)
-    with pytest.raises(ValueError, match="center must be finite"):
-        identity_params((5, 5), 3, (np.nan, 1))
-    with pytest.raises(ValueError, match=r"elastic must have shape"):
-        AugmentParams((5, 5), 3, (1, 1), elastic=np.zeros((3, 3)))
-    with pytest.raises(ValueError, match="interpolation must be one of"):
-        AugmentParams((5, 5), 3, (1, 1), interpolation="cubic")
-
-
-@pytest.mark.parametrize(
-    "kwargs",
-    [
-        {"elastic_sigma": -1.0},
-        {"elastic_points": 0},
-        {"max_shift": -2.0},
-        {"brightness": -0.1},
-        {"contrast": (1.2, 0.8)},
-        {"gamma": (0.0, 1.0)},
-        {"gamma": (1.0,)},
-        {"interpolation": "linear"},
-    ],
-)
-def test_bad_config_raises(kwargs):
-    with pytest.raises(ValueError):
-        AugmentConfig(**kwargs)
-
-
-def test_config_from_json_lists_becomes_tuples():
-    config = AugmentConfig(contrast=[0.9, 1.1], gamma=[0.9, 1.1])
-    assert config.contrast == (0.9, 1.1) and config.gamma == (0.9, 1.1)
-    assert hash(config) == hash(AugmentConfig(contrast=(0.9, 1.1), gamma=(0.9, 1.1)))
-
-
-# ------------------------------------------------------------- on the device
-@pytest.mark.parametrize("config", [AugmentConfig(), AugmentConfig(enabled=False),
-                                    AugmentConfig(elastic_sigma=0.0, rotate=False),
-                                    AugmentConfig(contrast=(2.0, 2.0), gamma=(0.5, 0.5))])
-def test_device_path_equals_the_numpy_path(config):
-    from tileunet.augment.transforms import DeviceImage, apply_on_device
-
-    rng = np.random.default_rng(4)
-    img = rng.random((2, 70, 50), dtype=np.float32)
-    tgt = rng.integers(0, 3, (70, 50))
-    w = rng.random((70, 50), dtype=np.float32)
-    src = DeviceImage(img, tgt, w, "cpu")
-    for size in (30, 120):  # smaller and larger than the image
-        p = make_params((70, 50), size, rng, config)
-        x, y, ww = apply(p, img, tgt, w)
-        xd, yd, wd = apply_on_device(p, src)
-        np.testing.assert_allclose(xd.numpy(), x, rtol=0, atol=1e-4)
-        np.testing.assert_allclose(wd.numpy(), ww, rtol=0, atol=1e-4)
-        np.testing.assert_array_equal(yd.numpy(), y)
-
-
-def test_device_path_refuses_what_it_cannot_do():
-    from tileunet.augment.transforms import DeviceImage, apply_on_device
-
-    img = np.zeros((1, 20, 20), np.float32)
-    src = DeviceImage(img, np.zeros((20, 20)), np.ones((20, 20)), "cpu")
-    rng = np.random.default_rng(0)
-    with pytest.raises(ValueError, match="bicubic"):
-        apply_on_device(make_params((20, 20), 8, rng, AugmentConfig(interpolation="spline")),
-                        src)
-    with pytest.raises(ValueError, match="drawn for shape"):
-        apply_on_device(make_params((21, 20), 8, rng), src)
-    with pytest.raises(ValueError, match="must have the image's shape"):
-        DeviceImage(img, np.zeros((20, 19)), np.ones((20, 20)), "cpu")
