@@ -139,7 +139,7 @@ def trained_demo_model(path: Path | None, iterations: int, device: str) -> Path:
         return path
     from tileunet.demo import DEMO_NET, DEMO_TILE
     from tileunet.synthetic import write_synthetic_dataset
-    from tileunet.training.config import TrainConfig
+    from tileunet.training.config import Runtime, TrainConfig
     from tileunet.training.loop import train
 
     run = OUT / "demo_model" / "run"
@@ -148,9 +148,10 @@ def trained_demo_model(path: Path | None, iterations: int, device: str) -> Path:
     data = OUT / "demo_model" / "data"
     images, masks = write_synthetic_dataset(data, n_images=12, shape=(256, 256),
                                             rng=np.random.default_rng(0))
-    train(TrainConfig(images=str(images), masks=str(masks), out=str(run), val_fraction=0.17,
-                      iterations=iterations, tile=DEMO_TILE, val_every=100, seed=0, device=device,
-                      progress=True, **DEMO_NET))
+    train(TrainConfig.from_settings(images=str(images), masks=str(masks), out=str(run),
+                                    val_fraction=0.17, iterations=iterations, tile=DEMO_TILE,
+                                    val_every=100, seed=0, **DEMO_NET),
+          runtime=Runtime(device=device))
     return run
 
 

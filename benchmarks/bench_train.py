@@ -46,7 +46,7 @@ from tileunet.augment.params import AugmentConfig
 from tileunet.device import autocast_dtype, training_memory_format
 from tileunet.io.pairs import load_samples
 from tileunet.synthetic import write_synthetic_dataset
-from tileunet.training.config import TrainConfig
+from tileunet.training.config import Runtime, TrainConfig
 from tileunet.training.loop import augment_on_device, lr_at, train
 from tileunet.training.sampler import default_workers, device_tile_batches, tile_batches
 from tileunet.training.samples import prepare_samples
@@ -133,7 +133,7 @@ def baseline_run(args, dev, prepared, cfg: TrainConfig) -> dict:
 
 
 def tileunet_run(args, cfg: TrainConfig) -> dict:
-    res = train(cfg)
+    res = train(cfg, runtime=Runtime(device=args.device, progress=False))
     rows = [r for r in _read_csv(Path(cfg.out) / "metrics.csv")]
     return {"iterations": [int(r["iteration"]) for r in rows],
             "losses": [float(r["train_loss"]) for r in rows],
@@ -238,9 +238,9 @@ def main() -> int:
     work = OUT / f"bench_train_{tag}"
     images, masks = write_synthetic_dataset(work / "data", n_images=args.images,
                                             shape=(512, 512), rng=np.random.default_rng(0))
-    cfg = TrainConfig(images=str(images), masks=str(masks), out=str(work / "run"),
-                      iterations=args.iterations, val_fraction=0.0, device=str(dev),
-                      tile=TILE, progress=False, **NET)
+    cfg = TrainConfig.from_settings(images=str(images), masks=str(masks),
+                                    out=str(work / "run"), iterations=args.iterations,
+                                    val_fraction=0.0, tile=TILE, **NET)
     prepared = prepare_samples(load_samples(images, masks, cfg.normalization), cfg, None)
     results: dict = {"command": command, "machine": where}
 

@@ -30,7 +30,7 @@ from tileunet.io.images import read_image, save_image
 from tileunet.io.normalization import Normalization
 from tileunet.model import NORMS
 from tileunet.plots import overlay_rgb
-from tileunet.training.config import TrainConfig
+from tileunet.training.config import Runtime, TrainConfig
 from tileunet.training.loop import train
 from tileunet.training.plan import PLANNED
 from tileunet.training.request import TrainRequest, planned_settings
@@ -139,15 +139,14 @@ def benchmark_settings(args: argparse.Namespace, images: Path, masks: Path
 def train_variant(name: str, args: argparse.Namespace, split: dict[str, Path], out: Path,
                   settings: dict, plan: dict | None = None) -> tuple[Path, float, int]:
     """Train one variant; returns the run directory, training seconds and iterations."""
-    cfg = TrainConfig(images=str(split["train_images"]), masks=str(split["train_masks"]),
-                      val_images=str(split["val_images"]), val_masks=str(split["val_masks"]),
-                      out=str(out / name / "run"), minutes=args.minutes,
-                      iterations=args.iterations, **settings, plan=plan, device=args.device,
-                      init=args.init,
-                      seed=args.seed, precision=args.precision,
-                      # the validation folder is the scored fold here: keeping the best
-                      # validation would choose on the test data
-                      keep="last", progress=not args.quiet)
+    cfg = TrainConfig.from_settings(
+        images=str(split["train_images"]), masks=str(split["train_masks"]),
+        val_images=str(split["val_images"]), val_masks=str(split["val_masks"]),
+        out=str(out / name / "run"), minutes=args.minutes, iterations=args.iterations,
+        **settings, plan=plan, init=args.init, seed=args.seed, precision=args.precision,
+        # the validation folder is the scored fold here: keeping the best validation
+        # would choose on the test data
+        keep="last")
     if name == "no-weights":
         cfg = replace(cfg, w0=0.0, class_weights=None)
     if name == "no-elastic":
@@ -155,7 +154,7 @@ def train_variant(name: str, args: argparse.Namespace, split: dict[str, Path], o
     run = out / name / "run"
     if run.exists():
         shutil.rmtree(run)
-    res = train(cfg)
+    res = train(cfg, runtime=Runtime(device=args.device, progress=not args.quiet))
     return run, res.seconds, res.iterations
 
 

@@ -32,7 +32,7 @@ from tileunet.evaluation.scores import pixel_iou, seg_score
 from tileunet.inference.postprocess import instances_from_probability
 from tileunet.io.images import read_image, save_image
 from tileunet.targets.instances import to_instances
-from tileunet.training.config import TrainConfig
+from tileunet.training.config import Runtime, TrainConfig
 from tileunet.training.loop import train
 
 TRAIN = ("005", "031", "034", "054", "067")
@@ -64,12 +64,12 @@ def main() -> int:
     for name, extra in variants.items():
         run = out / name / "run"
         shutil.rmtree(out / name, ignore_errors=True)
-        res = train(TrainConfig(images=str(ti), masks=str(tm), val_images=str(vi),
-                                val_masks=str(vm), out=str(run), minutes=args.minutes,
-                                iterations=args.iterations, **settings,
-                                device=args.device, seed=args.seed,
-                                precision=args.precision, keep="last",  # scored on val
-                                progress=not args.quiet, **extra))
+        cfg = TrainConfig.from_settings(
+            images=str(ti), masks=str(tm), val_images=str(vi), val_masks=str(vm),
+            out=str(run), minutes=args.minutes, iterations=args.iterations, **settings,
+            seed=args.seed, precision=args.precision, keep="last",  # scored on val
+            **extra)
+        res = train(cfg, runtime=Runtime(device=args.device, progress=not args.quiet))
         probs = predict_split(run, sorted(vi.iterdir()), out / name / "pred", tta=False,
                               device=args.device, progress=False,
                               precision=args.precision)

@@ -14,7 +14,7 @@ from tileunet.losses import weighted_cross_entropy
 from tileunet.model import UNet, UNetConfig
 from tileunet.targets.instances import separation_border, training_target
 from tileunet.targets.weightmap import weight_map
-from tileunet.training.config import TrainConfig
+from tileunet.training.config import Runtime, TrainConfig
 from tileunet.training.loop import TrainResult
 from tileunet.training.request import TrainRequest, train
 
@@ -24,6 +24,7 @@ compat.install()
 
 __all__ = [
     "AugmentConfig",
+    "Runtime",
     "TrainConfig",
     "TrainRequest",
     "TrainResult",

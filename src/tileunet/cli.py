@@ -250,9 +250,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(resolved.plan.table(), flush=True)
     if args.devices > 1 and "LOCAL_RANK" not in os.environ:
         # every process trains with the settings chosen here (one probe, one plan)
-        planned = {k: getattr(resolved.config, k) for k in (*PLANNED, "val_every")}
+        settings = resolved.config.settings()
+        planned = {k: settings[k] for k in (*PLANNED, "val_every")}
         return _torchrun(args.devices, [*args.argv, *settings_as_flags(planned)])
-    res = train(resolved.config)
+    res = train(resolved.config, runtime=resolved.runtime)
     if os.environ.get("RANK", "0") != "0":
         return 130 if res.interrupted else 0
     val = ""

@@ -25,11 +25,12 @@ from tileunet.inference.overlap import predict
 from tileunet.inference.postprocess import instances_from_probability
 from tileunet.io.images import save_image
 from tileunet.io.normalization import Normalization
+from tileunet.model import UNetConfig
 from tileunet.plots import overlay_rgb, save_weight_map_figure
 from tileunet.synthetic import synthetic_cells, write_synthetic_dataset
 from tileunet.targets.instances import to_instances
 from tileunet.targets.weightmap import weight_map
-from tileunet.training.config import TrainConfig
+from tileunet.training.config import Runtime, TrainConfig
 from tileunet.training.loop import train
 
 MARKER = ".tileunet-demo"
@@ -87,9 +88,9 @@ def run_demo(out: str | Path = "demo-output", *, minutes: float = 5.0, size: int
         f"for {minutes:g} min on {resolve_device(device)}")
     cfg = TrainConfig(images=str(images), masks=str(masks), out=str(out / "run"),
                       val_fraction=0.17, minutes=minutes, iterations=iterations,
-                      tile=DEMO_TILE, val_every=100, seed=seed, device=device,
-                      progress=progress, **DEMO_NET)
-    res = train(cfg)
+                      tile=DEMO_TILE, val_every=100, seed=seed,
+                      network=UNetConfig(**DEMO_NET))
+    res = train(cfg, runtime=Runtime(device=device, progress=progress))
 
     say(f"[3/4] segmenting a new {size}x{size} synthetic image with overlap-tile prediction")
     image, truth = synthetic_cells((size, size), rng=rng)

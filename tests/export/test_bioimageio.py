@@ -41,15 +41,16 @@ def test_mirrored_unet_equals_predict_on_an_accepted_size(rng):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     from tileunet.synthetic import write_synthetic_dataset
-    from tileunet.training.config import TrainConfig
+    from tileunet.training.config import Runtime, TrainConfig
     from tileunet.training.loop import train
 
     root = tmp_path_factory.mktemp("zoo")
     images, masks = write_synthetic_dataset(root / "d", n_images=2, shape=(80, 80),
                                             rng=np.random.default_rng(1))
-    train(TrainConfig(images=str(images), masks=str(masks), out=str(root / "run"),
-                      iterations=4, width=4, depth=3, tile=92, dropout=0.0, val_fraction=0.0,
-                      progress=False))
+    train(TrainConfig.from_settings(images=str(images), masks=str(masks),
+                                    out=str(root / "run"), iterations=4, width=4, depth=3,
+                                    tile=92, dropout=0.0, val_fraction=0.0),
+          runtime=Runtime(progress=False))
     return root / "run"
 
 

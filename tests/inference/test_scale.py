@@ -117,14 +117,15 @@ def test_exports_and_blocks_refuse_a_model_at_another_scale(half_scale_model, tm
 
 def test_training_at_half_scale(tmp_path):
     from tileunet.synthetic import write_synthetic_dataset
-    from tileunet.training.config import TrainConfig
+    from tileunet.training.config import Runtime, TrainConfig
     from tileunet.training.loop import train
 
     images, masks = write_synthetic_dataset(tmp_path / "d", n_images=3, shape=(120, 112),
                                             rng=np.random.default_rng(3))
-    res = train(TrainConfig(images=str(images), masks=str(masks), out=str(tmp_path / "r"),
-                            iterations=2, width=4, depth=3, tile=92, dropout=0.0,
-                            scale=0.5, progress=False))
+    res = train(TrainConfig.from_settings(images=str(images), masks=str(masks),
+                                          out=str(tmp_path / "r"), iterations=2, width=4,
+                                          depth=3, tile=92, dropout=0.0, scale=0.5),
+                runtime=Runtime(progress=False))
     assert res.iterations == 2
     _, extra = load_model(tmp_path / "r")
     assert extra["scale"] == 0.5

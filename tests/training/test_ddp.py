@@ -25,13 +25,14 @@ RANK_SCRIPT = """
 import os, sys
 from safetensors.torch import save_file
 from tileunet.augment.params import AugmentConfig
-from tileunet.training.config import TrainConfig
+from tileunet.training.config import Runtime, TrainConfig
 from tileunet.training.loop import train
 images, masks, out, iterations = sys.argv[1:5]
-cfg = TrainConfig(images=images, masks=masks, out=out, iterations=int(iterations), width=8,
-                  depth=2, tile=68, dropout=0.0, val_fraction=0.0,
-                  augment=AugmentConfig(enabled=False), warmup=5, progress=False, seed=1)
-res = train(cfg)
+cfg = TrainConfig.from_settings(images=images, masks=masks, out=out,
+                                iterations=int(iterations), width=8, depth=2, tile=68,
+                                dropout=0.0, val_fraction=0.0,
+                                augment=AugmentConfig(enabled=False), warmup=5, seed=1)
+res = train(cfg, runtime=Runtime(progress=False))
 rank = os.environ["RANK"]
 save_file({k: v.contiguous() for k, v in res.net.state_dict().items()},
           os.path.join(out, f"rank{rank}.safetensors"))

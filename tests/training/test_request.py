@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 import tileunet
 import tileunet.training.plan as plan_mod
 from tileunet.cli import main
-from tileunet.training.config import ConfigError
+from tileunet.training.config import ConfigError, Runtime
 from tileunet.training.flags import parse_train_argv
 from tileunet.training.request import TrainRequest, resolve
 
@@ -68,7 +68,8 @@ def test_the_flags_parse_to_the_request_python_would_make(data):
                                    recipe="paper",
                                    settings={"width": 24, "lr": 0.01, "exclude": ("t067",)})
     config = resolve(request).config
-    assert (config.width, config.lr, config.exclude, config.depth) == (24, 0.01, ("t067",), 5)
+    assert (config.network.width, config.lr, config.exclude, config.network.depth) == (
+        24, 0.01, ("t067",), 5)
 
 
 def test_library_errors_name_the_setting_and_the_command_line_its_flag(data, capsys):
@@ -104,8 +105,8 @@ def test_a_request_is_checked_when_it_is_made(kwargs, message):
 def test_tileunet_train_still_trains_a_config_as_it_is(data, tmp_path):
     images, masks = data
     config = tileunet.TrainConfig(images=images, masks=masks, out=str(tmp_path / "run"),
-                                  iterations=2, width=4, depth=3, tile=92, val_every=2,
-                                  progress=False)
-    res = tileunet.train(config)
+                                  iterations=2, network=tileunet.UNetConfig(width=4, depth=3),
+                                  tile=92, val_every=2)
+    res = tileunet.train(config, runtime=Runtime(progress=False))
     assert res.iterations == 2
     assert json.loads((tmp_path / "run" / "config.json").read_text())["train"]["plan"] is None

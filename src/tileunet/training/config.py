@@ -1,14 +1,26 @@
 """The configuration of a training run: every setting, checked before any work.
 
-A :class:`TrainConfig` is stored as the ``train`` entry of a run's ``config.json``; its
-defaults are the paper's recipe. :mod:`tileunet.training.request` decides the settings a
-person did not give (the plan, a resumed run, a start model).
+A :class:`TrainConfig` says what a run learns and from what; it holds the network as a
+:class:`~tileunet.model.UNetConfig` and is stored as the ``train`` entry of the run's
+``config.json``. Its defaults are the paper's recipe. How a run is carried out on this
+machine (device, progress bars, resuming, how often a checkpoint is saved) is a
+:class:`Runtime`, which is not saved. :mod:`tileunet.training.request` decides the
+settings a person did not give (the plan, a resumed run, a start model).
+
+Requests, plans and the command line name the settings flat (``width``, ``tile``,
+``lr``, ...): :meth:`TrainConfig.from_settings` and :meth:`TrainConfig.settings` go
+between the two forms.
+
+>>> config = TrainConfig.from_settings(images="imgs", masks="masks", out="run",
+...                                    iterations=10, width=8, depth=3, tile=92)
+>>> config.network.width, config.settings()["width"], config.tile
+(8, 8, 92)
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
 import torch
@@ -19,6 +31,19 @@ from tileunet.io.normalization import Normalization
 from tileunet.model import NORMS, PADDINGS, UNet, UNetConfig, upgrade_network_fields
 
 OPTIMIZERS = ("sgd", "adamw")
+#: the settings that describe the network: UNetConfig's fields (its ``in_channels`` are
+#: the training images' channels, not a setting)
+NETWORK_SETTINGS = ("width", "depth", "num_classes", "padding", "dropout", "norm")
+#: settings that older runs stored with their configuration and that are now a Runtime
+RUNTIME_SETTINGS = ("device", "resume", "progress", "checkpoint_minutes")
+
+
+def _real(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _whole(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
 
 
 class ConfigError(ValueError):
@@ -32,7 +57,7 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Everything a training run needs; stored as ``config.json`` in the run directory."""
+    """What a training run learns and from what; stored in ``config.json`` of the run."""
 
     images: str
     masks: str
@@ -45,13 +70,8 @@ class TrainConfig:
     ignore: str | None = None
     iterations: int | None = None
     minutes: float | None = None
-    # network (the paper's by default: UNetConfig's)
-    width: int = UNetConfig.width
-    depth: int = UNetConfig.depth
-    num_classes: int = UNetConfig.num_classes
-    padding: str = UNetConfig.padding
-    dropout: float = UNetConfig.dropout
-    norm: str = UNetConfig.norm
+    # the network (the paper's by default); its in_channels become the images' channels
+    network: UNetConfig = field(default_factory=UNetConfig)
     # optimisation
     tile: int = 572
     batch_size: int = 1
@@ -88,12 +108,7 @@ class TrainConfig:
     plan: dict | None = None
     # bookkeeping
     val_every: int = 100
-    # a resumable checkpoint at least this often (a killed run loses at most this much)
-    checkpoint_minutes: float = 5.0
     seed: int = 0
-    device: str = "auto"
-    resume: bool = False
-    progress: bool = True
 
     def __post_init__(self) -> None:
         self._check_numbers()
@@ -111,27 +126,14 @@ class TrainConfig:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.keep not in ("best", "last"):
             raise ValueError(f"keep must be best or last, got {self.keep!r}")
-        if self.init is not None and self.resume:
-            raise ValueError("init and resume exclude each other: a resumed run continues "
-                             "from its own checkpoint")
         if self.precision not in ("fp32", "bf16", "auto"):
             raise ValueError(f"precision must be fp32, bf16 or auto, got {self.precision!r}")
 
     def _check_numbers(self) -> None:
         """Every number in its range (NaN fails every check), before any work."""
-        def real(v: Any) -> bool:
-            return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-        def whole(v: Any) -> bool:
-            return isinstance(v, int) and not isinstance(v, bool)
-
-        rules = [("width", whole(self.width) and self.width >= 1, "a whole number >= 1"),
-                 ("depth", whole(self.depth) and 1 <= self.depth <= 8, "between 1 and 8"),
-                 ("num_classes", whole(self.num_classes) and self.num_classes >= 2, ">= 2"),
-                 ("padding", self.padding in PADDINGS, " or ".join(PADDINGS)),
-                 ("norm", self.norm in NORMS, " or ".join(NORMS)),
-                 ("dropout", real(self.dropout) and 0 <= self.dropout < 1, "in [0, 1)"),
-                 ("lr", real(self.lr) and self.lr > 0, "> 0"),
+        real, whole = _real, _whole
+        check_network(self.settings())
+        rules = [("lr", real(self.lr) and self.lr > 0, "> 0"),
                  ("momentum", real(self.momentum) and 0 <= self.momentum < 1, "in [0, 1)"),
                  ("weight_decay", real(self.weight_decay) and self.weight_decay >= 0, ">= 0"),
                  ("warmup", whole(self.warmup) and self.warmup >= 0, ">= 0"),
@@ -149,23 +151,22 @@ class TrainConfig:
                  ("minutes", self.minutes is None or (real(self.minutes) and self.minutes > 0),
                   "> 0"),
                  ("iterations", self.iterations is None or (
-                     whole(self.iterations) and self.iterations >= 1), ">= 1"),
-                 ("checkpoint_minutes", real(self.checkpoint_minutes)
-                  and self.checkpoint_minutes > 0, "> 0")]
+                     whole(self.iterations) and self.iterations >= 1), ">= 1")]
         for name, ok, rule in rules:
             if not ok:
                 raise ConfigError(name, rule, getattr(self, name))
-        weights = self.class_weights
+        weights, k = self.class_weights, self.network.num_classes
         if isinstance(weights, (tuple, list)) and not (
-                len(weights) == self.num_classes and all(real(w) and w >= 0 for w in weights)
+                len(weights) == k and all(_real(w) and w >= 0 for w in weights)
                 and any(w > 0 for w in weights)):
-            raise ConfigError("class_weights", f"{self.num_classes} numbers >= 0, not all 0",
+            raise ConfigError("class_weights", f"{k} numbers >= 0, not all 0",
                               ",".join(str(w) for w in weights))
         try:
             # (building even this small network draws its initial weights: a check must
             # leave the random numbers of the run alone)
             with torch.random.fork_rng(devices=[]):
-                geometry = UNet(depth=self.depth, width=1, padding=self.padding)
+                geometry = UNet(depth=self.network.depth, width=1,
+                                padding=self.network.padding)
             geometry.output_size(self.tile)
         except ValueError as e:  # the tile is used as given, never silently rounded
             raise ConfigError("tile", "a usable input size", f"{self.tile}: {e}") from None
@@ -175,10 +176,27 @@ class TrainConfig:
         d["normalization"] = self.normalization.to_dict()
         return d
 
+    def settings(self) -> dict[str, Any]:
+        """Every field, the network's named flat as requests and flags name them (its
+        ``in_channels`` left out)."""
+        network = {k: getattr(self.network, k) for k in NETWORK_SETTINGS}
+        return {**network, **{f.name: getattr(self, f.name) for f in fields(self)
+                              if f.name != "network"}}
+
+    @classmethod
+    def from_settings(cls, **settings: Any) -> TrainConfig:
+        """The configuration of flat settings (``width=8, tile=92, lr=0.01, ...``); a
+        network setting out of its range raises :class:`ConfigError` naming it."""
+        network = {k: settings.pop(k) for k in NETWORK_SETTINGS if k in settings}
+        check_network(network)
+        return cls(network=UNetConfig(**network), **settings)
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        d = upgrade_network_fields(d)
-        known = {f.name for f in fields(cls)}
+        """The configuration stored in a run's ``config.json`` (also as runs before the
+        network was a UNetConfig stored it, flat and with the runtime options)."""
+        d = stored_settings(d)
+        known = {f.name for f in fields(cls)} | set(NETWORK_SETTINGS)
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"unknown training options: {sorted(unknown)}")
@@ -191,7 +209,69 @@ class TrainConfig:
         for key in ("class_weights", "exclude"):
             if isinstance(d.get(key), list):
                 d[key] = tuple(d[key])
-        return cls(**d)
+        return cls.from_settings(**d)
 
 
-__all__ = ["OPTIMIZERS", "ConfigError", "TrainConfig"]
+def stored_settings(stored: dict[str, Any]) -> dict[str, Any]:
+    """The flat settings of a stored ``train`` entry: the network's fields next to the
+    others (entries of older runs already are flat; their runtime options are left out,
+    as are the network's in_channels, which the images decide)."""
+    d = {k: v for k, v in stored.items() if k not in ("network", *RUNTIME_SETTINGS)}
+    network = upgrade_network_fields(stored.get("network") or {})
+    network.pop("in_channels", None)
+    return {**upgrade_network_fields(d), **network}
+
+
+def check_network(settings: dict[str, Any]) -> None:
+    """The network settings among ``settings`` in their ranges; the first one out of
+    its range raises :class:`ConfigError`."""
+    s = settings
+    rules = [("width", lambda v: _whole(v) and v >= 1, "a whole number >= 1"),
+             ("depth", lambda v: _whole(v) and 1 <= v <= 8, "between 1 and 8"),
+             ("num_classes", lambda v: _whole(v) and v >= 2, ">= 2"),
+             ("padding", lambda v: v in PADDINGS, " or ".join(PADDINGS)),
+             ("norm", lambda v: v in NORMS, " or ".join(NORMS)),
+             ("dropout", lambda v: _real(v) and 0 <= v < 1, "in [0, 1)")]
+    for name, ok, rule in rules:
+        if name in s and not ok(s[name]):
+            raise ConfigError(name, rule, s[name])
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """How a run is carried out on this machine, not what it learns: not saved with the
+    configuration.
+
+    Parameters
+    ----------
+    device : str
+        ``"auto"`` (a GPU when there is one), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
+    resume : bool
+        Continue the run from its checkpoint.
+    progress : bool
+        Progress bars and messages.
+    checkpoint_minutes : float
+        A resumable checkpoint at least this often: a killed run loses at most this much.
+    """
+
+    device: str = "auto"
+    resume: bool = False
+    progress: bool = True
+    checkpoint_minutes: float = 5.0
+
+    def __post_init__(self) -> None:
+        if not (_real(self.checkpoint_minutes) and self.checkpoint_minutes > 0):
+            raise ConfigError("checkpoint_minutes", "> 0", self.checkpoint_minutes)
+
+
+def default_settings() -> dict[str, Any]:
+    """Every setting's default (the paper's recipe), flat."""
+    defaults = {f.name: f.default for f in fields(TrainConfig)
+                if f.default is not MISSING}
+    defaults.update({f.name: f.default_factory() for f in fields(TrainConfig)
+                     if f.default_factory is not MISSING and f.name != "network"})
+    return {**{k: getattr(UNetConfig, k) for k in NETWORK_SETTINGS}, **defaults}
+
+
+__all__ = ["NETWORK_SETTINGS", "OPTIMIZERS", "RUNTIME_SETTINGS", "ConfigError", "Runtime",
+           "TrainConfig", "check_network", "default_settings", "stored_settings"]

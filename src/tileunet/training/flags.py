@@ -21,15 +21,15 @@ import argparse
 from typing import Any
 
 from tileunet.augment.params import AugmentConfig
-from tileunet.model import NORMS, PADDINGS
-from tileunet.training.config import ConfigError, TrainConfig
+from tileunet.model import NORMS, PADDINGS, UNetConfig
+from tileunet.training.config import ConfigError, Runtime, TrainConfig, default_settings
 from tileunet.training.plan import PLANNED
 from tileunet.training.request import SETTINGS, TrainRequest
 
 #: flags whose value is not a setting of the same name
 _NOT_SETTINGS = ("images", "masks", "out", "minutes", "iterations", "recipe", "init",
-                 "resume", "no_augment", "class_weights", "devices", "command", "quiet",
-                 "verbose", "argv")
+                 "resume", "device", "checkpoint_minutes", "no_augment", "class_weights",
+                 "devices", "command", "quiet", "verbose", "argv")
 
 
 def _add_settings(p: argparse.ArgumentParser) -> None:
@@ -37,8 +37,8 @@ def _add_settings(p: argparse.ArgumentParser) -> None:
     ones without a default here) and how tiles are made."""
     p.add_argument("--width", type=int, help="channels of level 1 (paper: 64)")
     p.add_argument("--depth", type=int, help="levels (paper: 5)")
-    p.add_argument("--num-classes", type=int, default=TrainConfig.num_classes)
-    p.add_argument("--padding", choices=PADDINGS, default=TrainConfig.padding)
+    p.add_argument("--num-classes", type=int, default=UNetConfig.num_classes)
+    p.add_argument("--padding", choices=PADDINGS, default=UNetConfig.padding)
     p.add_argument("--dropout", type=float, help="at the end of the contracting path "
                    "(paper: 0.5)")
     p.add_argument("--norm", choices=NORMS,
@@ -119,7 +119,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     p.add_argument("--seed", type=int, default=TrainConfig.seed)
     p.add_argument("--resume", action="store_true", help="continue from the run's checkpoint")
-    p.add_argument("--checkpoint-minutes", type=float, default=TrainConfig.checkpoint_minutes,
+    p.add_argument("--checkpoint-minutes", type=float, default=Runtime.checkpoint_minutes,
                    metavar="M",
                    help="save a resumable checkpoint at least every M minutes (default 5); "
                         "Ctrl-C and SIGTERM also save one")
@@ -149,14 +149,14 @@ def parse_class_weights(text: str) -> str | tuple[float, ...] | None:
 def request_from_args(args: argparse.Namespace, progress: bool = True) -> TrainRequest:
     """The request of parsed ``train`` flags: the planned settings given, and every
     other setting whose value is not TrainConfig's default."""
-    defaults = TrainConfig.__dataclass_fields__
+    defaults = default_settings()
     settings: dict[str, Any] = {}
     for name, value in vars(args).items():
         if name in _NOT_SETTINGS or value is None:
             continue
         if name == "exclude":
             value = tuple(value)
-        if name in PLANNED or name == "val_every" or value != defaults[name].default:
+        if name in PLANNED or name == "val_every" or value != defaults[name]:
             settings[name] = value
     weights = parse_class_weights(args.class_weights)
     if weights != TrainConfig.class_weights:
@@ -169,7 +169,8 @@ def request_from_args(args: argparse.Namespace, progress: bool = True) -> TrainR
         return TrainRequest(images=args.images, masks=args.masks, out=args.out,
                             minutes=args.minutes, iterations=args.iterations,
                             recipe=args.recipe, init=args.init, resume=args.resume,
-                            settings=settings, progress=progress)
+                            settings=settings, progress=progress, device=args.device,
+                            checkpoint_minutes=args.checkpoint_minutes)
     except ValueError as e:
         raise flag_error(e) from None
 

@@ -49,7 +49,7 @@ from tileunet.io.outputs import atomic_write, clear_temporaries, is_temporary, w
 from tileunet.losses import weighted_cross_entropy
 from tileunet.model import UNet
 from tileunet.plots import save_loss_figure  # not lazily: a Ctrl-C must not hit an import
-from tileunet.training.config import TrainConfig
+from tileunet.training.config import Runtime, TrainConfig
 from tileunet.training.sampler import (
     WeightedCentres,
     default_workers,
@@ -172,8 +172,12 @@ class Hooks:
         return self.stop is not None and self.stop.is_set()
 
 
-def train(cfg: TrainConfig, hooks: Hooks | None = None) -> TrainResult:
+def train(cfg: TrainConfig, hooks: Hooks | None = None,
+          runtime: Runtime | None = None) -> TrainResult:
     """Train a U-Net as configured; writes the run directory ``cfg.out``.
+
+    ``runtime`` says how (device, progress, resume, checkpoint interval; the defaults
+    of :class:`~tileunet.training.config.Runtime` without it).
 
     The run directory holds ``config.json``, ``model.safetensors`` (weights with the
     config in its metadata), ``checkpoint.safetensors`` (for ``resume``),
@@ -185,9 +189,13 @@ def train(cfg: TrainConfig, hooks: Hooks | None = None) -> TrainResult:
     a step sees ``batch_size x processes`` tiles), DistributedDataParallel averages the
     gradients, and only rank 0 writes the run directory and shows progress.
     """
+    runtime = runtime or Runtime()
+    if cfg.init is not None and runtime.resume:
+        raise ValueError("init and resume exclude each other: a resumed run continues "
+                         "from its own checkpoint")
     run = Path(cfg.out)
     ckpt_path = run / CHECKPOINT_FILE
-    if cfg.resume:
+    if runtime.resume:
         if not ckpt_path.exists():
             again = " (the run stopped before its first one: start it again without " \
                     "--resume)" if unstarted_run(run) else ""
@@ -195,9 +203,9 @@ def train(cfg: TrainConfig, hooks: Hooks | None = None) -> TrainResult:
     elif run.exists() and any(run.iterdir()) and not unstarted_run(run):
         raise DataError(f"{run}: already holds files; use --resume to continue that run "
                         "or choose another output folder")
-    ranks, device = ddp.setup(resolve_device(cfg.device))
+    ranks, device = ddp.setup(resolve_device(runtime.device))
     try:
-        return _train(cfg, ranks, device, run, ckpt_path, hooks or Hooks())
+        return _train(cfg, runtime, ranks, device, run, ckpt_path, hooks or Hooks())
     finally:
         ddp.teardown()
 
@@ -208,8 +216,7 @@ def check_training_memory(cfg: TrainConfig, in_channels: int, device: torch.devi
     pass and then makes their gradients, so it is estimated at twice the forward sum of
     :func:`tileunet.inference.overlap.tile_memory_bytes`, per tile."""
     with torch.device("meta"):  # the geometry only: no weights are allocated
-        net = UNet(in_channels=in_channels, num_classes=cfg.num_classes, depth=cfg.depth,
-                   width=cfg.width, padding=cfg.padding, norm=cfg.norm)
+        net = UNet.from_config(replace(cfg.network, in_channels=in_channels))
     need = 2 * tile_memory_bytes(net, cfg.tile) * cfg.batch_size
     have = available_memory(device)
     if need > have:
@@ -235,14 +242,13 @@ def unstarted_run(run: Path) -> bool:
 
 
 
-def _build(cfg: TrainConfig, in_channels: int, device: torch.device,
+def _build(cfg: TrainConfig, resume: bool, device: torch.device,
            layout: torch.memory_format, show: bool
            ) -> tuple[UNet, torch.optim.Optimizer]:
-    """The network (He init, or the start weights of ``cfg.init``) and its optimiser."""
-    net = UNet(in_channels=in_channels, num_classes=cfg.num_classes, depth=cfg.depth,
-               width=cfg.width, padding=cfg.padding, dropout=cfg.dropout,
-               norm=cfg.norm)
-    if cfg.init is not None and not cfg.resume:
+    """The network of ``cfg`` (He init, or the start weights of ``cfg.init``) and its
+    optimiser."""
+    net = UNet.from_config(cfg.network)
+    if cfg.init is not None and not resume:
         _say(load_start_weights(net, cfg.init), show)
     net.to(device).to(memory_format=layout)
     return net, make_optimizer(cfg, net)
@@ -275,8 +281,8 @@ def _run_state(it: int, seconds: float, rng_state: dict, dropout_rng: torch.Tens
     return state
 
 
-def _prepare_data(cfg: TrainConfig, ranks: ddp.Ranks, device: torch.device, run: Path
-                  ) -> tuple[list[Prepared], list[Prepared], int]:
+def _prepare_data(cfg: TrainConfig, ranks: ddp.Ranks, device: torch.device, run: Path,
+                  show: bool) -> tuple[list[Prepared], list[Prepared], int]:
     """Training and validation samples with their weight maps, and the channel count;
     rank 0 computes the weight maps into the cache, the other ranks then read them."""
     train_s, val_s, ignore, in_channels = load_split(cfg)
@@ -287,9 +293,10 @@ def _prepare_data(cfg: TrainConfig, ranks: ddp.Ranks, device: torch.device, run:
             clear_temporaries(folder)
     for turn in (True, False):
         if turn == ranks.main:
-            train_p = prepare_samples(train_s, cfg, run / "cache", ignore=ignore)
+            train_p = prepare_samples(train_s, cfg, run / "cache", ignore=ignore,
+                                      progress=show)
             val_p = prepare_samples(val_s, cfg, run / "cache", desc="weight maps (val)",
-                                    ignore=ignore)
+                                    ignore=ignore, progress=show)
         ddp.barrier(ranks)
     return train_p, val_p, in_channels
 
@@ -307,15 +314,15 @@ def _tile_stream(cfg: TrainConfig, train_p: list[Prepared], device: torch.device
                         pin_memory=device.type == "cuda", centres=centres)
 
 
-def _progress_bar(cfg: TrainConfig, it: int, seconds: float) -> Any:
+def _progress_bar(cfg: TrainConfig, it: int, seconds: float, show: bool) -> Any:
     """Steps, or with a time budget seconds (so its remaining time is the budget's);
-    hidden unless ``cfg.progress``."""
+    hidden unless ``show``."""
     if cfg.iterations is not None:
         return tqdm(total=cfg.iterations, initial=it, desc="train", unit="it",
-                    disable=not cfg.progress, dynamic_ncols=True)
+                    disable=not show, dynamic_ncols=True)
     total = round(cfg.minutes * 60)
     return tqdm(total=total, initial=min(round(seconds), total), desc="train", unit="s",
-                disable=not cfg.progress, dynamic_ncols=True,
+                disable=not show, dynamic_ncols=True,
                 bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} s [{elapsed}<{remaining}"
                            "{postfix}]")
 
@@ -323,10 +330,12 @@ def _progress_bar(cfg: TrainConfig, it: int, seconds: float) -> Any:
 @dataclass
 class _Loop:
     """The moving parts of one training run, and its steps: schedule, step, record,
-    validate, checkpoint (:meth:`run`). ``cfg.progress`` is True only where progress is
-    shown (rank 0 of a run with progress bars)."""
+    validate, checkpoint (:meth:`run`). ``show`` is True only where progress is shown
+    (rank 0 of a run with progress bars)."""
 
     cfg: TrainConfig
+    runtime: Runtime
+    show: bool
     ranks: ddp.Ranks
     device: torch.device
     net: UNet
@@ -393,10 +402,10 @@ class _Loop:
         validated = main and bool(self.val_p) and (it % self.cfg.val_every == 0 or done)
         if validated:
             self.val = validate(self.net, self.val_p, self.cfg.tile, self.cfg, self.device,
-                                self.amp)
+                                self.amp, progress=self.show)
             self.net.train()
             self.best.offer(it, self.val, self.net)
-            _say(f"iteration {it}: train loss {self.ema:.4f}, {self.val}", self.cfg.progress)
+            _say(f"iteration {it}: train loss {self.ema:.4f}, {self.val}", self.show)
         if main and (it % 10 == 0 or done or validated):
             self.rows.append({"iteration": it, "seconds": round(now, 2), "train_loss": value,
                               "train_loss_ema": self.ema, "lr": lr,
@@ -408,9 +417,9 @@ class _Loop:
             _plot_losses(self.run_dir / LOSS_PLOT, self.rows)
 
     def checkpoint_if_due(self, now: float) -> None:
-        """A resumable checkpoint every ``cfg.checkpoint_minutes``: kill -9 loses at
+        """A resumable checkpoint every ``runtime.checkpoint_minutes``: kill -9 loses at
         most that much."""
-        due = time.perf_counter() - self.saved_at >= self.cfg.checkpoint_minutes * 60
+        due = time.perf_counter() - self.saved_at >= self.runtime.checkpoint_minutes * 60
         if ddp.broadcast_float(float(due), self.ranks, self.device):
             periodic = _run_state(self.it, now, self.rng_state, self.dropout_rng, self.ranks)
             if self.ranks.main:
@@ -453,11 +462,11 @@ class _Loop:
         return False
 
 
-def _train(cfg: TrainConfig, ranks: ddp.Ranks, device: torch.device, run: Path,
-           ckpt_path: Path, hooks: Hooks) -> TrainResult:
+def _train(cfg: TrainConfig, runtime: Runtime, ranks: ddp.Ranks, device: torch.device,
+           run: Path, ckpt_path: Path, hooks: Hooks) -> TrainResult:
     ddp.barrier(ranks)  # every rank has checked the run folder before rank 0 writes to it
     main = ranks.main
-    show = cfg.progress and main
+    show = runtime.progress and main  # progress bars only where they are shown
     amp = autocast_dtype(cfg.precision, device)
     # Denormal floats appear in the gradients of ReLU nets and slow x86 CPUs down for
     # whole phases of training; flushing them costs no accuracy.
@@ -465,17 +474,17 @@ def _train(cfg: TrainConfig, ranks: ddp.Ranks, device: torch.device, run: Path,
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     seed = ranks.seed(cfg.seed)
     rng = np.random.default_rng(seed)
-    # progress bars only where they are shown: the data preparation and the loop see this
-    shown_cfg = cfg if show else replace(cfg, progress=False)
-    train_p, val_p, in_channels = _prepare_data(shown_cfg, ranks, device, run)
+    train_p, val_p, in_channels = _prepare_data(cfg, ranks, device, run, show)
+    # the network takes the images' channels; config.json says so
+    cfg = replace(cfg, network=replace(cfg.network, in_channels=in_channels))
     layout = training_memory_format(device, amp)
-    net, opt = _build(cfg, in_channels, device, layout, show)
+    net, opt = _build(cfg, runtime.resume, device, layout, show)
     extra = {"normalization": cfg.normalization.to_dict(), "train": cfg.to_dict(),
              "precision_used": "bf16" if amp is not None else "fp32", "tile": cfg.tile,
              "scale": cfg.scale, "train_images": [p.name for p in train_p],
              "val_images": [p.name for p in val_p]}
     state, rows, best = {"iteration": 0, "seconds": 0.0}, [], Best()
-    if cfg.resume:
+    if runtime.resume:
         state, rows, best, rng = _restore(ckpt_path, net, opt, run, ranks, rng, seed)
     model: torch.nn.Module = net
     if ranks.distributed:
@@ -488,10 +497,10 @@ def _train(cfg: TrainConfig, ranks: ddp.Ranks, device: torch.device, run: Path,
         write_json(run / CONFIG_FILE, {"model": net.config.to_dict(), **extra,
                                         "processes": ranks.world})
     it, seconds = int(state["iteration"]), float(state["seconds"])
-    loop = _Loop(shown_cfg, ranks, device, net, model, opt, amp, layout, val_p, run,
+    loop = _Loop(cfg, runtime, show, ranks, device, net, model, opt, amp, layout, val_p, run,
                  ckpt_path, rows, best, rng, it, time.perf_counter() - seconds, hooks)
     batches = _tile_stream(cfg, train_p, device, rng, seed, it)
-    bar = _progress_bar(shown_cfg, it, seconds)
+    bar = _progress_bar(cfg, it, seconds, show)
     try:
         interrupted = loop.run(batches, bar)
     finally:
@@ -552,19 +561,20 @@ def lr_at(cfg: TrainConfig, it: int, frac: float) -> float:
 
 @torch.no_grad()
 def validate(net: UNet, samples: list[Prepared], tile: int, cfg: TrainConfig,
-             device: torch.device, amp: torch.dtype | None = None) -> Validation:
+             device: torch.device, amp: torch.dtype | None = None,
+             progress: bool = False) -> Validation:
     """Mean weighted cross-entropy, foreground pixel IoU and (two classes) SEG of the
     instances that ``predict`` would give, over whole images."""
     losses, ious, segs = [], [], []
     precision = "bf16" if amp is not None else "fp32"
-    for s in tqdm(samples, desc="validate", unit="img", disable=not cfg.progress, leave=False):
+    for s in tqdm(samples, desc="validate", unit="img", disable=not progress, leave=False):
         probs = predict(net, s.image, tile=tile, device=device, progress=False,
                         precision=precision)
         p = np.take_along_axis(probs, s.target[None].astype(np.int64), axis=0)[0]
         losses.append(float(np.mean(s.weights * -np.log(np.clip(p, 1e-7, 1.0)))))
         seen = s.weights > 0  # ignored (unannotated) pixels do not count
         pred = probs.argmax(0)
-        if cfg.num_classes == 2:
+        if cfg.network.num_classes == 2:
             ious.append(pixel_iou((pred == 1) & seen, (s.target == 1) & seen))
             if s.labels is not None:  # SEG counts annotated objects only
                 segs.append(seg_score(instances_from_probability(probs[1]), s.labels))

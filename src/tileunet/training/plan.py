@@ -25,7 +25,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
@@ -34,7 +34,7 @@ from scipy import ndimage as ndi
 from tileunet.device import autocast_dtype, training_memory_format
 from tileunet.losses import weighted_cross_entropy
 from tileunet.model import UNet
-from tileunet.training.config import ConfigError, TrainConfig
+from tileunet.training.config import ConfigError, TrainConfig, default_settings
 from tileunet.training.loop import make_optimizer
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 PLANNED = ("width", "depth", "tile", "batch_size", "optimizer", "lr", "momentum",
            "weight_decay", "norm", "dropout", "scale", "weighted_tiles")
 #: the paper's recipe: TrainConfig's defaults of those fields
-PAPER = {f.name: f.default for f in fields(TrainConfig) if f.name in PLANNED}
+PAPER = {k: v for k, v in default_settings().items() if k in PLANNED}
 #: steps the plan wants to fit into the budget: on the CPU runs of benchmarks/RESULTS.md
 #: more steps of small tiles kept paying well past the first few thousand
 TARGET_STEPS = 10_000

@@ -15,7 +15,7 @@ turns it into its flag.
 >>> request = TrainRequest(images="imgs", masks="masks", out="run", iterations=10,
 ...                        settings={"width": 8, "depth": 3, "tile": 92})
 >>> config = resolve(request).config          # no time budget: the paper's recipe
->>> config.width, config.depth, config.optimizer, config.momentum
+>>> config.network.width, config.network.depth, config.optimizer, config.momentum
 (8, 3, 'sgd', 0.99)
 """
 
@@ -31,7 +31,14 @@ from typing import Any
 
 from tileunet.checkpoint import read_model_config
 from tileunet.training import plan as planning
-from tileunet.training.config import ConfigError, TrainConfig
+from tileunet.training.config import (
+    NETWORK_SETTINGS,
+    ConfigError,
+    Runtime,
+    TrainConfig,
+    default_settings,
+    stored_settings,
+)
 from tileunet.training.loop import Hooks, TrainResult
 from tileunet.training.loop import train as train_config
 
@@ -42,10 +49,11 @@ RECIPES = ("auto", "paper")
 #: the network fields a start model fixes: its weights need them
 START_NETWORK = ("width", "depth", "norm")
 #: TrainConfig fields that a request holds itself, or that the resolution writes
-_OWN = ("images", "masks", "out", "minutes", "iterations", "init", "resume", "plan",
-        "progress")
-#: the settings a request may give: every other TrainConfig field
-SETTINGS = tuple(f.name for f in fields(TrainConfig) if f.name not in _OWN)
+_OWN = ("images", "masks", "out", "minutes", "iterations", "init", "plan")
+#: the settings a request may give: the network's fields and every other TrainConfig
+#: field, named flat
+SETTINGS = (*NETWORK_SETTINGS,
+            *(f.name for f in fields(TrainConfig) if f.name not in (*_OWN, "network")))
 
 
 @dataclass(frozen=True)
@@ -69,10 +77,18 @@ class TrainRequest:
         Continue the run in ``out`` from its checkpoint, with the settings it started
         with.
     settings : mapping
-        :class:`~tileunet.training.config.TrainConfig` fields given explicitly (any of
-        :data:`SETTINGS`): they win over the plan and the recipe.
+        Settings given explicitly (any of :data:`SETTINGS`, named flat: ``width``,
+        ``tile``, ``lr``, ...): they win over the plan and the recipe.
     progress : bool
         Progress bars while training.
+    device : str
+        Where to train: ``"auto"`` (a GPU when there is one), ``"cpu"``, ``"cuda:1"``...
+    checkpoint_minutes : float
+        A resumable checkpoint at least this often.
+
+    ``resume``, ``progress``, ``device`` and ``checkpoint_minutes`` say how the run is
+    carried out (a :class:`~tileunet.training.config.Runtime`), not what it learns: they
+    are not saved with its configuration.
     """
 
     images: str
@@ -85,10 +101,15 @@ class TrainRequest:
     resume: bool = False
     settings: Mapping[str, Any] = field(default_factory=dict)
     progress: bool = True
+    device: str = "auto"
+    checkpoint_minutes: float = Runtime.checkpoint_minutes
 
     def __post_init__(self) -> None:
         if self.minutes is None and self.iterations is None:
             raise ValueError("give minutes or iterations (or both) to bound training")
+        if self.init is not None and self.resume:
+            raise ValueError("init and resume exclude each other: a resumed run continues "
+                             "from its own checkpoint")
         if self.recipe not in RECIPES:
             raise ConfigError("recipe", " or ".join(RECIPES), self.recipe)
         unknown = sorted(set(self.settings) - set(SETTINGS))
@@ -97,17 +118,23 @@ class TrainRequest:
                              f"{', '.join(SETTINGS)}")
 
     def setting(self, name: str) -> Any:
-        """The setting ``name`` as given, else TrainConfig's default."""
-        return self.settings.get(name, TrainConfig.__dataclass_fields__[name].default)
+        """The setting ``name`` as given, else its default."""
+        return self.settings[name] if name in self.settings else default_settings()[name]
+
+    def runtime(self) -> Runtime:
+        """How the run is carried out (a setting out of its range raises ConfigError)."""
+        return Runtime(device=self.device, resume=self.resume, progress=self.progress,
+                       checkpoint_minutes=self.checkpoint_minutes)
 
 
 @dataclass(frozen=True)
 class Resolved:
-    """The configuration a request trains with, and the plan that chose it (None when
-    nothing was planned)."""
+    """The configuration a request trains with, the plan that chose it (None when
+    nothing was planned), and how the run is carried out."""
 
     config: TrainConfig
     plan: planning.Plan | None
+    runtime: Runtime
 
 
 def paper_settings() -> dict[str, Any]:
@@ -160,7 +187,7 @@ def make_request_plan(request: TrainRequest, fixed: Mapping[str, Any]) -> planni
     if num_classes == 2:  # object sizes choose the working scale
         masks = [s.labels for s in load_samples(request.images, request.masks)]
     return planning.make_plan(minutes, in_channels=1, num_classes=num_classes,
-                              device=resolve_device(request.setting("device")),
+                              device=resolve_device(request.device),
                               precision=request.setting("precision"), masks=masks,
                               fixed=dict(fixed))
 
@@ -168,8 +195,8 @@ def make_request_plan(request: TrainRequest, fixed: Mapping[str, Any]) -> planni
 def resumed_settings(run: Path, base: Mapping[str, Any]) -> dict[str, Any]:
     """A resumed run keeps the settings it was started with (and planned)."""
     try:
-        stored = json.loads((run / "config.json").read_text())["train"]
-    except (OSError, ValueError, KeyError):
+        stored = stored_settings(json.loads((run / "config.json").read_text())["train"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return dict(base)  # the trainer says what is missing
     return {k: stored[k] for k in base if k in stored} | {
         k: v for k, v in base.items() if k not in stored}
@@ -179,11 +206,10 @@ def config_of(request: TrainRequest, planned: Mapping[str, Any],
               plan: planning.Plan | None = None) -> TrainConfig:
     """The TrainConfig of a request with these planned fields (a setting out of its
     range raises :class:`~tileunet.training.config.ConfigError`)."""
-    return TrainConfig(images=request.images, masks=request.masks, out=request.out,
-                       minutes=request.minutes, iterations=request.iterations,
-                       init=request.init, resume=request.resume, progress=request.progress,
-                       plan=None if plan is None else plan.to_dict(),
-                       **{**request.settings, **planned})
+    return TrainConfig.from_settings(
+        images=request.images, masks=request.masks, out=request.out,
+        minutes=request.minutes, iterations=request.iterations, init=request.init,
+        plan=None if plan is None else plan.to_dict(), **{**request.settings, **planned})
 
 
 def check(request: TrainRequest) -> None:
@@ -195,6 +221,7 @@ def check(request: TrainRequest) -> None:
     if "depth" not in given:
         given.pop("tile", None)
     config_of(request, {**paper_settings(), **given})
+    request.runtime()
 
 
 def resolve(request: TrainRequest) -> Resolved:
@@ -203,10 +230,11 @@ def resolve(request: TrainRequest) -> Resolved:
     planned, plan = planned_settings(request)
     if plan is not None:
         log.info("training plan:\n%s", plan.table())
-    return Resolved(config_of(request, planned, plan), plan)
+    return Resolved(config_of(request, planned, plan), plan, request.runtime())
 
 
-def train(what: TrainRequest | TrainConfig, hooks: Hooks | None = None) -> TrainResult:
+def train(what: TrainRequest | TrainConfig, hooks: Hooks | None = None,
+          runtime: Runtime | None = None) -> TrainResult:
     """Train as ``tileunet train`` does: a request is resolved first (planned for its
     budget); a TrainConfig trains as it is.
 
@@ -215,9 +243,16 @@ def train(what: TrainRequest | TrainConfig, hooks: Hooks | None = None) -> Train
     what : TrainRequest or TrainConfig
     hooks : Hooks, optional
         Stop switch and per-validation callback (the napari viewer's).
+    runtime : Runtime, optional
+        How a TrainConfig is carried out (a request says it itself).
     """
-    config = resolve(what).config if isinstance(what, TrainRequest) else what
-    return train_config(config, hooks)
+    if isinstance(what, TrainRequest):
+        if runtime is not None:
+            raise ValueError("a request says its runtime itself (device, progress, resume, "
+                             "checkpoint_minutes)")
+        resolved = resolve(what)
+        return train_config(resolved.config, hooks, resolved.runtime)
+    return train_config(what, hooks, runtime)
 
 
 __all__ = ["RECIPES", "SETTINGS", "START_NETWORK", "Resolved", "TrainRequest", "check",

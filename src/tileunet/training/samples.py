@@ -85,35 +85,36 @@ def read_ignore_masks(images: str, ignore_dir: str, samples: list[Sample]
 
 def prepare_samples(samples: list[Sample], cfg: TrainConfig, cache_dir: Path | None,
                     desc: str = "weight maps",
-                    ignore: dict[str, np.ndarray] | None = None) -> list[Prepared]:
+                    ignore: dict[str, np.ndarray] | None = None,
+                    progress: bool = False) -> list[Prepared]:
     """Training targets and weight maps, computed once per image (cached on disk).
 
     Pixels in ``ignore[name]`` get weight 0: they neither teach nor count.
     """
     out = []
-    for s in tqdm(samples, desc=desc, unit="img", disable=not cfg.progress, leave=False):
+    for s in tqdm(samples, desc=desc, unit="img", disable=not progress, leave=False):
         key = hashlib.sha1(s.labels.tobytes() + repr(
-            (s.labels.shape, cfg.num_classes, cfg.w0, cfg.sigma, cfg.class_weights)
+            (s.labels.shape, cfg.network.num_classes, cfg.w0, cfg.sigma, cfg.class_weights)
         ).encode()).hexdigest()[:16]
         cached = cache_dir / f"{key}.npz" if cache_dir is not None else None
         if cached is not None and cached.exists():
             with np.load(cached, allow_pickle=False) as z:
                 target, weights = z["target"], z["weights"]
         else:
-            if cfg.num_classes == 2:
+            if cfg.network.num_classes == 2:
                 target = training_target(s.labels)
                 weights = weight_map(s.labels, w0=cfg.w0, sigma=cfg.sigma,
                                      class_weights=cfg.class_weights)
             else:
                 target = s.labels.astype(np.uint8)
-                weights = class_weight_map(target, cfg.class_weights, cfg.num_classes)
+                weights = class_weight_map(target, cfg.class_weights, cfg.network.num_classes)
             if cached is not None:
                 atomic_npz(cached, target=target, weights=weights)
         weights = weights.astype(np.float32)
         if ignore and s.name in ignore:
             weights = np.where(ignore[s.name], np.float32(0.0), weights)
         out.append(Prepared(s.name, s.image, target, weights,
-                            s.labels if cfg.num_classes == 2 else None))
+                            s.labels if cfg.network.num_classes == 2 else None))
     return out
 
 
@@ -162,8 +163,8 @@ def load_split(cfg: TrainConfig) -> tuple[list[Sample], list[Sample],
         raise DataError(f"{cfg.masks}: is the images folder too; the masks are label "
                         "images in a folder of their own")
     samples = load_samples(cfg.images, cfg.masks, cfg.normalization,
-                           num_classes=cfg.num_classes)
-    check_masks(samples, cfg.masks, cfg.num_classes)
+                           num_classes=cfg.network.num_classes)
+    check_masks(samples, cfg.masks, cfg.network.num_classes)
     if cfg.exclude:
         samples = exclude_samples(samples, cfg.exclude, cfg.images)
     ignore = read_ignore_masks(cfg.images, cfg.ignore, samples) if cfg.ignore else None
@@ -175,9 +176,9 @@ def load_split(cfg: TrainConfig) -> tuple[list[Sample], list[Sample],
         raise DataError(f"{cfg.images}: images have different channel counts {sorted(chans)}")
     if cfg.val_images is not None:
         train_s = samples
-        val_s = samples_at_scale(load_samples(cfg.val_images, cfg.val_masks,
-                                              cfg.normalization, num_classes=cfg.num_classes),
-                                 cfg.scale)
+        val = load_samples(cfg.val_images, cfg.val_masks, cfg.normalization,
+                           num_classes=cfg.network.num_classes)
+        val_s = samples_at_scale(val, cfg.scale)
     else:
         train_s, val_s = split_samples(samples, cfg.val_fraction, cfg.seed)
     return train_s, val_s, ignore, chans.pop()
