@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -277,6 +278,15 @@ def test_a_resumed_run_keeps_its_settings(planned, tmp_path):
         ["--images", "i", "--masks", "m", "--out", str(run), "--minutes", "30", "--resume"]))
     assert plan is None and not planned
     assert settings["width"] == 20 and settings["depth"] == 3 and settings["val_every"] == 9
+    # as runs store it now: the network nested, its in_channels the images'
+    config = TrainConfig.from_settings(images="i", masks="m", out=str(run), minutes=30,
+                                       **{**stored, "norm": "group"})
+    config = replace(config, network=replace(config.network, in_channels=3))
+    (run / "config.json").write_text(json.dumps({"train": config.to_dict()}))
+    settings, _ = training_settings(parse_train_argv(
+        ["--images", "i", "--masks", "m", "--out", str(run), "--minutes", "30", "--resume"]))
+    assert (settings["width"], settings["depth"], settings["norm"]) == (20, 3, "group")
+    assert "in_channels" not in settings
 
 
 # ------------------------------------------------------------ working scale
