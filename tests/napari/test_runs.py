@@ -148,3 +148,20 @@ def test_bad_extra_flags_write_nothing(pairs, tmp_path):
     with pytest.raises(ValueError, match="minutes must be > 0"):
         start_run(tmp_path / "runs", items_of(pairs), minutes=0)
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_viewer_run_of_strokes_records_the_sparse_annotation(pairs, tmp_path):
+    strokes = []
+    for im, lab in pairs:
+        sparse = np.zeros(lab.data.shape, np.int32)
+        sparse[:3] = 1  # a background stroke along the top rows
+        sparse[lab.data == lab.data.max()] = 3  # one cell painted whole
+        strokes.append((im, layer(lab.name, sparse)))
+    run = start_run(tmp_path / "runs", items_of(strokes), minutes=5, extra=TINY,
+                    annotation="sparse")
+    assert run.argv[run.argv.index("--annotation") + 1] == "sparse"
+    assert run.train().iterations == 8
+    config = json.loads((run.run / "config.json").read_text())
+    assert config["train"]["annotation"] == "sparse"
+    with pytest.raises(ValueError, match="set by the viewer"):
+        extra_flags("--annotation dense")

@@ -29,7 +29,8 @@ from tileunet.training.loop import Hooks, TrainResult
 from tileunet.training.request import TrainRequest, check, train
 
 #: flags the viewer sets itself; extra flags may not repeat them
-OWN_FLAGS = ("--images", "--masks", "--ignore", "--out", "--resume", "--devices", "--init")
+OWN_FLAGS = ("--images", "--masks", "--ignore", "--out", "--resume", "--devices", "--init",
+             "--annotation")
 RUN_NAME = re.compile(r"run-(\d+)$")
 #: with fewer annotated images than this every one is trained on (``--val-fraction 0``;
 #: the last weights are kept), unless the extra flags say otherwise: a loop's few
@@ -104,9 +105,11 @@ def checked(argv: list[str]) -> TrainRequest:
 
 
 def start_run(parent: str | Path, items: list[Annotated], minutes: float,
-              init: str | Path | None = None, extra: str = "") -> ViewerRun:
+              init: str | Path | None = None, extra: str = "",
+              annotation: str = "dense") -> ViewerRun:
     """Write ``items`` into a new run folder under ``parent`` and return the run, ready
-    to :meth:`ViewerRun.train` for ``minutes`` from ``init`` (None: He init)."""
+    to :meth:`ViewerRun.train` for ``minutes`` from ``init`` (None: He init);
+    ``annotation="sparse"``: the labels are strokes (:mod:`tileunet.targets.sparse`)."""
     if not minutes > 0:
         raise ValueError(f"minutes must be > 0, got {minutes}")
     flags = extra_flags(extra)  # checked before anything is written
@@ -114,6 +117,8 @@ def start_run(parent: str | Path, items: list[Annotated], minutes: float,
     own = ["--out", str(run), "--minutes", f"{minutes:g}"]
     if init is not None:
         own += ["--init", str(init)]
+    if annotation != "dense":
+        own += ["--annotation", annotation]
     validation = {"--val-fraction", "--val-images"}
     if len(items) < MIN_IMAGES_TO_VALIDATE and not validation & {
             f.split("=", 1)[0] for f in flags}:

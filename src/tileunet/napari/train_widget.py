@@ -37,6 +37,8 @@ from tileunet.napari.runs import start_run
 __all__ = ["TrainWidget"]
 
 SCRATCH, FROM_MODEL = "scratch (He init)", "the model below"
+#: what the labels layers hold -> the run's annotation setting
+ANNOTATION_CHOICES = {"whole masks": "dense", "strokes (sparse)": "sparse"}
 
 
 class TrainWidget(Container):
@@ -53,6 +55,10 @@ class TrainWidget(Container):
             "unlabelled": SpinBox(label="unannotated label", value=0, min=0, max=2**31 - 1,
                                   tooltip="pixels of this label value are not annotated "
                                           "(0: every pixel is)"),
+            "annotation": ComboBox(label="labels are", choices=list(ANNOTATION_CHOICES),
+                                   tooltip="strokes: 0 not annotated, 1 background, "
+                                           "2 inside a cell, 3 and up whole cells (one "
+                                           "id each); only painted pixels count"),
             "minutes": FloatSpinBox(label="minutes", value=5.0, min=0.05, max=10080),
             "start": ComboBox(label="start from", choices=[SCRATCH, FROM_MODEL]),
             "model": FileEdit(label="model", mode="r", filter="*.safetensors"),
@@ -93,7 +99,8 @@ class TrainWidget(Container):
         try:
             init = self.model.value if self.start.value == FROM_MODEL else None
             self.session = start_run(self.runs.value, self.items(), self.minutes.value,
-                                     init, self.extra.value)
+                                     init, self.extra.value,
+                                     ANNOTATION_CHOICES[self.annotation.value])
         except (ValueError, OSError) as e:
             self.status.value = f"not started: {e}"
             return

@@ -52,6 +52,7 @@ from tileunet.targets.instances import separate_touching, separated_cells
 __all__ = [
     "CUTOFF_RELATIVE",
     "border_cutoff",
+    "border_term",
     "class_weight_map",
     "weight_map",
     "weight_map_reference",
@@ -231,6 +232,24 @@ def weight_map(
     if w0 > 0:
         weights += _border_term_local(cells, w0, sigma)
     return weights
+
+
+def border_term(labels: np.ndarray, *, w0: float = 10.0, sigma: float = 5.0) -> np.ndarray:
+    """The border term of eq. (2) alone: ``w0 * exp(-(d1 + d2)**2 / (2 sigma**2))`` on
+    the background between the cells of ``labels`` (separation borders included), 0 on
+    the cells and where there are fewer than two; :func:`weight_map` without ``w_c``.
+
+    >>> import numpy as np
+    >>> labels = np.zeros((5, 9), dtype=int)
+    >>> labels[2, 1], labels[2, 7] = 1, 2
+    >>> bool(np.isclose(border_term(labels)[2, 4], 10 * np.exp(-36 / 50)))
+    True
+    """
+    w0, sigma = _check_params(w0, sigma)
+    cells, _ = separated_cells(labels)
+    if w0 == 0:
+        return np.zeros(cells.shape, np.float32)
+    return _border_term_local(cells, w0, sigma)
 
 
 def _border_term_local(cells: np.ndarray, w0: float, sigma: float) -> np.ndarray:

@@ -31,6 +31,8 @@ from tileunet.io.normalization import Normalization
 from tileunet.model import NORMS, PADDINGS, UNet, UNetConfig, upgrade_network_fields
 
 OPTIMIZERS = ("sgd", "adamw")
+#: how masks are annotated: every pixel, or strokes and whole cells
+ANNOTATIONS = ("dense", "sparse")
 #: the settings that describe the network: UNetConfig's fields (its ``in_channels`` are
 #: the training images' channels, not a setting)
 NETWORK_SETTINGS = ("width", "depth", "num_classes", "padding", "dropout", "norm")
@@ -96,6 +98,10 @@ class TrainConfig:
     class_weights: str | tuple[float, ...] | None = "balanced"
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     normalization: Normalization = field(default_factory=Normalization)
+    # how the masks are annotated: "dense" (every pixel: 0 background, cell ids) or
+    # "sparse" (strokes: 0 not annotated, 1 background, 2 cell, 3+ whole cells; see
+    # tileunet.targets.sparse)
+    annotation: str = "dense"
     # working resolution relative to the images' (tileunet.inference.scale): 0.5 trains and predicts
     # at half size, probabilities come back at full size
     scale: float = 1.0
@@ -126,6 +132,11 @@ class TrainConfig:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.keep not in ("best", "last"):
             raise ValueError(f"keep must be best or last, got {self.keep!r}")
+        if self.annotation not in ANNOTATIONS:
+            raise ConfigError("annotation", " or ".join(ANNOTATIONS), self.annotation)
+        if self.annotation == "sparse" and self.network.num_classes != 2:
+            raise ConfigError("annotation", "dense with more than two classes",
+                              self.annotation)
         if self.precision not in ("fp32", "bf16", "auto"):
             raise ValueError(f"precision must be fp32, bf16 or auto, got {self.precision!r}")
 
@@ -273,5 +284,5 @@ def default_settings() -> dict[str, Any]:
     return {**{k: getattr(UNetConfig, k) for k in NETWORK_SETTINGS}, **defaults}
 
 
-__all__ = ["NETWORK_SETTINGS", "OPTIMIZERS", "RUNTIME_SETTINGS", "ConfigError", "Runtime",
-           "TrainConfig", "check_network", "default_settings", "stored_settings"]
+__all__ = ["ANNOTATIONS", "NETWORK_SETTINGS", "OPTIMIZERS", "RUNTIME_SETTINGS", "ConfigError",
+           "Runtime", "TrainConfig", "check_network", "default_settings", "stored_settings"]

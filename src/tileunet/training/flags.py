@@ -22,7 +22,13 @@ from typing import Any
 
 from tileunet.augment.params import AugmentConfig
 from tileunet.model import NORMS, PADDINGS, UNetConfig
-from tileunet.training.config import ConfigError, Runtime, TrainConfig, default_settings
+from tileunet.training.config import (
+    ANNOTATIONS,
+    ConfigError,
+    Runtime,
+    TrainConfig,
+    default_settings,
+)
 from tileunet.training.plan import PLANNED
 from tileunet.training.request import SETTINGS, TrainRequest
 
@@ -85,6 +91,11 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--exclude", action="append", default=[], metavar="NAME",
                    help="leave out images whose name matches (shell pattern, repeatable), "
                         "e.g. a partly annotated frame: --exclude t067")
+    p.add_argument("--annotation", choices=ANNOTATIONS, default=TrainConfig.annotation,
+                   help="dense (default): every pixel of a mask is annotated (0 background, "
+                        "one id per cell); sparse: strokes, where only painted pixels count "
+                        "(0 not annotated, 1 background stroke, 2 cell stroke, 3 and up "
+                        "whole cells, one id each)")
     p.add_argument("--ignore", metavar="DIR",
                    help="masks of regions that are not annotated (non-zero = ignore), "
                         "paired with the images like --masks; weight 0 there")

@@ -86,6 +86,8 @@ class TrainRequest:
     checkpoint_minutes : float
         A resumable checkpoint at least this often.
 
+    Notes
+    -----
     ``resume``, ``progress``, ``device`` and ``checkpoint_minutes`` say how the run is
     carried out (a :class:`~tileunet.training.config.Runtime`), not what it learns: they
     are not saved with its configuration.

@@ -17,6 +17,7 @@ from tileunet.inference.scale import image_to_scale, labels_to_scale
 from tileunet.io.outputs import atomic_write
 from tileunet.io.pairs import Sample, load_samples
 from tileunet.targets.instances import training_target
+from tileunet.targets.sparse import painted_cells, sparse_classes, sparse_targets
 from tileunet.targets.weightmap import class_weight_map, weight_map
 from tileunet.training.config import TrainConfig
 
@@ -92,30 +93,41 @@ def prepare_samples(samples: list[Sample], cfg: TrainConfig, cache_dir: Path | N
     Pixels in ``ignore[name]`` get weight 0: they neither teach nor count.
     """
     out = []
+    sparse = cfg.annotation == "sparse"
     for s in tqdm(samples, desc=desc, unit="img", disable=not progress, leave=False):
-        key = hashlib.sha1(s.labels.tobytes() + repr(
-            (s.labels.shape, cfg.network.num_classes, cfg.w0, cfg.sigma, cfg.class_weights)
-        ).encode()).hexdigest()[:16]
+        options = (s.labels.shape, cfg.network.num_classes, cfg.w0, cfg.sigma,
+                   cfg.class_weights) + (("sparse",) if sparse else ())
+        key = hashlib.sha1(s.labels.tobytes() + repr(options).encode()).hexdigest()[:16]
         cached = cache_dir / f"{key}.npz" if cache_dir is not None else None
         if cached is not None and cached.exists():
             with np.load(cached, allow_pickle=False) as z:
                 target, weights = z["target"], z["weights"]
         else:
-            if cfg.network.num_classes == 2:
-                target = training_target(s.labels)
-                weights = weight_map(s.labels, w0=cfg.w0, sigma=cfg.sigma,
-                                     class_weights=cfg.class_weights)
-            else:
-                target = s.labels.astype(np.uint8)
-                weights = class_weight_map(target, cfg.class_weights, cfg.network.num_classes)
+            target, weights = targets_of(s.labels, cfg)
             if cached is not None:
                 atomic_npz(cached, target=target, weights=weights)
         weights = weights.astype(np.float32)
         if ignore and s.name in ignore:
             weights = np.where(ignore[s.name], np.float32(0.0), weights)
-        out.append(Prepared(s.name, s.image, target, weights,
-                            s.labels if cfg.network.num_classes == 2 else None))
+        instances = None
+        if cfg.network.num_classes == 2:  # for SEG: the objects annotated whole
+            instances = painted_cells(s.labels) if sparse else s.labels
+        out.append(Prepared(s.name, s.image, target, weights, instances))
     return out
+
+
+def targets_of(labels: np.ndarray, cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
+    """The training target and weight map of one mask, as ``cfg`` says: the paper's
+    (two classes), class weights only (more classes), or of a sparse annotation."""
+    if cfg.annotation == "sparse":
+        target, weights, _ = sparse_targets(labels, w0=cfg.w0, sigma=cfg.sigma,
+                                            class_weights=cfg.class_weights)
+        return target, weights
+    if cfg.network.num_classes == 2:
+        return training_target(labels), weight_map(labels, w0=cfg.w0, sigma=cfg.sigma,
+                                                   class_weights=cfg.class_weights)
+    target = labels.astype(np.uint8)
+    return target, class_weight_map(target, cfg.class_weights, cfg.network.num_classes)
 
 
 def samples_at_scale(samples: list[Sample], scale: float) -> list[Sample]:
@@ -139,13 +151,18 @@ def split_samples(samples: list[Sample], fraction: float, seed: int
             [s for i, s in enumerate(samples) if i in val])
 
 
-def check_masks(samples: list[Sample], where: str, num_classes: int) -> None:
+def check_masks(samples: list[Sample], where: str, num_classes: int,
+                sparse: bool = False) -> None:
     """Warn about masks with one class only (naming them); refuse training data in which
-    no mask has two classes: there is nothing to learn."""
-    classes = [np.unique(s.labels > 0) if num_classes == 2 else np.unique(s.labels)
-               for s in samples]
+    no mask has two classes: there is nothing to learn. ``sparse``: the classes the
+    strokes and painted cells teach (:mod:`tileunet.targets.sparse`)."""
+    if sparse:
+        classes = [sorted(sparse_classes(s.labels)) for s in samples]
+    else:
+        classes = [np.unique(s.labels > 0).tolist() if num_classes == 2
+                   else np.unique(s.labels).tolist() for s in samples]
     flat = [s.name for s, c in zip(samples, classes, strict=True) if len(c) < 2]
-    seen = set().union(*(c.tolist() for c in classes))
+    seen = set().union(*classes)
     if len(seen) < 2:
         if not any(seen):
             raise DataError(f"{where}: no mask has an object: nothing to learn")
@@ -162,9 +179,10 @@ def load_split(cfg: TrainConfig) -> tuple[list[Sample], list[Sample],
     if Path(cfg.masks).resolve() == Path(cfg.images).resolve():
         raise DataError(f"{cfg.masks}: is the images folder too; the masks are label "
                         "images in a folder of their own")
+    dense = cfg.annotation == "dense"
     samples = load_samples(cfg.images, cfg.masks, cfg.normalization,
-                           num_classes=cfg.network.num_classes)
-    check_masks(samples, cfg.masks, cfg.network.num_classes)
+                           num_classes=cfg.network.num_classes, binary_as_instances=dense)
+    check_masks(samples, cfg.masks, cfg.network.num_classes, sparse=not dense)
     if cfg.exclude:
         samples = exclude_samples(samples, cfg.exclude, cfg.images)
     ignore = read_ignore_masks(cfg.images, cfg.ignore, samples) if cfg.ignore else None
@@ -177,7 +195,7 @@ def load_split(cfg: TrainConfig) -> tuple[list[Sample], list[Sample],
     if cfg.val_images is not None:
         train_s = samples
         val = load_samples(cfg.val_images, cfg.val_masks, cfg.normalization,
-                           num_classes=cfg.network.num_classes)
+                           num_classes=cfg.network.num_classes, binary_as_instances=dense)
         val_s = samples_at_scale(val, cfg.scale)
     else:
         train_s, val_s = split_samples(samples, cfg.val_fraction, cfg.seed)
