@@ -37,7 +37,7 @@ ANNOTATIONS = ("dense", "sparse")
 #: the training images' channels, not a setting)
 NETWORK_SETTINGS = ("width", "depth", "num_classes", "padding", "dropout", "norm")
 #: settings that older runs stored with their configuration and that are now a Runtime
-RUNTIME_SETTINGS = ("device", "resume", "progress", "checkpoint_minutes")
+RUNTIME_SETTINGS = ("device", "resume", "progress", "checkpoint_minutes", "live")
 
 
 def _real(v: Any) -> bool:
@@ -263,12 +263,16 @@ class Runtime:
         Progress bars and messages.
     checkpoint_minutes : float
         A resumable checkpoint at least this often: a killed run loses at most this much.
+    live : bool
+        Read the images and masks again when their files change, and train on the new
+        set from the next step (:mod:`tileunet.training.live`).
     """
 
     device: str = "auto"
     resume: bool = False
     progress: bool = True
     checkpoint_minutes: float = 5.0
+    live: bool = False
 
     def __post_init__(self) -> None:
         if not (_real(self.checkpoint_minutes) and self.checkpoint_minutes > 0):

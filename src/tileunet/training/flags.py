@@ -34,7 +34,8 @@ from tileunet.training.request import SETTINGS, TrainRequest
 
 #: flags whose value is not a setting of the same name
 _NOT_SETTINGS = ("images", "masks", "out", "minutes", "iterations", "recipe", "init",
-                 "resume", "device", "checkpoint_minutes", "no_augment", "class_weights",
+                 "resume", "device", "checkpoint_minutes", "live", "no_augment",
+                 "class_weights",
                  "devices", "command", "quiet", "verbose", "argv")
 
 
@@ -130,6 +131,11 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     p.add_argument("--seed", type=int, default=TrainConfig.seed)
     p.add_argument("--resume", action="store_true", help="continue from the run's checkpoint")
+    p.add_argument("--live", action="store_true",
+                   help="read --images, --masks and --ignore again when their files change "
+                        "and train on the new set from the next step, without a restart; "
+                        "each version is kept in RUN/snapshots/ with the step it joined at "
+                        "(snapshots.json)")
     p.add_argument("--checkpoint-minutes", type=float, default=Runtime.checkpoint_minutes,
                    metavar="M",
                    help="save a resumable checkpoint at least every M minutes (default 5); "
@@ -181,7 +187,7 @@ def request_from_args(args: argparse.Namespace, progress: bool = True) -> TrainR
                             minutes=args.minutes, iterations=args.iterations,
                             recipe=args.recipe, init=args.init, resume=args.resume,
                             settings=settings, progress=progress, device=args.device,
-                            checkpoint_minutes=args.checkpoint_minutes)
+                            checkpoint_minutes=args.checkpoint_minutes, live=args.live)
     except ValueError as e:
         raise flag_error(e) from None
 

@@ -50,6 +50,7 @@ from tileunet.losses import weighted_cross_entropy
 from tileunet.model import UNet
 from tileunet.plots import save_loss_figure  # not lazily: a Ctrl-C must not hit an import
 from tileunet.training.config import Runtime, TrainConfig
+from tileunet.training.live import Live, SnapshotLog, Watch
 from tileunet.training.sampler import (
     WeightedCentres,
     default_workers,
@@ -352,6 +353,7 @@ class _Loop:
     it: int
     t0: float  # perf_counter at the run's (virtual) start: resumed runs keep their clock
     hooks: Hooks = field(default_factory=Hooks)
+    live: Live | None = None
     ema: float | None = None
     val: Validation | None = None
     saved_at: float = field(default_factory=time.perf_counter)
@@ -427,6 +429,23 @@ class _Loop:
                                  self.best)
             self.saved_at = time.perf_counter()
 
+    def refresh(self, batches: Any) -> Any:
+        """Live: the training set read again when its files changed; the batches of
+        the set to train on from the next step."""
+        if self.live is None or not self.live.watch.changed(time.perf_counter()):
+            return batches
+        try:
+            train_p, val_p = self.live.reload()
+        except DataError as e:  # half written: the next change is read again
+            _say(f"live: not read yet ({e})", self.show)
+            return batches
+        batches.close()
+        self.val_p = val_p
+        folder = self.live.log.add(self.it)
+        _say(f"live: {len(train_p)} training image(s) from iteration {self.it} "
+             f"(kept in {folder})", self.show)
+        return self.live.stream(train_p, self.it)
+
     def run(self, batches: Any, bar: Any) -> bool:
         """Step until the budget is spent; True when interrupted (Ctrl-C, SIGTERM)."""
         try:
@@ -453,12 +472,15 @@ class _Loop:
                         if self.hooks.stopped():
                             raise KeyboardInterrupt("stop requested")
                         self.checkpoint_if_due(now)
+                        batches = self.refresh(batches)
         except KeyboardInterrupt:
             if self.ranks.main:
                 how = "stopped" if self.hooks.stopped() else "interrupted"
                 _say(f"{how} at iteration {self.it}: saving a checkpoint to "
                      f"{self.ckpt_path}", True)
             return True
+        finally:
+            batches.close()  # the set of a live run's last version, if it changed
         return False
 
 
@@ -499,6 +521,8 @@ def _train(cfg: TrainConfig, runtime: Runtime, ranks: ddp.Ranks, device: torch.d
     it, seconds = int(state["iteration"]), float(state["seconds"])
     loop = _Loop(cfg, runtime, show, ranks, device, net, model, opt, amp, layout, val_p, run,
                  ckpt_path, rows, best, rng, it, time.perf_counter() - seconds, hooks)
+    if runtime.live:
+        loop.live = _live(cfg, ranks, device, run, it, loop)
     batches = _tile_stream(cfg, train_p, device, rng, seed, it)
     bar = _progress_bar(cfg, it, seconds, show)
     try:
@@ -507,6 +531,29 @@ def _train(cfg: TrainConfig, runtime: Runtime, ranks: ddp.Ranks, device: torch.d
         bar.close()
         batches.close()  # stops the worker processes, if any
     return _finish(loop, extra, interrupted)
+
+
+def _live(cfg: TrainConfig, ranks: ddp.Ranks, device: torch.device, run: Path, it: int,
+          loop: _Loop) -> Live:
+    """The watch over the training set's files, its record (the version the run starts
+    from is its first entry), and how to read it again and make tiles of it."""
+    if ranks.distributed:
+        raise ValueError("live: one training process only (the processes would read "
+                         "the files at different steps)")
+    paths = [Path(p) for p in (cfg.images, cfg.masks, cfg.ignore) if p is not None]
+    log = SnapshotLog(run, paths)
+    log.add(it)
+
+    def reload() -> tuple[list[Prepared], list[Prepared]]:
+        train_p, val_p, channels = _prepare_data(cfg, ranks, device, run, False)
+        if channels != loop.net.config.in_channels:
+            raise DataError(f"{cfg.images}: images of {channels} channel(s), the network "
+                            f"takes {loop.net.config.in_channels}")
+        return train_p, val_p
+
+    def stream(train_p: list[Prepared], start: int) -> Any:
+        return _tile_stream(cfg, train_p, device, loop.rng, ranks.seed(cfg.seed), start)
+    return Live(Watch(paths), log, reload, stream)
 
 
 def _finish(loop: _Loop, extra: dict, interrupted: bool) -> TrainResult:

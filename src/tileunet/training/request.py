@@ -85,12 +85,14 @@ class TrainRequest:
         Where to train: ``"auto"`` (a GPU when there is one), ``"cpu"``, ``"cuda:1"``...
     checkpoint_minutes : float
         A resumable checkpoint at least this often.
+    live : bool
+        Read the images and masks again when they change (:mod:`tileunet.training.live`).
 
     Notes
     -----
-    ``resume``, ``progress``, ``device`` and ``checkpoint_minutes`` say how the run is
-    carried out (a :class:`~tileunet.training.config.Runtime`), not what it learns: they
-    are not saved with its configuration.
+    ``resume``, ``progress``, ``device``, ``checkpoint_minutes`` and ``live`` say how
+    the run is carried out (a :class:`~tileunet.training.config.Runtime`), not what it
+    learns: they are not saved with its configuration.
     """
 
     images: str
@@ -105,6 +107,7 @@ class TrainRequest:
     progress: bool = True
     device: str = "auto"
     checkpoint_minutes: float = Runtime.checkpoint_minutes
+    live: bool = False
 
     def __post_init__(self) -> None:
         if self.minutes is None and self.iterations is None:
@@ -126,7 +129,7 @@ class TrainRequest:
     def runtime(self) -> Runtime:
         """How the run is carried out (a setting out of its range raises ConfigError)."""
         return Runtime(device=self.device, resume=self.resume, progress=self.progress,
-                       checkpoint_minutes=self.checkpoint_minutes)
+                       checkpoint_minutes=self.checkpoint_minutes, live=self.live)
 
 
 @dataclass(frozen=True)
