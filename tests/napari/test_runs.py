@@ -165,3 +165,15 @@ def test_a_viewer_run_of_strokes_records_the_sparse_annotation(pairs, tmp_path):
     assert config["train"]["annotation"] == "sparse"
     with pytest.raises(ValueError, match="set by the viewer"):
         extra_flags("--annotation dense")
+
+
+def test_updating_a_run_rewrites_its_annotations_and_keeps_its_ignore_layers(pairs, tmp_path):
+    run = start_run(tmp_path / "runs", items_of(pairs), minutes=5, extra=TINY, live=True)
+    assert run.live and "--live" in run.argv
+    masks = run.run / "annotations" / "masks"
+    assert len(list(masks.glob("*.tif"))) == 3
+    run.update(items_of(pairs[:2]))  # a layer dropped: its files go
+    assert sorted(f.name for f in masks.glob("*.tif")) == ["frame0.tif", "frame1.tif"]
+    assert len(list((run.run / "annotations" / "images").glob("*.tif"))) == 2
+    with pytest.raises(ValueError, match="other ignore layers"):
+        run.update(items_of(pairs, unlabelled=int(pairs[0][1].data.max())))

@@ -297,3 +297,42 @@ def test_train_widget_says_why_it_did_not_start_and_writes_nothing(viewer, tmp_p
     assert widget.status.value == ("not started: the labels layers hold no objects: paint "
                                    "or correct some first")
     assert widget.train_button.enabled and not (tmp_path / "runs").exists()
+
+
+def test_strokes_painted_during_a_live_run_reach_the_trainer(viewer, tmp_path, monkeypatch):
+    """Strokes (the sparse convention) painted while a tiny network trains live are
+    written into the run and read by its trainer: its snapshot record says so."""
+    import tileunet.napari.train_widget as train_widget
+    import tileunet.training.live as live
+    from tileunet.synthetic import synthetic_cells
+
+    monkeypatch.setattr(live, "CHECK_SECONDS", 0.2)
+    monkeypatch.setattr(train_widget, "LIVE_DELAY_MS", 100)
+    image, truth = synthetic_cells((96, 96), rng=np.random.default_rng(8))
+    viewer.add_image(image, name="cells")
+    strokes = viewer.add_labels(np.zeros(truth.shape, np.int32), name="cells labels")
+    strokes.data_setitem(np.nonzero(truth[:4] == 0), 1)  # a background stroke, top rows
+    cell = np.nonzero(truth == truth.max())
+    strokes.data_setitem((cell[0][:5], cell[1][:5]), 2)  # a cell stroke
+    widget = _train_widget(viewer, tmp_path)
+    widget.extra.value = "--width 4 --depth 3 --tile 92 --recipe paper"
+    widget.minutes.value = 2.0
+    widget.label_kind.value = "strokes (sparse)"
+    widget.live.value = True
+    widget.label_layers.value = [strokes]
+    widget.train_button.clicked.emit()
+    run = tmp_path / "runs" / "run-001"
+    record = run / "snapshots.json"
+    _wait(lambda: record.exists())
+    second = np.nonzero(truth == truth.max() - 1)  # another cell, painted whole as id 3
+    strokes.data_setitem(second, 3)
+    _wait(lambda: len(json.loads(record.read_text())["snapshots"]) >= 2)
+    widget.stop_button.clicked.emit()
+    _wait(lambda: _finished(widget))
+    entries = json.loads(record.read_text())["snapshots"]
+    assert entries[1]["iteration"] > 0
+    kept = run / "snapshots" / entries[1]["snapshot"] / "1-masks" / "cells.tif"
+    from tileunet.io.images import read_image
+
+    assert (read_image(kept)[second] == 3).all()
+    assert "--annotation sparse" in widget.session.command and "--live" in widget.session.command

@@ -139,6 +139,38 @@ def file_stems(names: list[str]) -> list[str]:
     return stems
 
 
+def data_flags(folder: str | Path, items: list[Annotated]) -> list[str]:
+    """The ``tileunet train`` flags that read ``items`` written under ``folder``."""
+    folder = Path(folder)
+    flags = ["--images", str(folder / "images"), "--masks", str(folder / "masks")]
+    if any(a.ignore is not None for a in items):
+        flags += ["--ignore", str(folder / "ignore")]
+    return flags
+
+
+def write_annotation_files(folder: str | Path, items: list[Annotated]) -> list[str]:
+    """Write the images, masks and ignore masks of ``items`` under ``folder`` (each file
+    whole, images first) and remove those of layers no longer among them; returns
+    :func:`data_flags`. Written again into the folder of a live run, they join it."""
+    if not items:
+        raise DataError("no labels layer to train on")
+    if not any(a.labels.any() for a in items):
+        raise DataError("the labels layers hold no objects: paint or correct some first")
+    folder = Path(folder)
+    stems = file_stems([a.name for a in items])
+    for stem, a in zip(stems, items, strict=True):
+        save_image(folder / "images" / f"{stem}.tif", a.image)
+        save_image(folder / "masks" / f"{stem}.tif", a.labels)
+        if a.ignore is not None:
+            save_image(folder / "ignore" / f"{stem}.tif", a.ignore)
+    kept = {f"{stem}.tif" for stem in stems}
+    for sub in ("masks", "ignore", "images"):  # a mask never stays without its image
+        for old in (folder / sub).glob("*.tif"):
+            if old.name not in kept:
+                old.unlink()
+    return data_flags(folder, items)
+
+
 def write_annotations(folder: str | Path, items: list[Annotated], train_flags: list[str],
                       record: dict | None = None) -> list[str]:
     """Write ``items`` under ``folder`` (``images/``, ``masks/``, ``ignore/`` where any
@@ -146,20 +178,8 @@ def write_annotations(folder: str | Path, items: list[Annotated], train_flags: l
     them: the data flags, then ``train_flags``. ``layers.json`` records the layers, the
     command and ``record``. Every item is checked before the first file is written;
     every file is written under a temporary name first."""
-    if not items:
-        raise DataError("no labels layer to train on")
-    if not any(a.labels.any() for a in items):
-        raise DataError("the labels layers hold no objects: paint or correct some first")
-    folder = Path(folder)
-    stems = file_stems([a.name for a in items])
-    flags = ["--images", str(folder / "images"), "--masks", str(folder / "masks")]
-    for stem, a in zip(stems, items, strict=True):
-        save_image(folder / "images" / f"{stem}.tif", a.image)
-        save_image(folder / "masks" / f"{stem}.tif", a.labels)
-        if a.ignore is not None:
-            save_image(folder / "ignore" / f"{stem}.tif", a.ignore)
-    if any(a.ignore is not None for a in items):
-        flags += ["--ignore", str(folder / "ignore")]
+    flags = write_annotation_files(folder, items)
+    folder, stems = Path(folder), file_stems([a.name for a in items])
     argv = [*flags, *train_flags]
     layers = [{"file": f"{stem}.tif", **a.sources} for stem, a in zip(stems, items, strict=True)]
     write_json(folder / LAYERS_FILE, {"layers": layers, **(record or {}),
@@ -168,4 +188,5 @@ def write_annotations(folder: str | Path, items: list[Annotated], train_flags: l
 
 
 __all__ = ["ANNOTATIONS_DIR", "IMAGE_KEY", "LAYERS_FILE", "Annotated", "annotated",
-           "file_stems", "image_for", "layer_array", "layer_yx", "write_annotations"]
+           "data_flags", "file_stems", "image_for", "layer_array", "layer_yx",
+           "write_annotation_files", "write_annotations"]

@@ -23,14 +23,20 @@ from pathlib import Path
 from typing import Any
 
 from tileunet.checkpoint import CHECKPOINT_FILE, read_model_config
-from tileunet.napari.annotations import ANNOTATIONS_DIR, Annotated, write_annotations
+from tileunet.napari.annotations import (
+    ANNOTATIONS_DIR,
+    Annotated,
+    data_flags,
+    write_annotation_files,
+    write_annotations,
+)
 from tileunet.training.flags import flag_error, parse_train_argv
 from tileunet.training.loop import Hooks, TrainResult
 from tileunet.training.request import TrainRequest, check, train
 
 #: flags the viewer sets itself; extra flags may not repeat them
 OWN_FLAGS = ("--images", "--masks", "--ignore", "--out", "--resume", "--devices", "--init",
-             "--annotation")
+             "--annotation", "--live")
 RUN_NAME = re.compile(r"run-(\d+)$")
 #: with fewer annotated images than this every one is trained on (``--val-fraction 0``;
 #: the last weights are kept), unless the extra flags say otherwise: a loop's few
@@ -81,6 +87,20 @@ class ViewerRun:
             del argv[i:i + 2]
         return [*argv, "--resume"]
 
+    @property
+    def live(self) -> bool:
+        return "--live" in self.argv
+
+    def update(self, items: list[Annotated]) -> None:
+        """Write the annotations again into the run's folder: a live run trains on them
+        from a step within seconds (a run that is not live, when it starts again)."""
+        folder = self.run / ANNOTATIONS_DIR
+        flags = data_flags(folder, items)
+        if flags != self.argv[:len(flags)]:
+            raise ValueError("the run was started with other ignore layers: start a new "
+                             "run to add or drop them")
+        write_annotation_files(folder, items)
+
     def train(self, on_row: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
         """Train, or resume once the run has a checkpoint, until the budget is spent or
         :attr:`stop` is set. Runs in the calling thread."""
@@ -106,10 +126,12 @@ def checked(argv: list[str]) -> TrainRequest:
 
 def start_run(parent: str | Path, items: list[Annotated], minutes: float,
               init: str | Path | None = None, extra: str = "",
-              annotation: str = "dense") -> ViewerRun:
+              annotation: str = "dense", live: bool = False) -> ViewerRun:
     """Write ``items`` into a new run folder under ``parent`` and return the run, ready
     to :meth:`ViewerRun.train` for ``minutes`` from ``init`` (None: He init);
-    ``annotation="sparse"``: the labels are strokes (:mod:`tileunet.targets.sparse`)."""
+    ``annotation="sparse"``: the labels are strokes (:mod:`tileunet.targets.sparse`);
+    ``live``: the run reads its annotations again when :meth:`ViewerRun.update` writes
+    them (:mod:`tileunet.training.live`)."""
     if not minutes > 0:
         raise ValueError(f"minutes must be > 0, got {minutes}")
     flags = extra_flags(extra)  # checked before anything is written
@@ -119,6 +141,8 @@ def start_run(parent: str | Path, items: list[Annotated], minutes: float,
         own += ["--init", str(init)]
     if annotation != "dense":
         own += ["--annotation", annotation]
+    if live:
+        own += ["--live"]
     validation = {"--val-fraction", "--val-images"}
     if len(items) < MIN_IMAGES_TO_VALIDATE and not validation & {
             f.split("=", 1)[0] for f in flags}:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from magicgui.widgets import (
+    CheckBox,
     ComboBox,
     Container,
     FileEdit,
@@ -37,6 +38,8 @@ from tileunet.napari.runs import start_run
 __all__ = ["TrainWidget"]
 
 SCRATCH, FROM_MODEL = "scratch (He init)", "the model below"
+#: a live run gets the annotations this long after the last brush stroke
+LIVE_DELAY_MS = 1000
 #: what the labels layers hold -> the run's annotation setting
 ANNOTATION_CHOICES = {"whole masks": "dense", "strokes (sparse)": "sparse"}
 
@@ -55,11 +58,13 @@ class TrainWidget(Container):
             "unlabelled": SpinBox(label="unannotated label", value=0, min=0, max=2**31 - 1,
                                   tooltip="pixels of this label value are not annotated "
                                           "(0: every pixel is)"),
-            "annotation": ComboBox(label="labels are", choices=list(ANNOTATION_CHOICES),
+            "label_kind": ComboBox(label="labels are", choices=list(ANNOTATION_CHOICES),
                                    tooltip="strokes: 0 not annotated, 1 background, "
                                            "2 inside a cell, 3 and up whole cells (one "
                                            "id each); only painted pixels count"),
             "minutes": FloatSpinBox(label="minutes", value=5.0, min=0.05, max=10080),
+            "live": CheckBox(text="live: what you paint joins the run while it trains",
+                             value=False),
             "start": ComboBox(label="start from", choices=[SCRATCH, FROM_MODEL]),
             "model": FileEdit(label="model", mode="r", filter="*.safetensors"),
             "runs": FileEdit(label="runs folder", mode="d",
@@ -83,6 +88,23 @@ class TrainWidget(Container):
         self.resume_button.changed.connect(self.resume)
         for event in (viewer.layers.events.inserted, viewer.layers.events.removed):
             event.connect(lambda *_: self.reset_choices())
+        self.sender = _Debounced(LIVE_DELAY_MS, self.send_annotations)
+
+    def painted(self, *_: Any) -> None:
+        """A labels layer changed: a live run gets it after a short pause in painting."""
+        if self.session is not None and self.session.live and self.worker is not None:
+            self.sender.call()
+
+    def send_annotations(self) -> None:
+        """Write the layers into the live run's folder (its trainer reads them)."""
+        if self.session is None or self.worker is None:
+            return
+        try:
+            self.session.update(self.items())
+        except (ValueError, OSError) as e:
+            self.status.value = f"not sent: {e}"
+            return
+        self.status.value = f"training live: annotations sent; {self.session.run}"
 
     def items(self) -> list[Any]:
         """The selected layers as annotated images (checked, nothing written)."""
@@ -100,7 +122,8 @@ class TrainWidget(Container):
             init = self.model.value if self.start.value == FROM_MODEL else None
             self.session = start_run(self.runs.value, self.items(), self.minutes.value,
                                      init, self.extra.value,
-                                     ANNOTATION_CHOICES[self.annotation.value])
+                                     ANNOTATION_CHOICES[self.label_kind.value],
+                                     live=self.live.value)
         except (ValueError, OSError) as e:
             self.status.value = f"not started: {e}"
             return
@@ -118,6 +141,12 @@ class TrainWidget(Container):
 
     def _launch(self) -> None:
         self.status.value = f"training: {self.session.run}"
+        if self.session.live:
+            for layer in self.label_layers.value:
+                for name in ("paint", "data"):
+                    event = getattr(layer.events, name, None)
+                    if event is not None:
+                        event.connect(self.painted)
         self.worker = create_worker(self.session.train, self.relay.emit,
                                     _start_thread=False, _ignore_errors=True)
         self.worker.returned.connect(self._done)
@@ -131,10 +160,12 @@ class TrainWidget(Container):
         self.resume_button.enabled = resumable and not running
 
     def _failed(self, error: BaseException) -> None:
+        self.worker = None
         self._buttons(running=False)
         self.status.value = f"failed: {str(error).splitlines()[0] if str(error) else error!r}"
 
     def _done(self, res: Any) -> None:
+        self.worker = None
         self._buttons(running=False, resumable=res.interrupted)
         what = "stopped (Resume continues)" if res.interrupted else "trained"
         score = "" if res.val_iou is None else f", validation IoU {res.val_iou:.3f}"
@@ -153,6 +184,22 @@ class TrainWidget(Container):
 
 def _layers_of(viewer: Any, kind: type, *_: Any) -> list[Any]:
     return [ly for ly in viewer.layers if isinstance(ly, kind)]
+
+
+class _Debounced:
+    """Calls ``action`` once, ``ms`` after the last of a burst of :meth:`call` (in Qt's
+    main thread)."""
+
+    def __init__(self, ms: int, action: Any) -> None:
+        from qtpy.QtCore import QTimer
+
+        self.timer = QTimer()
+        self.timer.setSingleShot(True)
+        self.timer.setInterval(ms)
+        self.timer.timeout.connect(action)
+
+    def call(self) -> None:
+        self.timer.start()  # restarts a pending one
 
 
 def _row_relay(receive: Any) -> Any:
