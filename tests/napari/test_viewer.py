@@ -336,3 +336,25 @@ def test_strokes_painted_during_a_live_run_reach_the_trainer(viewer, tmp_path, m
 
     assert (read_image(kept)[second] == 3).all()
     assert "--annotation sparse" in widget.session.command and "--live" in widget.session.command
+
+
+def test_a_live_run_shows_the_view_predicted_with_its_latest_weights(viewer, tmp_path,
+                                                                     monkeypatch):
+    import tileunet.napari.train_widget as train_widget
+
+    monkeypatch.setattr(train_widget, "PREVIEW_MS", 200)
+    paint(viewer, "cells", 9)
+    widget = _train_widget(viewer, tmp_path)
+    widget.extra.value = "--width 4 --depth 3 --tile 92 --recipe paper --val-fraction 0"
+    widget.minutes.value = 2.0
+    widget.live.value = True
+    widget.label_layers.value = [viewer.layers["cells labels"]]
+    widget.train_button.clicked.emit()
+    _wait(lambda: "cells live" in viewer.layers)
+    layer = viewer.layers["cells live"]
+    first = layer.metadata["tileunet_step"]
+    _wait(lambda: layer.metadata["tileunet_step"] > first)  # again, with newer weights
+    widget.stop_button.clicked.emit()
+    _wait(lambda: _finished(widget))
+    assert layer.data.shape == viewer.layers["cells"].data.shape
+    assert 0.0 <= layer.data.min() and layer.data.max() <= 1.0 and layer.data.max() > 0

@@ -507,3 +507,15 @@ def test_init_refuses_another_network_with_one_line(data, tmp_path):
         tiny_run(data, tmp_path / "a", iterations=1, init="x", resume=True)
     with pytest.raises(ValueError, match="optimizer"):
         tiny(data, tmp_path / "a", optimizer="adam")
+
+
+def test_the_weights_are_shared_as_copies_while_a_run_trains(data, tmp_path):
+    shared = []
+    hooks = Hooks(on_weights=lambda w, it: shared.append((it, w)), weights_every=0.0)
+    res = tiny_run(data, tmp_path / "r", iterations=4, hooks=hooks)
+    assert [it for it, _ in shared] == [1, 2, 3]  # after every step but the last
+    first, third = shared[0][1], shared[2][1]
+    assert all(w.device.type == "cpu" for w in first.values())
+    assert any(not torch.equal(first[k], third[k]) for k in first)  # copies, not views
+    net = res.net.state_dict()
+    assert any(not torch.equal(third[k], net[k].cpu()) for k in third)  # one step behind

@@ -101,14 +101,18 @@ class ViewerRun:
                              "run to add or drop them")
         write_annotation_files(folder, items)
 
-    def train(self, on_row: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
+    def train(self, on_row: Callable[[dict[str, Any]], None] | None = None,
+              on_weights: Callable[[dict[str, Any], int], None] | None = None,
+              weights_every: float = Hooks.weights_every) -> TrainResult:
         """Train, or resume once the run has a checkpoint, until the budget is spent or
-        :attr:`stop` is set. Runs in the calling thread."""
+        :attr:`stop` is set. Runs in the calling thread; ``on_row``, ``on_weights`` and
+        ``weights_every`` as in :class:`~tileunet.training.loop.Hooks`."""
         self.stop.clear()
         resume = (self.run / CHECKPOINT_FILE).exists()
         request = checked(self.resume_argv() if resume else self.argv)
         try:
-            return train(request, Hooks(stop=self.stop, on_row=on_row))
+            return train(request, Hooks(stop=self.stop, on_row=on_row,
+                                        on_weights=on_weights, weights_every=weights_every))
         except ValueError as e:
             raise flag_error(e) from None
 

@@ -17,6 +17,7 @@ import functools
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from magicgui.widgets import (
     CheckBox,
     ComboBox,
@@ -33,6 +34,7 @@ from napari.layers import Image, Labels
 from napari.qt.threading import create_worker
 
 from tileunet.napari.annotations import annotated, image_for
+from tileunet.napari.preview import LivePreview
 from tileunet.napari.runs import start_run
 
 __all__ = ["TrainWidget"]
@@ -40,6 +42,8 @@ __all__ = ["TrainWidget"]
 SCRATCH, FROM_MODEL = "scratch (He init)", "the model below"
 #: a live run gets the annotations this long after the last brush stroke
 LIVE_DELAY_MS = 1000
+#: a live run's view is predicted again this often (with weights this recent)
+PREVIEW_MS = 3000
 #: what the labels layers hold -> the run's annotation setting
 ANNOTATION_CHOICES = {"whole masks": "dense", "strokes (sparse)": "sparse"}
 
@@ -89,6 +93,8 @@ class TrainWidget(Container):
         for event in (viewer.layers.events.inserted, viewer.layers.events.removed):
             event.connect(lambda *_: self.reset_choices())
         self.sender = _Debounced(LIVE_DELAY_MS, self.send_annotations)
+        self.preview, self.previewing = None, False
+        self.preview_timer = _Repeating(PREVIEW_MS, self.preview_view)
 
     def painted(self, *_: Any) -> None:
         """A labels layer changed: a live run gets it after a short pause in painting."""
@@ -139,16 +145,57 @@ class TrainWidget(Container):
             self.session.stop.set()
             self.status.value = "stopping after this step ..."
 
+    def preview_view(self) -> None:
+        """Predict the part of the first labels layer's image in view with the latest
+        weights, in a thread; the result goes to the layer *IMAGE live*."""
+        if self.previewing or self.preview is None or not self.preview.has_new():
+            return
+        layers = self.label_layers.value
+        if not layers:
+            return
+        image = image_for(layers[0], _layers_of(self.viewer, Image))
+        box = _in_view(image)
+        self.previewing = True
+        worker = create_worker(self.preview.predict, np.asarray(image.data), box,
+                               _start_thread=False, _ignore_errors=True)
+        worker.returned.connect(functools.partial(self._show_preview, image, box))
+        worker.errored.connect(self._preview_failed)
+        worker.start()
+
+    def _show_preview(self, image: Any, asked: tuple, result: Any) -> None:
+        self.previewing = False
+        if result is None or _in_view(image) != asked:  # the view moved on: drop it
+            return
+        probs, (y0, y1, x0, x1), iteration = result
+        name = f"{image.name} live"
+        if name not in self.viewer.layers:
+            self.viewer.add_image(np.zeros(image.data.shape[-2:], np.float32), name=name,
+                                  colormap="magma", opacity=0.5, blending="additive",
+                                  contrast_limits=(0.0, 1.0), scale=image.scale[-2:],
+                                  translate=image.translate[-2:])
+        layer = self.viewer.layers[name]
+        layer.data[y0:y1, x0:x1] = probs
+        layer.metadata["tileunet_step"] = iteration
+        layer.refresh()
+
+    def _preview_failed(self, error: BaseException) -> None:
+        self.previewing = False
+        self.status.value = f"live view: {error}"
+
     def _launch(self) -> None:
         self.status.value = f"training: {self.session.run}"
         if self.session.live:
+            self.preview = LivePreview(self.session.run)
+            self.preview_timer.start()
             for layer in self.label_layers.value:
                 for name in ("paint", "data"):
                     event = getattr(layer.events, name, None)
                     if event is not None:
                         event.connect(self.painted)
-        self.worker = create_worker(self.session.train, self.relay.emit,
-                                    _start_thread=False, _ignore_errors=True)
+        on_weights = self.preview.offer if self.session.live else None
+        self.worker = create_worker(self.session.train, self.relay.emit, on_weights,
+                                    PREVIEW_MS / 1000, _start_thread=False,
+                                    _ignore_errors=True)
         self.worker.returned.connect(self._done)
         self.worker.errored.connect(self._failed)
         self._buttons(running=True)
@@ -161,11 +208,13 @@ class TrainWidget(Container):
 
     def _failed(self, error: BaseException) -> None:
         self.worker = None
+        self.preview_timer.stop()
         self._buttons(running=False)
         self.status.value = f"failed: {str(error).splitlines()[0] if str(error) else error!r}"
 
     def _done(self, res: Any) -> None:
         self.worker = None
+        self.preview_timer.stop()
         self._buttons(running=False, resumable=res.interrupted)
         what = "stopped (Resume continues)" if res.interrupted else "trained"
         score = "" if res.val_iou is None else f", validation IoU {res.val_iou:.3f}"
@@ -200,6 +249,27 @@ class _Debounced:
 
     def call(self) -> None:
         self.timer.start()  # restarts a pending one
+
+
+class _Repeating(_Debounced):
+    """Calls ``action`` every ``ms`` while started (in Qt's main thread)."""
+
+    def __init__(self, ms: int, action: Any) -> None:
+        super().__init__(ms, action)
+        self.timer.setSingleShot(False)
+
+    def start(self) -> None:
+        self.timer.start()
+
+    def stop(self) -> None:
+        self.timer.stop()
+
+
+def _in_view(layer: Any) -> tuple[int, int, int, int]:
+    """The box of ``layer``'s data in view: (y0, y1, x0, x1), from the corner pixels
+    napari keeps for each layer."""
+    (y0, x0), (y1, x1) = np.asarray(layer.corner_pixels)[:, -2:].astype(int)
+    return int(y0), int(y1) + 1, int(x0), int(x1) + 1
 
 
 def _row_relay(receive: Any) -> Any:

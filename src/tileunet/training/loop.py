@@ -163,11 +163,15 @@ class Hooks:
     ``stop``: once set, the run stops after the step under way as on Ctrl-C (a
     checkpoint is saved; ``resume`` continues it). ``on_row``: called with each row of
     metrics.csv as it is made (every 10 steps and at each validation), in the thread
-    that trains.
+    that trains. ``on_weights``: called with a copy of the weights (on the CPU) and the
+    step, at most every ``weights_every`` seconds (a live view predicts with them in
+    another thread).
     """
 
     stop: threading.Event | None = None
     on_row: Callable[[dict[str, Any]], None] | None = None
+    on_weights: Callable[[dict[str, torch.Tensor], int], None] | None = None
+    weights_every: float = 5.0
 
     def stopped(self) -> bool:
         return self.stop is not None and self.stop.is_set()
@@ -354,6 +358,7 @@ class _Loop:
     t0: float  # perf_counter at the run's (virtual) start: resumed runs keep their clock
     hooks: Hooks = field(default_factory=Hooks)
     live: Live | None = None
+    shared_at: float = float("-inf")
     ema: float | None = None
     val: Validation | None = None
     saved_at: float = field(default_factory=time.perf_counter)
@@ -429,6 +434,17 @@ class _Loop:
                                  self.best)
             self.saved_at = time.perf_counter()
 
+    def share_weights(self) -> None:
+        """A copy of the weights for ``hooks.on_weights``, when it is time."""
+        if self.hooks.on_weights is None:
+            return
+        now = time.perf_counter()
+        if now - self.shared_at >= self.hooks.weights_every:
+            self.shared_at = now
+            weights = {k: v.detach().to("cpu", copy=True)
+                       for k, v in self.net.state_dict().items()}
+            self.hooks.on_weights(weights, self.it)
+
     def refresh(self, batches: Any) -> Any:
         """Live: the training set read again when its files changed; the batches of
         the set to train on from the next step."""
@@ -472,6 +488,7 @@ class _Loop:
                         if self.hooks.stopped():
                             raise KeyboardInterrupt("stop requested")
                         self.checkpoint_if_due(now)
+                        self.share_weights()
                         batches = self.refresh(batches)
         except KeyboardInterrupt:
             if self.ranks.main:
