@@ -354,7 +354,12 @@ def test_a_live_run_shows_the_view_predicted_with_its_latest_weights(viewer, tmp
     layer = viewer.layers["cells live"]
     first = layer.metadata["tileunet_step"]
     _wait(lambda: layer.metadata["tileunet_step"] > first)  # again, with newer weights
+    assert "look next at" in widget.status.value
     widget.stop_button.clicked.emit()
     _wait(lambda: _finished(widget))
     assert layer.data.shape == viewer.layers["cells"].data.shape
     assert 0.0 <= layer.data.min() and layer.data.max() <= 1.0 and layer.data.max() > 0
+    uncertain = viewer.layers["cells uncertainty"].data
+    assert 0.0 <= uncertain.min() and uncertain.max() <= 1.0 and uncertain.max() > 0
+    squares = viewer.layers["cells look next"].data
+    assert 1 <= len(squares) <= train_widget.LOOK_COUNT

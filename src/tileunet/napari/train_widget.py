@@ -33,6 +33,7 @@ from magicgui.widgets import (
 from napari.layers import Image, Labels
 from napari.qt.threading import create_worker
 
+from tileunet.inference.uncertainty import entropy, rank_tiles
 from tileunet.napari.annotations import annotated, image_for
 from tileunet.napari.preview import LivePreview
 from tileunet.napari.runs import start_run
@@ -44,6 +45,8 @@ SCRATCH, FROM_MODEL = "scratch (He init)", "the model below"
 LIVE_DELAY_MS = 1000
 #: a live run's view is predicted again this often (with weights this recent)
 PREVIEW_MS = 3000
+#: the squares a live view proposes to annotate next: their side and number
+LOOK_TILE, LOOK_COUNT = 64, 3
 #: what the labels layers hold -> the run's annotation setting
 ANNOTATION_CHOICES = {"whole masks": "dense", "strokes (sparse)": "sparse"}
 
@@ -167,16 +170,42 @@ class TrainWidget(Container):
         if result is None or _in_view(image) != asked:  # the view moved on: drop it
             return
         probs, (y0, y1, x0, x1), iteration = result
-        name = f"{image.name} live"
+        for name, values, colormap in ((f"{image.name} live", probs, "magma"),
+                                       (f"{image.name} uncertainty", entropy(probs),
+                                        "viridis")):
+            layer = self._map_layer(image, name, colormap)
+            layer.data[y0:y1, x0:x1] = values
+            layer.metadata["tileunet_step"] = iteration
+            layer.refresh()
+        ranked = rank_tiles(layer.data[y0:y1, x0:x1], tile=LOOK_TILE, count=LOOK_COUNT,
+                            offset=(y0, x0))
+        self._look_next(image, [box for _, box in ranked])
+        self.status.value = (f"training live: view of step {iteration}; look next at "
+                             + ", ".join(f"({b[0]}, {b[2]})" for _, b in ranked))
+
+    def _map_layer(self, image: Any, name: str, colormap: str) -> Any:
+        """The layer ``name`` over ``image`` (made once, with zeros)."""
         if name not in self.viewer.layers:
             self.viewer.add_image(np.zeros(image.data.shape[-2:], np.float32), name=name,
-                                  colormap="magma", opacity=0.5, blending="additive",
+                                  colormap=colormap, opacity=0.5, blending="additive",
                                   contrast_limits=(0.0, 1.0), scale=image.scale[-2:],
-                                  translate=image.translate[-2:])
-        layer = self.viewer.layers[name]
-        layer.data[y0:y1, x0:x1] = probs
-        layer.metadata["tileunet_step"] = iteration
-        layer.refresh()
+                                  translate=image.translate[-2:], visible=(
+                                      colormap == "magma"))
+        return self.viewer.layers[name]
+
+    def _look_next(self, image: Any, boxes: list[tuple]) -> None:
+        """Squares around the most uncertain tiles in view, in the layer *IMAGE look
+        next*."""
+        rects = [np.array([[y0, x0], [y1, x1]], float) for y0, y1, x0, x1 in boxes]
+        name = f"{image.name} look next"
+        if name in self.viewer.layers:
+            self.viewer.layers[name].data = rects
+            self.viewer.layers[name].shape_type = ["rectangle"] * len(rects)
+        else:
+            self.viewer.add_shapes(rects, shape_type="rectangle", name=name,
+                                   edge_color="yellow", face_color="transparent",
+                                   edge_width=2, scale=image.scale[-2:],
+                                   translate=image.translate[-2:])
 
     def _preview_failed(self, error: BaseException) -> None:
         self.previewing = False
