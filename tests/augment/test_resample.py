@@ -287,3 +287,21 @@ def test_bad_arrays_raise_value_error(rng):
     for size in (0, -3, 2.5, True):
         with pytest.raises(ValueError, match="size must be a positive integer"):
             augment_tile(image, None, None, size=size, rng=rng)
+
+
+def test_nearest_weights_come_from_the_pixel_the_target_comes_from(rng):
+    """A sparse annotation: each output pixel has the weight of its target's source, so
+    a stroke's weight never spills onto an unannotated neighbour."""
+    target = rng.integers(0, 1000, (60, 70))  # every pixel its own value
+    weights = (target % 7).astype(np.float32)
+    image = rng.random((1, 60, 70), dtype=np.float32)
+    config = AugmentConfig(weights="nearest")
+    for _ in range(10):
+        p = make_params((60, 70), 40, rng, config)
+        _, y, w = apply(p, image, target, weights)
+        np.testing.assert_array_equal(w, (y % 7).astype(np.float32))
+    linear = make_params((60, 70), 40, np.random.default_rng(1), AugmentConfig())
+    _, y, w = apply(linear, image, target, weights)
+    assert not np.array_equal(w, (y % 7).astype(np.float32))  # bilinear: blended
+    with pytest.raises(ValueError, match="weights must be one of"):
+        AugmentConfig(weights="cubic")

@@ -15,7 +15,7 @@ import tileunet.training.plan as plan_mod
 from tileunet.cli import main
 from tileunet.training.config import ConfigError, Runtime
 from tileunet.training.flags import parse_train_argv
-from tileunet.training.request import TrainRequest, resolve
+from tileunet.training.request import SPARSE_WEIGHTED_TILES, TrainRequest, resolve
 
 
 @pytest.fixture(scope="module")
@@ -110,3 +110,37 @@ def test_tileunet_train_still_trains_a_config_as_it_is(data, tmp_path):
     res = tileunet.train(config, runtime=Runtime(progress=False))
     assert res.iterations == 2
     assert json.loads((tmp_path / "run" / "config.json").read_text())["train"]["plan"] is None
+
+
+def test_a_sparse_request_centres_its_tiles_on_the_strokes(data, slow_machine):
+    images, masks = data
+    request = TrainRequest(images=images, masks=masks, out="o", iterations=2,
+                           settings={"annotation": "sparse"})
+    assert resolve(request).config.weighted_tiles == SPARSE_WEIGHTED_TILES == 1.0
+    given = TrainRequest(images=images, masks=masks, out="o", iterations=2,
+                         settings={"annotation": "sparse", "weighted_tiles": 0.3})
+    assert resolve(given).config.weighted_tiles == 0.3
+    dense = TrainRequest(images=images, masks=masks, out="o", iterations=2)
+    assert resolve(dense).config.weighted_tiles == 0.0
+
+
+def test_the_plan_of_strokes_sizes_objects_by_the_painted_cells_only(tmp_path, slow_machine,
+                                                                     monkeypatch):
+    from tileunet.io.images import save_image
+
+    seen = []
+    real = plan_mod.object_sizes
+    monkeypatch.setattr(plan_mod, "object_sizes", lambda m: seen.append(list(m)) or real(m))
+    labels = np.zeros((96, 96), np.uint16)
+    labels[:3] = 1  # a background stroke
+    labels[40:42, 10:80] = 2  # a long cell stroke: no object's size
+    image = np.random.default_rng(0).integers(0, 255, (96, 96)).astype(np.uint8)
+    save_image(tmp_path / "i" / "a.tif", image)
+    save_image(tmp_path / "m" / "a.tif", labels)
+    request = TrainRequest(images=str(tmp_path / "i"), masks=str(tmp_path / "m"), out="o",
+                           minutes=30, settings={"annotation": "sparse"})
+    assert resolve(request).config.scale == 1.0 and not seen  # no painted cell: no sizes
+    labels[60:90, 20:50] = 3  # a whole cell
+    save_image(tmp_path / "m" / "a.tif", labels)
+    resolve(request)
+    assert seen and set(np.unique(seen[0][0])) == {0, 3}

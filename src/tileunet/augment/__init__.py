@@ -28,6 +28,7 @@ from tileunet.augment.gray import adjust_gray, adjust_gray_torch
 from tileunet.augment.on_device import DeviceImage, apply_on_device
 from tileunet.augment.params import (
     INTERPOLATIONS,
+    WEIGHT_INTERPOLATIONS,
     AugmentConfig,
     AugmentParams,
     check_size,
@@ -39,6 +40,7 @@ from tileunet.augment.resample import PAD, SPLINE_MARGIN, apply, augment_tile, p
 __all__ = [
     "INTERPOLATIONS",
     "PAD",
+    "WEIGHT_INTERPOLATIONS",
     "SPLINE_MARGIN",
     "AugmentConfig",
     "AugmentParams",

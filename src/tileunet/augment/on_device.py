@@ -103,7 +103,10 @@ def apply_on_device(params: AugmentParams, src: DeviceImage
                         (y + PAD) * (2.0 / (hp - 1)) - 1.0], dim=-1).float()[None]
     image = F.grid_sample(src.image, grid, mode="bicubic", padding_mode="border",
                           align_corners=True)[0]
-    weights = F.grid_sample(src.weights, grid, mode="bilinear", padding_mode="border",
-                            align_corners=True)[0, 0]
+    if params.weights == "nearest":  # the pixel the target comes from
+        weights = src.weights[0, 0, (y + 0.5).long() + PAD, (x + 0.5).long() + PAD]
+    else:
+        weights = F.grid_sample(src.weights, grid, mode="bilinear", padding_mode="border",
+                                align_corners=True)[0, 0]
     return adjust_gray_torch(image, params), target, weights
 

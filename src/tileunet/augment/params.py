@@ -28,6 +28,7 @@ import numpy as np
 
 __all__ = [
     "INTERPOLATIONS",
+    "WEIGHT_INTERPOLATIONS",
     "AugmentConfig",
     "AugmentParams",
     "check_size",
@@ -71,6 +72,15 @@ def _check_range(name: str, value: tuple[float, float]) -> None:
         raise ValueError(f"{name} must satisfy 0 < low <= high, got {value!r}")
 
 
+#: weight map interpolations (see AugmentConfig)
+WEIGHT_INTERPOLATIONS = ("linear", "nearest")
+
+
+def _check_weights(weights: str) -> None:
+    if weights not in WEIGHT_INTERPOLATIONS:
+        raise ValueError(f"weights must be one of {WEIGHT_INTERPOLATIONS}, got {weights!r}")
+
+
 def _check_interpolation(interpolation: str) -> None:
     if interpolation not in INTERPOLATIONS:
         raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {interpolation!r}")
@@ -110,6 +120,10 @@ class AugmentConfig:
         shift, deformation or gray-value change), e.g. for validation tiles.
     interpolation : {"bicubic", "spline"}
         Image interpolation, see :mod:`tileunet.augment.resample`.
+    weights : {"linear", "nearest"}
+        Weight map interpolation: ``"linear"`` (smooth maps), or ``"nearest"``, where
+        each pixel takes the weight of the pixel its target comes from (a sparse
+        annotation: a stroke's weight never spills onto unannotated neighbours).
 
     Examples
     --------
@@ -127,6 +141,7 @@ class AugmentConfig:
     gamma: tuple[float, float] = (0.8, 1.25)
     enabled: bool = True
     interpolation: str = "bicubic"
+    weights: str = "linear"
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.elastic_sigma) and self.elastic_sigma >= 0):
@@ -143,6 +158,7 @@ class AugmentConfig:
             # lists (e.g. from a JSON config) become tuples: hashable and comparable
             object.__setattr__(self, name, tuple(float(v) for v in getattr(self, name)))
         _check_interpolation(self.interpolation)
+        _check_weights(self.weights)
 
 
 # --------------------------------------------------------------------- the params
@@ -169,6 +185,8 @@ class AugmentParams:
         Gray-value change of the image (1, 0, 1: none); see :mod:`tileunet.augment.gray`.
     interpolation : {"bicubic", "spline"}
         Image interpolation.
+    weights : {"linear", "nearest"}
+        Weight map interpolation (see :class:`AugmentConfig`).
 
     Examples
     --------
@@ -188,6 +206,7 @@ class AugmentParams:
     brightness: float = 0.0
     gamma: float = 1.0
     interpolation: str = "bicubic"
+    weights: str = "linear"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "image_shape", _check_shape(self.image_shape))
@@ -210,6 +229,7 @@ class AugmentParams:
                 f"{self.contrast!r}, {self.gamma!r}, {self.brightness!r}"
             )
         _check_interpolation(self.interpolation)
+        _check_weights(self.weights)
 
     @property
     def is_quarter_turn(self) -> bool:
@@ -268,7 +288,8 @@ def make_params(
     else:
         cy, cx = (float(v) for v in center)
     if not config.enabled:
-        return AugmentParams((h, w), int(size), (cy, cx), interpolation=config.interpolation)
+        return AugmentParams((h, w), int(size), (cy, cx), interpolation=config.interpolation,
+                             weights=config.weights)
     if config.max_shift > 0:
         dy, dx = rng.uniform(-config.max_shift, config.max_shift, size=2)
         cy, cx = cy + float(dy), cx + float(dx)
@@ -287,7 +308,7 @@ def make_params(
     return AugmentParams(
         (h, w), int(size), (cy, cx), angle=angle, flip_y=flip_y, flip_x=flip_x,
         elastic=elastic, contrast=contrast, brightness=brightness, gamma=gamma,
-        interpolation=config.interpolation,
+        interpolation=config.interpolation, weights=config.weights,
     )
 
 

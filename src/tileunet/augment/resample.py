@@ -243,18 +243,19 @@ def _apply_resampled(
     h, w = params.image_shape
     coords = source_coordinates(params)  # (2, size, size), folded into the image
     out_target = None
-    if target is not None:
+    nearest = params.weights == "nearest" and weights is not None
+    if target is not None or nearest:
         # nearest source pixel; folded coordinates are >= 0, so + 0.5 and truncate rounds
         flat = (coords[0] + 0.5).astype(np.intp)
         flat *= w
         flat += (coords[1] + 0.5).astype(np.intp)
-        out_target = target.reshape(-1)[flat]
+        out_target = None if target is None else target.reshape(-1)[flat]
 
     spline = params.interpolation == "spline"
     r0, r1, c0, c1 = _crop_box(coords, (h, w), SPLINE_MARGIN if spline else PAD)
     shape = (r1 - r0 + 2 * PAD, c1 - c0 + 2 * PAD)  # of the padded crops
     grid = None
-    if weights is not None or not spline:
+    if (weights is not None and not nearest) or not spline:
         grid = _grid(coords[0], coords[1], (r0, c0), shape)
     if spline:
         coef = _spline_coefficients(img3[:, r0:r1, c0:c1])
@@ -262,7 +263,9 @@ def _apply_resampled(
     else:
         out_image = _sample(padded(img3[:, r0:r1, c0:c1]), grid, "bicubic")
     out_weights = None
-    if weights is not None:
+    if nearest:
+        out_weights = weights.reshape(-1)[flat].astype(np.float32)
+    elif weights is not None:
         out_weights = _sample(padded(weights[None, r0:r1, c0:c1]), grid, "bilinear")[0]
     return out_image, out_target, out_weights
 

@@ -308,8 +308,12 @@ def _prepare_data(cfg: TrainConfig, ranks: ddp.Ranks, device: torch.device, run:
 
 def _tile_stream(cfg: TrainConfig, train_p: list[Prepared], device: torch.device,
                  rng: np.random.Generator, seed: int, start: int) -> Any:
-    """Endless batches of training tiles, made where ``cfg`` says (:mod:`sampler`)."""
+    """Endless batches of training tiles, made where ``cfg`` says (:mod:`sampler`). The
+    weights of a sparse annotation are resampled like its target (nearest), so that a
+    stroke's weight never lands on an unannotated pixel."""
     centres = WeightedCentres(train_p, cfg.weighted_tiles)
+    if cfg.annotation == "sparse":
+        cfg = replace(cfg, augment=replace(cfg.augment, weights="nearest"))
     if augment_on_device(cfg, device):
         return device_tile_batches(train_p, cfg.tile, cfg.augment, cfg.batch_size, rng=rng,
                                    device=device, centres=centres)

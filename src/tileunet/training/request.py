@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from tileunet.checkpoint import read_model_config
+from tileunet.targets.sparse import painted_cells
 from tileunet.training import plan as planning
 from tileunet.training.config import (
     NETWORK_SETTINGS,
@@ -46,6 +47,9 @@ log = logging.getLogger(__name__)
 
 #: recipes: "auto" plans with a time budget; "paper" is the paper's recipe
 RECIPES = ("auto", "paper")
+#: with a sparse annotation, the share of training tiles centred on painted pixels
+#: (in proportion to their weight), unless given
+SPARSE_WEIGHTED_TILES = 1.0
 #: the network fields a start model fixes: its weights need them
 START_NETWORK = ("width", "depth", "norm")
 #: TrainConfig fields that a request holds itself, or that the resolution writes
@@ -162,6 +166,9 @@ def planned_settings(request: TrainRequest) -> tuple[dict[str, Any], planning.Pl
           and not set(planning.PLANNED) <= set(given)):
         plan = make_request_plan(request, fixed=given)
         base = plan.settings
+    if request.setting("annotation") == "sparse" and not request.resume:
+        # most tiles of sparse strokes would hold no painted pixel, and teach nothing
+        base = {**base, "weighted_tiles": SPARSE_WEIGHTED_TILES}
     return {**base, **given}, plan
 
 
@@ -190,7 +197,12 @@ def make_request_plan(request: TrainRequest, fixed: Mapping[str, Any]) -> planni
     num_classes = request.setting("num_classes")
     masks = None
     if num_classes == 2:  # object sizes choose the working scale
-        masks = [s.labels for s in load_samples(request.images, request.masks)]
+        sparse = request.setting("annotation") == "sparse"
+        samples = load_samples(request.images, request.masks, binary_as_instances=not sparse)
+        # strokes say nothing of the objects' size; whole painted cells do
+        masks = [painted_cells(s.labels) if sparse else s.labels for s in samples]
+        if sparse and not any(m.any() for m in masks):
+            masks = None  # no size known: the images' own scale
     return planning.make_plan(minutes, in_channels=1, num_classes=num_classes,
                               device=resolve_device(request.device),
                               precision=request.setting("precision"), masks=masks,
@@ -260,6 +272,6 @@ def train(what: TrainRequest | TrainConfig, hooks: Hooks | None = None,
     return train_config(what, hooks, runtime)
 
 
-__all__ = ["RECIPES", "SETTINGS", "START_NETWORK", "Resolved", "TrainRequest", "check",
-           "config_of", "make_request_plan", "paper_settings", "planned_settings",
-           "resolve", "resumed_settings", "start_network", "train"]
+__all__ = ["RECIPES", "SETTINGS", "SPARSE_WEIGHTED_TILES", "START_NETWORK", "Resolved",
+           "TrainRequest", "check", "config_of", "make_request_plan", "paper_settings",
+           "planned_settings", "resolve", "resumed_settings", "start_network", "train"]
