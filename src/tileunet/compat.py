@@ -23,7 +23,9 @@ import importlib.machinery
 import importlib.util
 import sys
 import warnings
+from collections.abc import Callable, Sequence
 from types import ModuleType
+from typing import Any
 
 #: old module path -> new module path
 MOVED = {
@@ -69,6 +71,23 @@ class _Alias(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         """The module at the new path is already executed."""
 
 
+def names_from(package: str, parts: Sequence[str], elsewhere: dict[str, str] | None = None
+               ) -> Callable[[str], Any]:
+    """A module ``__getattr__`` for ``package``: a public name of the 0.1 module that
+    the package's ``parts`` (module names in it) now hold, or of a module named in
+    ``elsewhere`` (name -> module). Nothing is imported until a name is asked for."""
+    def getattr_(name: str) -> Any:
+        if name in (elsewhere or {}):
+            return getattr(importlib.import_module(elsewhere[name]), name)
+        if not name.startswith("_"):
+            for part in parts:
+                module = vars(importlib.import_module(f"{package}.{part}"))
+                if name in module:
+                    return module[name]
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+    return getattr_
+
+
 def install() -> None:
     """Serve the old paths (once per process).
 
@@ -80,4 +99,4 @@ def install() -> None:
     sys.modules.setdefault("tileunet.predict", importlib.import_module(MOVED["tileunet.predict"]))
 
 
-__all__ = ["MOVED", "install"]
+__all__ = ["MOVED", "install", "names_from"]

@@ -9,46 +9,28 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-from PIL import Image
+from io_helpers import one_line, png, tif
 
 from tileunet.errors import DataError
 from tileunet.io import images, normalization, pairs
 from tileunet.io.images import image_stem, list_images, read_image, read_pages, save_image
 
 
-def _png(path: Path, array: np.ndarray) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(array).save(path)
-    return path
-
-
-def _tif(path: Path, array: np.ndarray, **kwargs) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tifffile.imwrite(path, array, **kwargs)
-    return path
-
-
-def _one_line(exc: pytest.ExceptionInfo) -> str:
-    text = str(exc.value)
-    assert "\n" not in text
-    return text
-
-
 # ------------------------------------------------------------------------- reading
 def test_read_png_grey_rgb_rgba_16bit(tmp_path):
     grey = np.arange(12, dtype=np.uint8).reshape(3, 4)
-    assert np.array_equal(read_image(_png(tmp_path / "g.png", grey)), grey)
+    assert np.array_equal(read_image(png(tmp_path / "g.png", grey)), grey)
 
     rgb = np.random.default_rng(0).integers(0, 255, (3, 4, 3), dtype=np.uint8)
-    out = read_image(_png(tmp_path / "rgb.png", rgb))
+    out = read_image(png(tmp_path / "rgb.png", rgb))
     assert out.shape == (3, 3, 4)  # channels first
     assert np.array_equal(out, np.moveaxis(rgb, -1, 0))
 
     rgba = np.concatenate([rgb, np.full((3, 4, 1), 255, np.uint8)], axis=-1)
-    assert read_image(_png(tmp_path / "rgba.png", rgba)).shape == (3, 3, 4)  # alpha dropped
+    assert read_image(png(tmp_path / "rgba.png", rgba)).shape == (3, 3, 4)  # alpha dropped
 
     deep = np.array([[0, 1000], [40000, 65535]], dtype=np.uint16)
-    out = read_image(_png(tmp_path / "d.png", deep))
+    out = read_image(png(tmp_path / "d.png", deep))
     assert out.dtype == np.uint16 and np.array_equal(out, deep)
 
 
@@ -56,9 +38,9 @@ def test_16bit_lzw_tiff_round_trip(tmp_path):
     labels = np.zeros((40, 50), dtype=np.uint16)
     labels[5:20, 5:20] = 1
     labels[20:35, 10:45] = 60000
-    path = _tif(tmp_path / "m.tif", labels, compression="lzw")
-    with tifffile.TiffFile(path) as tif:
-        assert tif.pages[0].compression == tifffile.COMPRESSION.LZW
+    path = tif(tmp_path / "m.tif", labels, compression="lzw")
+    with tifffile.TiffFile(path) as stored:
+        assert stored.pages[0].compression == tifffile.COMPRESSION.LZW
     out = read_image(path)
     assert out.dtype == np.uint16 and np.array_equal(out, labels)
 
@@ -69,7 +51,7 @@ def test_16bit_lzw_tiff_round_trip(tmp_path):
 
 def test_multipage_tiff_is_a_list_of_pages_and_channels_stay_channels(tmp_path):
     stack = np.arange(3 * 8 * 10, dtype=np.uint16).reshape(3, 8, 10)
-    path = _tif(tmp_path / "stack.tif", stack, photometric="minisblack")
+    path = tif(tmp_path / "stack.tif", stack, photometric="minisblack")
     pages = read_pages(path)
     assert len(pages) == 3 and all(p.shape == (8, 10) for p in pages)
     assert np.array_equal(pages[2], stack[2])
@@ -83,7 +65,7 @@ def test_multipage_tiff_is_a_list_of_pages_and_channels_stay_channels(tmp_path):
 
     rgb = np.zeros((8, 10, 3), np.uint8)
     rgb[..., 1] = 7
-    out = read_image(_tif(tmp_path / "rgb.tif", rgb, photometric="rgb"))
+    out = read_image(tif(tmp_path / "rgb.tif", rgb, photometric="rgb"))
     assert out.shape == (3, 8, 10) and out[1].max() == 7
 
 
@@ -92,7 +74,7 @@ def test_read_errors_name_the_file(tmp_path):
     bad.write_bytes(b"this is not a png at all \x00\x01\x02")
     with pytest.raises(DataError) as exc:
         read_image(bad)
-    assert _one_line(exc).startswith(f"{bad}: not a readable image")
+    assert one_line(exc).startswith(f"{bad}: not a readable image")
 
     bad_tif = tmp_path / "y.tif"
     bad_tif.write_bytes(b"II*\x00garbage")
@@ -125,7 +107,7 @@ def test_nan_and_inf_pixels_are_refused_with_the_file_and_the_count(tmp_path, ba
 def test_list_images_natural_order_and_filters(tmp_path):
     img = np.zeros((4, 4), np.uint8)
     for name in ["t10.png", "t2.png", "t1.TIF", ".hidden.png"]:
-        _png(tmp_path / name, img) if name.endswith(".png") else _tif(tmp_path / name, img)
+        png(tmp_path / name, img) if name.endswith(".png") else tif(tmp_path / name, img)
     (tmp_path / "readme.txt").write_text("x")
     (tmp_path / "sub").mkdir()
     assert [p.name for p in list_images(tmp_path)] == ["t1.TIF", "t2.png", "t10.png"]
@@ -135,7 +117,7 @@ def test_list_images_natural_order_and_filters(tmp_path):
     empty.mkdir()
     with pytest.raises(DataError) as exc:
         list_images(empty)
-    assert "folder has no image files" in _one_line(exc) and str(empty) in str(exc.value)
+    assert "folder has no image files" in one_line(exc) and str(empty) in str(exc.value)
     with pytest.raises(DataError, match="no such file or folder"):
         list_images(tmp_path / "nope")
 

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import tifffile
-from PIL import Image
+from io_helpers import one_line, png, tif
 
 from tileunet.errors import DataError
 from tileunet.io.images import read_image
@@ -15,36 +14,18 @@ from tileunet.io.normalization import Normalization
 from tileunet.io.pairs import check_labels, load_samples, pair_images_masks
 
 
-def _png(path: Path, array: np.ndarray) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(array).save(path)
-    return path
-
-
-def _tif(path: Path, array: np.ndarray, **kwargs) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tifffile.imwrite(path, array, **kwargs)
-    return path
-
-
-def _one_line(exc: pytest.ExceptionInfo) -> str:
-    text = str(exc.value)
-    assert "\n" not in text
-    return text
-
-
 # ------------------------------------------------------------------------- pairing
 def _make(tmp_path: Path, images: list[str], masks: list[str], size=(8, 8)) -> None:
     for n in images:
-        _png(tmp_path / "images" / n, np.zeros(size, np.uint8))
+        png(tmp_path / "images" / n, np.zeros(size, np.uint8))
     for n in masks:
-        _png(tmp_path / "masks" / n, np.zeros(size, np.uint8))
+        png(tmp_path / "masks" / n, np.zeros(size, np.uint8))
 
 
 def test_pair_by_stem_with_different_suffixes(tmp_path):
     _make(tmp_path, ["a.png", "b.png"], [])
-    _tif(tmp_path / "masks" / "a.tif", np.zeros((8, 8), np.uint16))
-    _tif(tmp_path / "masks" / "b.tif", np.zeros((8, 8), np.uint16))
+    tif(tmp_path / "masks" / "a.tif", np.zeros((8, 8), np.uint16))
+    tif(tmp_path / "masks" / "b.tif", np.zeros((8, 8), np.uint16))
     pairs = pair_images_masks(tmp_path / "images", tmp_path / "masks")
     assert [(i.name, m.name) for i, m in pairs] == [("a.png", "a.tif"), ("b.png", "b.tif")]
 
@@ -59,9 +40,9 @@ def test_pair_cell_tracking_challenge_names(tmp_path):
 def test_cell_tracking_challenge_layout_uses_the_annotated_frames(tmp_path, caplog):
     """01/tNNN.tif with 01_GT/SEG/man_segNNN.tif: only some frames have a mask."""
     for t in ("000", "001", "002", "013"):
-        _tif(tmp_path / "01" / f"t{t}.tif", np.zeros((8, 8), np.uint16))
+        tif(tmp_path / "01" / f"t{t}.tif", np.zeros((8, 8), np.uint16))
     for t in ("002", "013"):
-        _tif(tmp_path / "01_GT" / "SEG" / f"man_seg{t}.tif", np.ones((8, 8), np.uint16))
+        tif(tmp_path / "01_GT" / "SEG" / f"man_seg{t}.tif", np.ones((8, 8), np.uint16))
     with caplog.at_level("WARNING", logger="tileunet.io.pairs"):
         pairs = pair_images_masks(tmp_path / "01", tmp_path / "01_GT" / "SEG")
     assert [(i.name, m.name) for i, m in pairs] == [
@@ -77,16 +58,16 @@ def test_pair_errors(tmp_path, monkeypatch):
     _make(tmp_path, ["a.png", "c.png"], ["a.png"])
     with pytest.raises(DataError) as exc:
         pair_images_masks("images", "masks")
-    assert _one_line(exc) == f"{Path('images/c.png')}: no mask for this image in masks"
+    assert one_line(exc) == f"{Path('images/c.png')}: no mask for this image in masks"
     # for prediction-style use the unmatched image can be skipped
     assert len(pair_images_masks("images", "masks", skip_unmatched_images=True)) == 1
 
-    _png(tmp_path / "masks" / "d.png", np.zeros((8, 8), np.uint8))
+    png(tmp_path / "masks" / "d.png", np.zeros((8, 8), np.uint8))
     with pytest.raises(DataError) as exc:
         pair_images_masks("images", "masks", skip_unmatched_images=True)
-    assert _one_line(exc) == f"{Path('masks/d.png')}: mask has no matching image in images"
+    assert one_line(exc) == f"{Path('masks/d.png')}: mask has no matching image in images"
 
-    _png(tmp_path / "images" / "a.jpg", np.zeros((8, 8), np.uint8))
+    png(tmp_path / "images" / "a.jpg", np.zeros((8, 8), np.uint8))
     with pytest.raises(DataError, match="same name stem"):
         pair_images_masks("images", "masks")
 
@@ -104,11 +85,11 @@ def test_pair_single_files(tmp_path):
 # ---------------------------------------------------------------------- load_samples
 def test_load_samples_size_mismatch_message(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    _png(tmp_path / "images" / "b.png", np.zeros((512, 512), np.uint8))
-    _png(tmp_path / "masks" / "b.png", np.zeros((256, 256), np.uint8))
+    png(tmp_path / "images" / "b.png", np.zeros((512, 512), np.uint8))
+    png(tmp_path / "masks" / "b.png", np.zeros((256, 256), np.uint8))
     with pytest.raises(DataError) as exc:
         load_samples("images", "masks")
-    assert _one_line(exc) == (
+    assert one_line(exc) == (
         f"{Path('masks/b.png')}: size 256x256 does not match image "
         f"{Path('images/b.png')} (512x512)")
 
@@ -119,8 +100,8 @@ def test_load_samples_expands_stacks_and_makes_instances(tmp_path):
     masks = np.zeros((3, 16, 20), np.uint8)
     masks[:, 2:6, 2:6] = 255
     masks[:, 9:14, 10:18] = 255  # binary mask, two separate blobs
-    _tif(tmp_path / "images" / "s.tif", stack, photometric="minisblack")
-    _tif(tmp_path / "masks" / "s.tif", masks, photometric="minisblack")
+    tif(tmp_path / "images" / "s.tif", stack, photometric="minisblack")
+    tif(tmp_path / "masks" / "s.tif", masks, photometric="minisblack")
     samples = load_samples(tmp_path / "images", tmp_path / "masks", Normalization("minmax"))
     assert [s.name for s in samples] == ["s_page000", "s_page001", "s_page002"]
     for s, page in zip(samples, stack, strict=True):
@@ -134,21 +115,21 @@ def test_load_samples_expands_stacks_and_makes_instances(tmp_path):
     raw = load_samples(tmp_path / "images", tmp_path / "masks", binary_as_instances=False)
     assert set(np.unique(raw[0].labels)) == {0, 255}
 
-    _tif(tmp_path / "masks" / "s.tif", masks[:2], photometric="minisblack")
+    tif(tmp_path / "masks" / "s.tif", masks[:2], photometric="minisblack")
     with pytest.raises(DataError, match="has 2 page"):
         load_samples(tmp_path / "images", tmp_path / "masks")
 
 
 def test_load_samples_channel_and_label_checks(tmp_path):
-    _png(tmp_path / "images" / "a.png", np.zeros((8, 8), np.uint8))
-    _png(tmp_path / "images" / "b.png", np.zeros((8, 8, 3), np.uint8))
+    png(tmp_path / "images" / "a.png", np.zeros((8, 8), np.uint8))
+    png(tmp_path / "images" / "b.png", np.zeros((8, 8, 3), np.uint8))
     mask = np.zeros((8, 8), np.uint8)
     mask[2:4, 2:4] = 5
-    _png(tmp_path / "masks" / "a.png", mask)
-    _png(tmp_path / "masks" / "b.png", mask)
+    png(tmp_path / "masks" / "a.png", mask)
+    png(tmp_path / "masks" / "b.png", mask)
     with pytest.raises(DataError, match="b.png: has 3 channel"):
         load_samples(tmp_path / "images", tmp_path / "masks")
-    _png(tmp_path / "images" / "b.png", np.zeros((8, 8), np.uint8))
+    png(tmp_path / "images" / "b.png", np.zeros((8, 8), np.uint8))
     with pytest.raises(DataError, match="class value 5 but num_classes is 3"):
         load_samples(tmp_path / "images", tmp_path / "masks", num_classes=3)
     samples = load_samples(tmp_path / "images", tmp_path / "masks")

@@ -9,20 +9,8 @@ release (``tileunet.compat``).
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from tileunet.compat import names_from
 
-#: the modules of 0.1's ``tileunet.data``; ``DataError`` was read from it as well
-_PARTS = ("images", "pairs", "normalization")
-
-
-def __getattr__(name: str) -> Any:
-    """A public name of 0.1's ``tileunet.data``, from the module that holds it now."""
-    if name == "DataError":
-        return importlib.import_module("tileunet.errors").DataError
-    if not name.startswith("_"):
-        for part in _PARTS:
-            module = importlib.import_module(f"tileunet.io.{part}")
-            if name in module.__all__:
-                return getattr(module, name)
-    raise AttributeError(f"module 'tileunet.io' has no attribute {name!r}")
+#: the names of 0.1's ``tileunet.data``, from the modules that hold them now
+__getattr__ = names_from("tileunet.io", ("images", "pairs", "normalization"),
+                         {"DataError": "tileunet.errors"})

@@ -8,17 +8,7 @@ public names are still read from here, for one release (``tileunet.compat``).
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from tileunet.compat import names_from
 
-_PARTS = ("instances", "weightmap")
-
-
-def __getattr__(name: str) -> Any:
-    """A public name of 0.1's ``tileunet.weights``, from the module that holds it now."""
-    if not name.startswith("_"):
-        for part in _PARTS:
-            module = importlib.import_module(f"tileunet.targets.{part}")
-            if name in module.__all__:
-                return getattr(module, name)
-    raise AttributeError(f"module 'tileunet.targets' has no attribute {name!r}")
+#: the names of 0.1's ``tileunet.weights``, from the modules that hold them now
+__getattr__ = names_from("tileunet.targets", ("instances", "weightmap"))

@@ -8,15 +8,7 @@ pipeline of training tiles, and training in several processes.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from tileunet.compat import names_from
 
-
-def __getattr__(name: str) -> Any:
-    """A name of the old module ``tileunet.training``, now in one of its parts."""
-    if not name.startswith("__"):
-        for part in ("loop", "config", "samples"):
-            module = importlib.import_module(f"tileunet.training.{part}")
-            if name in vars(module):
-                return vars(module)[name]
-    raise AttributeError(f"module 'tileunet.training' has no attribute {name!r}")
+#: the names of 0.1's ``tileunet.training``, from the modules that hold them now
+__getattr__ = names_from("tileunet.training", ("loop", "config", "samples"))
