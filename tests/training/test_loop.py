@@ -512,7 +512,7 @@ def test_init_refuses_another_network_with_one_line(data, tmp_path):
 def test_the_weights_are_shared_as_copies_while_a_run_trains(data, tmp_path):
     shared = []
     hooks = Hooks(on_weights=lambda w, it: shared.append((it, w)), weights_every=0.0)
-    res = tiny_run(data, tmp_path / "r", iterations=4, hooks=hooks)
+    res = tiny_run(data, tmp_path / "r", iterations=4, keep="last", hooks=hooks)
     assert [it for it, _ in shared] == [1, 2, 3]  # after every step but the last
     first, third = shared[0][1], shared[2][1]
     assert all(w.device.type == "cpu" for w in first.values())
