@@ -22,7 +22,7 @@ from tileunet.training.flags import (
     request_from_args,
     settings_as_flags,
 )
-from tileunet.training.plan import PLANNED
+from tileunet.training.request import PLANNED_SETTINGS
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -251,7 +251,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.devices > 1 and "LOCAL_RANK" not in os.environ:
         # every process trains with the settings chosen here (one probe, one plan)
         settings = resolved.config.settings()
-        planned = {k: settings[k] for k in (*PLANNED, "val_every")}
+        planned = {k: settings[k] for k in PLANNED_SETTINGS}
         return _torchrun(args.devices, [*args.argv, *settings_as_flags(planned)])
     res = train(resolved.config, runtime=resolved.runtime)
     if os.environ.get("RANK", "0") != "0":

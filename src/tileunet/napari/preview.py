@@ -34,6 +34,8 @@ class LivePreview:
         self.weights: dict[str, torch.Tensor] | None = None
         self.iteration = -1  # of the weights offered last
         self.shown = -1  # of the weights predicted with last
+        self.net: UNet | None = None  # built once, from the run's config.json
+        self.normalization, self.scale = Normalization(), 1.0
 
     def offer(self, weights: dict[str, torch.Tensor], iteration: int) -> None:
         """Keep these weights (called in the training thread)."""
@@ -53,12 +55,14 @@ class LivePreview:
             weights, iteration = self.weights, self.iteration
         if weights is None:
             return None
-        config = json.loads((self.run / CONFIG_FILE).read_text())
-        net = UNet.from_config(config["model"])
-        net.load_state_dict(weights)
-        x = Normalization.from_dict(config["normalization"])(np.asarray(image))
-        scale = float(config.get("scale", 1.0))
-        probs, box = _predict_at(net, x, box, scale)
+        if self.net is None:  # the run's config.json, written before its first step
+            config = json.loads((self.run / CONFIG_FILE).read_text())
+            self.net = UNet.from_config(config["model"])
+            self.normalization = Normalization.from_dict(config["normalization"])
+            self.scale = float(config.get("scale", 1.0))
+        self.net.load_state_dict(weights)
+        x = self.normalization(np.asarray(image))
+        probs, box = _predict_at(self.net, x, box, self.scale)
         self.shown = iteration
         return probs, box, iteration
 

@@ -29,14 +29,12 @@ from tileunet.training.config import (
     TrainConfig,
     default_settings,
 )
-from tileunet.training.plan import PLANNED
-from tileunet.training.request import SETTINGS, TrainRequest
+from tileunet.training.request import PLANNED_SETTINGS, SETTINGS, NoBudget, TrainRequest
 
 #: flags whose value is not a setting of the same name
 _NOT_SETTINGS = ("images", "masks", "out", "minutes", "iterations", "recipe", "init",
                  "resume", "device", "checkpoint_minutes", "live", "no_augment",
-                 "class_weights",
-                 "devices", "command", "quiet", "verbose", "argv")
+                 "class_weights", "devices", "command", "quiet", "verbose", "argv")
 
 
 def _add_settings(p: argparse.ArgumentParser) -> None:
@@ -173,7 +171,7 @@ def request_from_args(args: argparse.Namespace, progress: bool = True) -> TrainR
             continue
         if name == "exclude":
             value = tuple(value)
-        if name in PLANNED or name == "val_every" or value != defaults[name]:
+        if name in PLANNED_SETTINGS or value != defaults[name]:
             settings[name] = value
     weights = parse_class_weights(args.class_weights)
     if weights != TrainConfig.class_weights:
@@ -210,7 +208,7 @@ def flag_error(error: ValueError) -> ValueError:
     flag; any other error is returned as it is."""
     if isinstance(error, ConfigError):
         return ValueError(f"{flag_of(error.field)} must be {error.rule}, got {error.value}")
-    if "minutes or iterations" in str(error):
+    if isinstance(error, NoBudget):
         return ValueError("train: give --minutes or --iterations (or both)")
     return error
 

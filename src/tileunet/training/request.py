@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 
 #: recipes: "auto" plans with a time budget; "paper" is the paper's recipe
 RECIPES = ("auto", "paper")
+#: the settings a plan, a resumed run or the paper's recipe decide when not given
+PLANNED_SETTINGS = (*planning.PLANNED, "val_every")
 #: with a sparse annotation, the share of training tiles centred on painted pixels
 #: (in proportion to their weight), unless given
 SPARSE_WEIGHTED_TILES = 1.0
@@ -58,6 +60,10 @@ _OWN = ("images", "masks", "out", "minutes", "iterations", "init", "plan")
 #: field, named flat
 SETTINGS = (*NETWORK_SETTINGS,
             *(f.name for f in fields(TrainConfig) if f.name not in (*_OWN, "network")))
+
+
+class NoBudget(ValueError):
+    """A request without a budget (neither minutes nor iterations)."""
 
 
 @dataclass(frozen=True)
@@ -115,7 +121,7 @@ class TrainRequest:
 
     def __post_init__(self) -> None:
         if self.minutes is None and self.iterations is None:
-            raise ValueError("give minutes or iterations (or both) to bound training")
+            raise NoBudget("give minutes or iterations (or both) to bound training")
         if self.init is not None and self.resume:
             raise ValueError("init and resume exclude each other: a resumed run continues "
                              "from its own checkpoint")
@@ -155,8 +161,7 @@ def planned_settings(request: TrainRequest) -> tuple[dict[str, Any], planning.Pl
     """The planned TrainConfig fields (network, tiles, optimiser, validation interval):
     those given, the rest from the run being resumed, from the plan (``recipe="auto"``
     with ``minutes``) or from the paper's recipe; and the plan, if one was made."""
-    keys = (*planning.PLANNED, "val_every")
-    given = {k: v for k, v in request.settings.items() if k in keys}
+    given = {k: v for k, v in request.settings.items() if k in PLANNED_SETTINGS}
     if request.init is not None and not request.resume:
         given = {**start_network(request.init, given), **given}
     base, plan = paper_settings(), None
@@ -233,8 +238,7 @@ def check(request: TrainRequest) -> None:
     """Every setting in its range before any work (no file read, nothing planned): the
     paper's recipe stands in for what a plan would choose. A tile is checked against
     the depth only where the depth is given too, since the plan may choose another."""
-    given = {k: v for k, v in request.settings.items()
-             if k in (*planning.PLANNED, "val_every")}
+    given = {k: v for k, v in request.settings.items() if k in PLANNED_SETTINGS}
     if "depth" not in given:
         given.pop("tile", None)
     config_of(request, {**paper_settings(), **given})
@@ -272,6 +276,7 @@ def train(what: TrainRequest | TrainConfig, hooks: Hooks | None = None,
     return train_config(what, hooks, runtime)
 
 
-__all__ = ["RECIPES", "SETTINGS", "SPARSE_WEIGHTED_TILES", "START_NETWORK", "Resolved",
-           "TrainRequest", "check", "config_of", "make_request_plan", "paper_settings",
-           "planned_settings", "resolve", "resumed_settings", "start_network", "train"]
+__all__ = ["PLANNED_SETTINGS", "RECIPES", "SETTINGS", "SPARSE_WEIGHTED_TILES",
+           "START_NETWORK", "NoBudget", "Resolved", "TrainRequest", "check", "config_of",
+           "make_request_plan", "paper_settings", "planned_settings", "resolve",
+           "resumed_settings", "start_network", "train"]
