@@ -197,3 +197,24 @@ def test_a_signal_inside_a_deferred_block_is_raised_after_it():
     with interrupts_deferred():
         done.append("no signal, no interrupt")
     assert len(done) == 2
+
+
+def test_an_interrupt_dropped_inside_a_finaliser_is_raised_again():
+    """Python drops a KeyboardInterrupt raised in a finaliser ("Exception ignored");
+    the signal is noted, so the loop's next check raises it."""
+    from tileunet.interrupt import interrupts_noted
+
+    class Finalised:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)  # the handler raises in here, and Python drops it
+
+    before = signal.getsignal(signal.SIGTERM)
+    with interrupts_noted() as noted:
+        Finalised()  # collected at once, its interrupt dropped
+        assert noted.signum == signal.SIGTERM
+        with pytest.raises(KeyboardInterrupt, match="signal 15"):
+            noted.raise_if_any()
+    assert signal.getsignal(signal.SIGTERM) is before
+    with interrupts_noted() as quiet:
+        quiet.raise_if_any()  # nothing noted, nothing raised

@@ -519,3 +519,24 @@ def test_the_weights_are_shared_as_copies_while_a_run_trains(data, tmp_path):
     assert any(not torch.equal(first[k], third[k]) for k in first)  # copies, not views
     net = res.net.state_dict()
     assert any(not torch.equal(third[k], net[k].cpu()) for k in third)  # one step behind
+
+
+def test_a_run_stops_on_a_signal_whose_interrupt_was_swallowed(data, tmp_path):
+    """A signal whose KeyboardInterrupt is swallowed (as inside a finaliser) still stops
+    the run at the next step, with a checkpoint."""
+    import os
+    import signal
+    import time
+
+    def swallow(weights, it):
+        if it == 2:
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(0.05)
+            except KeyboardInterrupt:
+                pass
+
+    hooks = Hooks(on_weights=swallow, weights_every=0.0)
+    res = tiny_run(data, tmp_path / "r", iterations=50, keep="last", hooks=hooks)
+    assert res.interrupted and res.iterations == 3  # at the check after the next step
+    assert (tmp_path / "r" / "checkpoint.safetensors").is_file()

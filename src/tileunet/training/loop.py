@@ -44,7 +44,7 @@ from tileunet.errors import DataError
 from tileunet.evaluation.scores import pixel_iou, seg_score
 from tileunet.inference.overlap import predict, tile_memory_bytes
 from tileunet.inference.postprocess import instances_from_probability
-from tileunet.interrupt import interrupts_deferred, terminate_as_interrupt
+from tileunet.interrupt import interrupts_deferred, interrupts_noted
 from tileunet.io.outputs import atomic_write, clear_temporaries, is_temporary, write_json
 from tileunet.losses import weighted_cross_entropy
 from tileunet.model import UNet
@@ -469,7 +469,7 @@ class _Loop:
     def run(self, batches: Any, bar: Any) -> bool:
         """Step until the budget is spent; True when interrupted (Ctrl-C, SIGTERM)."""
         try:
-            with terminate_as_interrupt():
+            with interrupts_noted() as noted:
                 self.net.train()
                 batch = next(batches)
                 frac = self.fraction()
@@ -489,6 +489,7 @@ class _Loop:
                     frac = self.fraction()
                     self.record(value, lr, now, done=frac >= 1.0)
                     if frac < 1.0:
+                        noted.raise_if_any()  # one dropped inside a finaliser
                         if self.hooks.stopped():
                             raise KeyboardInterrupt("stop requested")
                         self.checkpoint_if_due(now)
