@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from tileunet.interrupt import terminate_as_interrupt
+from tileunet.training.config import Runtime
 from tileunet.training.flags import (
     add_train_arguments,
     flag_error,
@@ -22,6 +23,7 @@ from tileunet.training.flags import (
     request_from_args,
     settings_as_flags,
 )
+from tileunet.training.loop import TrainResult
 from tileunet.training.request import PLANNED_SETTINGS
 
 
@@ -35,6 +37,22 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                         "`torchrun --nproc_per_node N -m tileunet train ...`)")
 
 
+
+def _add_replay(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("replay", help="train again as a live run trained, from its snapshots",
+                       description="Train a new run with the settings, seed and start "
+                                   "weights of a run trained with --live, switching to each "
+                                   "version of its training set (RUN/snapshots/) at the "
+                                   "step it joined at. It counts steps, not minutes, so two "
+                                   "replays of a run give the same weights.")
+    p.add_argument("run", help="the folder of a run trained with --live")
+    p.add_argument("--out", required=True, help="the new run directory")
+    p.add_argument("--iterations", type=int,
+                   help="steps to train (default: as many as the live run made)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+    p.add_argument("--resume", action="store_true", help="continue from the replay's checkpoint")
+    p.add_argument("--checkpoint-minutes", type=float, default=Runtime.checkpoint_minutes,
+                   metavar="M", help="save a resumable checkpoint at least every M minutes")
 
 
 def _add_predict(sub: argparse._SubParsersAction) -> None:
@@ -158,8 +176,8 @@ def build_parser(parser_class: type[argparse.ArgumentParser] = argparse.Argument
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_demo, _add_train, _add_predict, _add_evaluate, _add_export, _add_weights,
-                _add_sizes):
+    for add in (_add_demo, _add_train, _add_replay, _add_predict, _add_evaluate, _add_export,
+                _add_weights, _add_sizes):
         add(sub)
     return parser
 
@@ -236,6 +254,15 @@ def cmd_weights(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_replay(args: argparse.Namespace) -> int:
+    from tileunet.training.request import replay
+
+    runtime = Runtime(device=args.device, resume=args.resume, progress=not args.quiet,
+                      checkpoint_minutes=args.checkpoint_minutes)
+    res = replay(args.run, args.out, args.iterations, runtime=runtime)
+    return _report_training(res, f"tileunet replay {args.run} --out {res.run_dir} --resume")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from tileunet.training.request import resolve, train
 
@@ -256,6 +283,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     res = train(resolved.config, runtime=resolved.runtime)
     if os.environ.get("RANK", "0") != "0":
         return 130 if res.interrupted else 0
+    return _report_training(res, f"tileunet train ... --out {res.run_dir} --resume")
+
+
+def _report_training(res: TrainResult, resume: str) -> int:
+    """What a training command prints at its end (``resume``: the command that
+    continues an interrupted run); its exit status."""
     val = ""
     if res.val_iou is not None:
         seg = f", SEG {res.val_seg:.4f}" if res.val_seg is not None else ""
@@ -263,7 +296,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"{'interrupted' if res.interrupted else 'trained'}: {res.iterations} iterations "
           f"in {res.seconds / 60:.1f} min{val}; run in {res.run_dir}")
     if res.interrupted:
-        print(f"resume with: tileunet train ... --out {res.run_dir} --resume", file=sys.stderr)
+        print(f"resume with: {resume}", file=sys.stderr)
         return 130
     return 0
 
@@ -352,7 +385,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"sizes": cmd_sizes, "weights": cmd_weights, "train": cmd_train,
+COMMANDS = {"sizes": cmd_sizes, "weights": cmd_weights, "train": cmd_train, "replay": cmd_replay,
             "predict": cmd_predict, "evaluate": cmd_evaluate, "demo": cmd_demo,
             "export": cmd_export}
 

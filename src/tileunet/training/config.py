@@ -37,7 +37,8 @@ ANNOTATIONS = ("dense", "sparse")
 #: the training images' channels, not a setting)
 NETWORK_SETTINGS = ("width", "depth", "num_classes", "padding", "dropout", "norm")
 #: settings that older runs stored with their configuration and that are now a Runtime
-RUNTIME_SETTINGS = ("device", "resume", "progress", "checkpoint_minutes", "live")
+RUNTIME_SETTINGS = ("device", "resume", "progress", "checkpoint_minutes", "live",
+                    "replay")
 
 
 def _real(v: Any) -> bool:
@@ -266,6 +267,9 @@ class Runtime:
     live : bool
         Read the images and masks again when their files change, and train on the new
         set from the next step (:mod:`tileunet.training.live`).
+    replay : str, optional
+        A live run whose later versions of the training set this run switches to at
+        the steps they joined at (:mod:`tileunet.training.replay`).
     """
 
     device: str = "auto"
@@ -273,10 +277,14 @@ class Runtime:
     progress: bool = True
     checkpoint_minutes: float = 5.0
     live: bool = False
+    replay: str | None = None
 
     def __post_init__(self) -> None:
         if not (_real(self.checkpoint_minutes) and self.checkpoint_minutes > 0):
             raise ConfigError("checkpoint_minutes", "> 0", self.checkpoint_minutes)
+        if self.live and self.replay is not None:
+            raise ValueError("live and replay exclude each other: a replay's versions "
+                             "are the recorded ones")
 
 
 def default_settings() -> dict[str, Any]:

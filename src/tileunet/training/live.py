@@ -92,27 +92,31 @@ class SnapshotLog:
         if record.exists():  # a resumed run goes on with its record
             self.entries = json.loads(record.read_text())["snapshots"]
 
-    def add(self, iteration: int) -> Path:
-        """Keep the files of every watched path as the version used from
-        ``iteration`` on; returns its folder."""
+    def add(self, iteration: int, paths: Sequence[Path] | None = None) -> Path:
+        """Keep the files of every watched path (or of ``paths``) as the version used
+        from ``iteration`` on; returns its folder."""
+        paths = self.paths if paths is None else paths
         folder = self.run / SNAPSHOTS_DIR / f"{len(self.entries):03d}"
-        for i, path in enumerate(self.paths):
+        for i, path in enumerate(paths):
             _keep(Path(path), folder / f"{i}-{Path(path).name}")
         self.entries.append({"snapshot": folder.name, "iteration": iteration,
-                             "sources": [str(p) for p in self.paths]})
+                             "sources": [str(p) for p in paths]})
         write_json(self.run / SNAPSHOTS_FILE, {"snapshots": self.entries})
         return folder
 
 
 @dataclass
 class Live:
-    """What a live run needs from its trainer: the files to watch, the record, and how
-    to read the training set again and make tiles of it."""
+    """What a live run needs from its trainer: when to read the training set again
+    (its files changed; in a replay, the step of the next version), the record, and how
+    to read it and make tiles of it."""
 
-    watch: Watch
+    due: Callable[[int], bool]
     log: SnapshotLog
     #: the training and validation sets, read again (raises DataError when they cannot be)
     reload: Callable[[], tuple[list, list]]
+    #: the files they are read from (what the record keeps)
+    sources: Callable[[], Sequence[Path]]
     #: batches of tiles of a training set, from a step on
     stream: Callable[[list, int], Any]
 

@@ -51,6 +51,7 @@ from tileunet.model import UNet
 from tileunet.plots import save_loss_figure  # not lazily: a Ctrl-C must not hit an import
 from tileunet.training.config import Runtime, TrainConfig
 from tileunet.training.live import Live, SnapshotLog, Watch
+from tileunet.training.replay import Schedule, replay_config
 from tileunet.training.sampler import (
     WeightedCentres,
     default_workers,
@@ -452,7 +453,7 @@ class _Loop:
     def refresh(self, batches: Any) -> Any:
         """Live: the training set read again when its files changed; the batches of
         the set to train on from the next step."""
-        if self.live is None or not self.live.watch.changed(time.perf_counter()):
+        if self.live is None or not self.live.due(self.it):
             return batches
         try:
             train_p, val_p = self.live.reload()
@@ -461,7 +462,7 @@ class _Loop:
             return batches
         batches.close()
         self.val_p = val_p
-        folder = self.live.log.add(self.it)
+        folder = self.live.log.add(self.it, self.live.sources())
         _say(f"live: {len(train_p)} training image(s) from iteration {self.it} "
              f"(kept in {folder})", self.show)
         return self.live.stream(train_p, self.it)
@@ -471,6 +472,7 @@ class _Loop:
         try:
             with interrupts_noted() as noted:
                 self.net.train()
+                batches = self.refresh(batches)  # a resumed replay: its version by now
                 batch = next(batches)
                 frac = self.fraction()
                 while frac < 1.0:
@@ -543,8 +545,8 @@ def _train(cfg: TrainConfig, runtime: Runtime, ranks: ddp.Ranks, device: torch.d
     it, seconds = int(state["iteration"]), float(state["seconds"])
     loop = _Loop(cfg, runtime, show, ranks, device, net, model, opt, amp, layout, val_p, run,
                  ckpt_path, rows, best, rng, it, time.perf_counter() - seconds, hooks)
-    if runtime.live:
-        loop.live = _live(cfg, ranks, device, run, it, loop)
+    if runtime.live or runtime.replay is not None:
+        loop.live = _live(cfg, runtime, ranks, device, run, it, loop)
     batches = _tile_stream(cfg, train_p, device, rng, seed, it)
     bar = _progress_bar(cfg, it, seconds, show)
     try:
@@ -555,27 +557,51 @@ def _train(cfg: TrainConfig, runtime: Runtime, ranks: ddp.Ranks, device: torch.d
     return _finish(loop, extra, interrupted)
 
 
-def _live(cfg: TrainConfig, ranks: ddp.Ranks, device: torch.device, run: Path, it: int,
-          loop: _Loop) -> Live:
-    """The watch over the training set's files, its record (the version the run starts
-    from is its first entry), and how to read it again and make tiles of it."""
+def _live(cfg: TrainConfig, runtime: Runtime, ranks: ddp.Ranks, device: torch.device,
+          run: Path, it: int, loop: _Loop) -> Live:
+    """When to read the training set again (its files changed; in a replay, a step
+    reached a recorded version), its record (the version the run starts from is its
+    first entry), and how to read it and make tiles of it."""
     if ranks.distributed:
         raise ValueError("live: one training process only (the processes would read "
                          "the files at different steps)")
-    paths = [Path(p) for p in (cfg.images, cfg.masks, cfg.ignore) if p is not None]
-    log = SnapshotLog(run, paths)
-    log.add(it)
+    read = [cfg]  # the configuration naming the files of the version in use
+
+    def sources() -> list[Path]:
+        return [Path(p) for p in (read[0].images, read[0].masks, read[0].ignore)
+                if p is not None]
+    log = SnapshotLog(run, sources())
+    if runtime.replay is None:
+        watch = Watch(sources())
+        log.add(it)
+
+        def due(step: int) -> bool:
+            return watch.changed(time.perf_counter())
+    else:
+        schedule = Schedule(replay_config(runtime.replay, run, cfg.iterations)[1])
+        # a resumed replay past a version's step switches to it before its first step
+        switch = [schedule.due(it)]
+        if not switch[0]:
+            log.add(it)
+
+        def due(step: int) -> bool:
+            if not (schedule.due(step) or switch[0]):
+                return False
+            switch[0] = False
+            v = schedule.current
+            read[0] = replace(cfg, images=v.images, masks=v.masks, ignore=v.ignore)
+            return True
 
     def reload() -> tuple[list[Prepared], list[Prepared]]:
-        train_p, val_p, channels = _prepare_data(cfg, ranks, device, run, False)
+        train_p, val_p, channels = _prepare_data(read[0], ranks, device, run, False)
         if channels != loop.net.config.in_channels:
-            raise DataError(f"{cfg.images}: images of {channels} channel(s), the network "
-                            f"takes {loop.net.config.in_channels}")
+            raise DataError(f"{read[0].images}: images of {channels} channel(s), the "
+                            f"network takes {loop.net.config.in_channels}")
         return train_p, val_p
 
     def stream(train_p: list[Prepared], start: int) -> Any:
         return _tile_stream(cfg, train_p, device, loop.rng, ranks.seed(cfg.seed), start)
-    return Live(Watch(paths), log, reload, stream)
+    return Live(due=due, log=log, reload=reload, sources=sources, stream=stream)
 
 
 def _finish(loop: _Loop, extra: dict, interrupted: bool) -> TrainResult:

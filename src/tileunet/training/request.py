@@ -25,7 +25,7 @@ import json
 import logging
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,7 @@ from tileunet.training.config import (
 )
 from tileunet.training.loop import Hooks, TrainResult
 from tileunet.training.loop import train as train_config
+from tileunet.training.replay import replay_config
 
 log = logging.getLogger(__name__)
 
@@ -276,7 +277,31 @@ def train(what: TrainRequest | TrainConfig, hooks: Hooks | None = None,
     return train_config(what, hooks, runtime)
 
 
+def replay(live_run: str | Path, out: str | Path, iterations: int | None = None,
+           hooks: Hooks | None = None, runtime: Runtime | None = None) -> TrainResult:
+    """Train ``out`` as the live run ``live_run`` trained: its settings, seed and start
+    weights, on each recorded version of its training set from the step it joined at,
+    for as many steps as it made or ``iterations``
+    (:mod:`tileunet.training.replay`).
+
+    Parameters
+    ----------
+    live_run : str or Path
+        The folder of a run trained with ``live`` (it holds ``snapshots.json``).
+    out : str or Path
+        The new run directory.
+    iterations : int, optional
+        Steps to train (default: as many as the live run made).
+    hooks : Hooks, optional
+    runtime : Runtime, optional
+        Device, progress, resume, checkpoint interval; ``live`` must be off.
+    """
+    cfg, _ = replay_config(live_run, out, iterations)
+    runtime = replace(runtime or Runtime(), replay=str(live_run))
+    return train_config(cfg, hooks, runtime)
+
+
 __all__ = ["PLANNED_SETTINGS", "RECIPES", "SETTINGS", "SPARSE_WEIGHTED_TILES",
            "START_NETWORK", "NoBudget", "Resolved", "TrainRequest", "check", "config_of",
-           "make_request_plan", "paper_settings", "planned_settings", "resolve",
+           "make_request_plan", "paper_settings", "planned_settings", "replay", "resolve",
            "resumed_settings", "start_network", "train"]
