@@ -127,11 +127,12 @@ def benchmark_settings(args: argparse.Namespace, images: Path, masks: Path
     """The network, tile and optimiser settings as ``tileunet train`` would choose them
     from these flags and training data (the plan for this machine and --minutes, or the
     paper's recipe)."""
-    given = {k: getattr(args, k) for k in (*PLANNED, "val_every", "device", "precision")
+    given = {k: getattr(args, k) for k in (*PLANNED, "val_every", "precision")
              if getattr(args, k) is not None}
     request = TrainRequest(images=str(images), masks=str(masks), out="",
                            minutes=args.minutes, iterations=args.iterations,
-                           recipe=args.recipe, init=args.init, settings=given)
+                           recipe=args.recipe, init=args.init, settings=given,
+                           device=args.device or "auto")
     settings, plan = planned_settings(request)
     return settings, None if plan is None else plan.to_dict()
 

@@ -168,6 +168,8 @@ CASES = [
                              "-o", "{o}/e"], "nothing"),
     ("evaluate-results-exist", ["evaluate", "--pred", f"{W}/pred", "--gt", f"{D}/masks"],
      "metrics.csv: already exists (use --overwrite to replace it)"),
+    ("evaluate-jobs-0", ["evaluate", "--pred", f"{W}/pred", "--gt", f"{D}/masks", "-o",
+                         "{o}/e", "--jobs", "0"], "--jobs must be >= 1, got 0"),
     # ---- weights
     ("weights-mask-missing", ["weights", f"{W}/nothing.tif", "-o", "{o}/w.png"],
      "nothing.tif"),

@@ -73,8 +73,9 @@ def test_train_and_predict_on_dic_hela(shared_data, tmp_path):
     (gt / "man_seg002.tif").symlink_to(hela / "masks" / "man_seg002.tif")
     assert main(["-q", "evaluate", "--pred", str(out), "--gt", str(gt)]) == 0
     rows = json.loads((out / "metrics.json").read_text())
-    assert [r["image"] for r in rows] == ["t002", "mean"]
-    assert {"seg", "iou", "separated"} <= set(rows[-1])
+    assert [r["image"] for r in rows] == ["t002", "mean", "stack"]
+    assert {"seg", "det", "iou", "separated"} <= set(rows[1])
+    assert rows[-1]["seg"] == rows[0]["seg"] and rows[-1]["det"] == rows[0]["det"]
 
 
 @pytest.mark.slow
@@ -94,11 +95,14 @@ def test_train_predict_evaluate_on_isbi2012(shared_data, tmp_path):
     assert main(["-q", "evaluate", "--pred", str(out), "--gt", str(gt), "--metric",
                  "isbi"]) == 0
     rows = json.loads((out / "metrics.json").read_text())
-    assert [r["image"] for r in rows] == ["20", "24", "mean"]
-    mean = {k: v for k, v in rows[-1].items() if k != "image"}
+    assert [r["image"] for r in rows] == ["20", "24", "mean", "stack"]
+    mean = {k: v for k, v in rows[-2].items() if k != "image"}
     assert set(mean) == {"pixel_error", "misclassified", "rand_error", "warping_error",
                          "v_rand", "v_info"}
     assert all(0.0 <= v <= 1.0 for v in mean.values())
+    stack = rows[-1]  # the challenge's figures: one threshold for both slices
+    assert 0.0 <= stack["v_rand"] <= mean["v_rand"] and 0.0 <= stack["v_info"] <= 1.0
+    assert stack["v_rand_threshold"] in [round(0.1 * k, 1) for k in range(10)] + [1 - 2**-53]
 
 
 @pytest.mark.slow

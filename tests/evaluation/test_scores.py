@@ -11,9 +11,14 @@ import numpy as np
 import pytest
 
 from tileunet.evaluation.scores import (
+    DET_WEIGHTS,
+    det_counts,
+    det_from_counts,
+    det_score,
     match_instances,
     pixel_iou,
     seg_score,
+    seg_totals,
     touching_pairs,
     touching_pairs_separated,
 )
@@ -61,6 +66,90 @@ def test_seg_exactly_half_is_not_a_match():
     gt[0, :] = 1
     pred = np.array([[1, 1, 2, 2]])
     assert seg_score(pred, gt) == 0.0
+
+
+def test_seg_totals_add_up_over_frames_as_the_challenge_does():
+    gt = np.array([[1, 1, 1, 1, 0, 2, 2]])
+    pred = np.array([[5, 5, 5, 0, 0, 0, 7]])
+    assert seg_totals(pred, gt) == (0.75, 2)
+    # a frame of 2 objects at 0.375 and one of 1 object at 1.0: the sequence's SEG
+    # weighs every object the same, (0.75 + 1) / 3, not the frames' mean (0.6875)
+    one = np.array([[0, 3, 3]])
+    total = [seg_totals(pred, gt), seg_totals(one, one)]
+    assert sum(t for t, _ in total) / sum(n for _, n in total) == pytest.approx(1.75 / 3)
+
+
+# ------------------------------------------------------------------------ det_score
+def _det_frame():
+    """Four ground-truth objects of 16 pixels in a row."""
+    gt = np.zeros((4, 40), np.int32)
+    for i in range(4):
+        gt[:, 10 * i : 10 * i + 4] = i + 1
+    return gt
+
+
+def test_det_weights_are_the_challenges():
+    assert DET_WEIGHTS == {"ns": 5, "fn": 10, "fp": 1}
+
+
+def test_det_perfect_and_nothing():
+    gt = _det_frame()
+    assert det_counts(gt * 3, gt) == {"ns": 0, "fn": 0, "fp": 0, "gt": 4}
+    assert det_score(gt * 3, gt) == 1.0
+    assert det_score(np.zeros_like(gt), gt) == 0.0  # AOGM-D = AOGM-D0 = 10 x 4
+    assert math.isnan(det_score(gt, np.zeros_like(gt)))
+
+
+def test_det_a_merge_needs_splits():
+    gt = _det_frame()
+    pred = gt.copy()
+    pred[:, 0:14] = 9  # objects 1 and 2 (and the gap between) in one
+    assert det_counts(pred, gt) == {"ns": 1, "fn": 0, "fp": 0, "gt": 4}
+    assert det_score(pred, gt) == pytest.approx(1 - 5 / 40)
+    pred[:, 0:24] = 9  # three objects in one: k - 1 = 2 splits
+    assert det_counts(pred, gt)["ns"] == 2
+    assert det_score(pred, gt) == pytest.approx(1 - 10 / 40)
+
+
+def test_det_a_split_object():
+    gt = _det_frame()
+    pred = gt.copy()
+    pred[:, 0:3], pred[:, 3] = 7, 8  # 12 of 16 pixels and 4: the larger part detects it
+    assert det_counts(pred, gt) == {"ns": 0, "fn": 0, "fp": 1, "gt": 4}
+    assert det_score(pred, gt) == pytest.approx(1 - 1 / 40)
+    pred[:, 0:2], pred[:, 2:4] = 7, 8  # halves: neither covers more than half
+    assert det_counts(pred, gt) == {"ns": 0, "fn": 1, "fp": 2, "gt": 4}
+    assert det_score(pred, gt) == pytest.approx(1 - 12 / 40)
+
+
+def test_det_false_positive_and_false_negative():
+    gt = _det_frame()
+    extra = gt.copy()
+    extra[0, 36:39] = 50  # an object where there is none
+    assert det_counts(extra, gt) == {"ns": 0, "fn": 0, "fp": 1, "gt": 4}
+    assert det_score(extra, gt) == pytest.approx(1 - 1 / 40)
+    missed = np.where(gt == 4, 0, gt)
+    assert det_counts(missed, gt) == {"ns": 0, "fn": 1, "fp": 0, "gt": 4}
+    assert det_score(missed, gt) == pytest.approx(1 - 10 / 40)
+
+
+def test_det_over_frames_adds_the_costs_before_normalising():
+    gt = _det_frame()
+    merged = gt.copy()
+    merged[:, 0:14] = 9
+    one = gt[:, :4]  # a frame with one object
+    frames = [det_counts(merged, gt), det_counts(np.zeros_like(one), one)]
+    # AOGM-D = 5 + 10, AOGM-D0 = 10 x (4 + 1): 1 - 15 / 50 (the frames' mean is 0.4375)
+    assert det_from_counts(frames) == pytest.approx(1 - 15 / 50)
+    assert math.isnan(det_from_counts([]))
+    # a result so bad that building from scratch is cheaper scores 0, not below
+    noise = np.arange(1, 161).reshape(4, 40) * (gt == 0)
+    assert det_score(noise, gt) == 0.0
+
+
+def test_det_exactly_half_is_not_a_match():
+    gt = np.ones((1, 4), np.int32)
+    assert det_counts(np.array([[1, 1, 2, 2]]), gt) == {"ns": 0, "fn": 1, "fp": 2, "gt": 1}
 
 
 # ------------------------------------------------------------------ match_instances

@@ -4,133 +4,45 @@ Predictions are the files ``tileunet predict`` writes (``NAME_instances.tif`` fo
 instance metrics, ``NAME_prob.tif`` for the metrics over thresholds); ground truth is a
 folder of instance or binary masks. Files pair by name (``NAME``), or by their trailing
 number as in the Cell Tracking Challenge (``t002_instances.tif`` ↔ ``man_seg002.tif``).
+Images are scored in parallel, one per process; the metrics are those of
+:mod:`tileunet.evaluation.registry`.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
+import multiprocessing
+import os
 import re
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from tileunet.errors import DataError
-from tileunet.evaluation import isbi, scores, warping
+from tileunet.evaluation.isbi_thinned import threshold_text
+from tileunet.evaluation.registry import (  # noqa: F401 (also read from here)
+    DEFAULT_METRICS,
+    ISBI_METRICS,
+    METRICS,
+    Metric,
+    check_metrics,
+    forget,
+)
 from tileunet.io.images import list_images, read_image
 from tileunet.io.outputs import atomic_write
 from tileunet.targets.instances import to_instances
 
 PRED_SUFFIXES = ("_instances", "_prob", "_mask", "_overlay")
 
-
-@dataclass(frozen=True)
-class Metric:
-    name: str
-    needs: str  # "instances" or "prob"
-    fn: Callable[[np.ndarray, np.ndarray], float]
-    doc: str
-
-
-_MEMOS: list[list] = []
-
-
-def _last_call(fn: Callable) -> Callable:
-    """``fn`` remembering its result for the last arguments (compared by identity).
-
-    The metrics of one image share their work: one instance matching for precision,
-    recall, F1 and AP, one threshold sweep for both pixel errors, one labelling of the
-    ground truth for the ISBI metrics. :func:`evaluate` forgets it all when it ends.
-    """
-    memo: list = []
-    _MEMOS.append(memo)
-
-    def call(*args):
-        if not (memo and len(memo[0]) == len(args)
-                and all(a is b for a, b in zip(memo[0], args, strict=True))):
-            memo[:] = [args, fn(*args)]
-        return memo[1]
-    return call
-
-
-def _forget() -> None:
-    for memo in _MEMOS:
-        memo.clear()
-
-
-_match = _last_call(lambda pred, gt: scores.match_instances(pred, gt, iou_threshold=0.5))
-
-
-def _matched(key: str) -> Callable[[np.ndarray, np.ndarray], float]:
-    return lambda pred, gt: float(_match(pred, gt)[key])
-
-
-def _separated(pred: np.ndarray, gt: np.ndarray) -> float:
-    sep, total = scores.touching_pairs_separated(pred, gt)
-    return sep / total if total else math.nan
-
-
-# ISBI 2012: the predictions are cell probabilities (``NAME_prob.tif``); the challenge
-# scores membrane probabilities, so these use 1 - p. Ground truth: non-zero = cell,
-# 0 = membrane (ISBI labels are 255 / 0); cells are its 4-connected components.
-@_last_call
-def _gt_cells(gt_raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    from scipy import ndimage as ndi
-
-    cells = gt_raw > 0
-    return ~cells, ndi.label(cells)[0]
-
-
-_pixel = _last_call(lambda prob_fg, gt_raw: isbi.pixel_error(1.0 - prob_fg,
-                                                             _gt_cells(gt_raw)[0]))
-_v = _last_call(lambda prob_fg, gt_raw: isbi.v_rand_v_info(prob_fg < 0.5,
-                                                         _gt_cells(gt_raw)[1]))
-
-
-def _rand_error(prob_fg: np.ndarray, gt_raw: np.ndarray) -> float:
-    return isbi.rand_error(1.0 - prob_fg, _gt_cells(gt_raw)[1])["error"]
-
-
-def _warping_error(prob_fg: np.ndarray, gt_raw: np.ndarray) -> float:
-    return warping.warping_error(prob_fg < 0.5, _gt_cells(gt_raw)[0])
-
-
-METRICS: dict[str, Metric] = {
-    m.name: m
-    for m in (
-        Metric("seg", "instances", scores.seg_score,
-               "Cell Tracking Challenge SEG (mean Jaccard of matched GT objects)"),
-        Metric("iou", "instances", lambda p, g: scores.pixel_iou(p > 0, g > 0),
-               "foreground pixel IoU"),
-        Metric("precision", "instances", _matched("precision"),
-               "instance precision at IoU 0.5"),
-        Metric("recall", "instances", _matched("recall"), "instance recall at IoU 0.5"),
-        Metric("f1", "instances", _matched("f1"), "instance F1 at IoU 0.5"),
-        Metric("ap", "instances", _matched("ap"),
-               "average precision at IoU 0.5: TP / (TP + FP + FN)"),
-        Metric("separated", "instances", _separated,
-               "fraction of touching GT pairs that came out as two objects"),
-        Metric("pixel_error", "prob", lambda p, g: _pixel(p, g)["error"],
-               "ISBI 2012: 1 - best pixel F-score over thresholds (membrane = 1 - p)"),
-        Metric("misclassified", "prob", lambda p, g: _pixel(p, g)["misclassified"],
-               "ISBI 2012: smallest fraction of misclassified pixels over thresholds"),
-        Metric("rand_error", "prob", _rand_error,
-               "ISBI 2012: 1 - best foreground-restricted Rand F-score over thresholds"),
-        Metric("warping_error", "prob", _warping_error,
-               "ISBI 2012: topological disagreements at p = 0.5 (Jain et al. 2010)"),
-        Metric("v_rand", "prob", lambda p, g: _v(p, g)["v_rand"],
-               "ISBI 2012: V_rand after thinning"),
-        Metric("v_info", "prob", lambda p, g: _v(p, g)["v_info"],
-               "ISBI 2012: V_info after thinning"),
-    )
-}
-ISBI_METRICS = ("pixel_error", "misclassified", "rand_error", "warping_error", "v_rand",
-                "v_info")
-DEFAULT_METRICS = ("seg", "iou", "precision", "recall", "f1", "ap", "separated")
+#: One row of the table: ``image`` and a value per metric (and, in the ``stack`` row,
+#: the keys that say how its figures were reached).
+Row = dict[str, "float | str"]
 
 
 def _key(stem: str) -> str:
@@ -172,71 +84,172 @@ def pair_predictions(pred_dir: str | Path, gt_dir: str | Path, kind: str
     return pairs
 
 
-def evaluate(pred_dir: str | Path, gt_dir: str | Path, *,
-             metrics: Sequence[str] = DEFAULT_METRICS, progress: bool = True
-             ) -> list[dict[str, float | str]]:
-    """One row of scores per ground-truth file, plus a final ``mean`` row."""
+def default_jobs() -> int:
+    """The cores this process may run on: how many images are scored at once."""
     try:
-        return _evaluate(pred_dir, gt_dir, metrics, progress)
-    finally:
-        _forget()  # the last image's arrays are not kept alive
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
-def _evaluate(pred_dir: str | Path, gt_dir: str | Path, metrics: Sequence[str],
-              progress: bool) -> list[dict[str, float | str]]:
-    unknown = [m for m in metrics if m not in METRICS]
-    if unknown:
-        raise ValueError(f"unknown metric(s) {unknown}; choose from {sorted(METRICS)}")
-    chosen = [METRICS[m] for m in metrics]
+def evaluate(pred_dir: str | Path, gt_dir: str | Path, *,
+             metrics: Sequence[str] = DEFAULT_METRICS, progress: bool = True,
+             jobs: int | None = None) -> list[Row]:
+    """Score every ground-truth file of ``gt_dir`` against its prediction.
+
+    Parameters
+    ----------
+    pred_dir, gt_dir : str or Path
+        The folder ``tileunet predict`` wrote, and the ground-truth masks.
+    metrics : sequence of str
+        Names of :data:`METRICS`.
+    progress : bool
+        A progress bar over the images.
+    jobs : int, optional
+        Images scored at once, each in its own process; default :func:`default_jobs`.
+
+    Returns
+    -------
+    list of dict
+        One row per ground-truth file (``image`` and one value per metric), a ``mean``
+        row (of the images' values, NaN skipped), and, when a metric has a figure over
+        all images (``Metric.combine``), a ``stack`` row: those figures as the
+        challenges compute them, plus keys that say how (e.g. ``v_rand_threshold``).
+        The other metrics are NaN there.
+    """
+    chosen = check_metrics(metrics)
+    if jobs is not None and (isinstance(jobs, bool) or int(jobs) != jobs or jobs < 1):
+        raise ValueError(f"jobs must be a positive whole number, got {jobs!r}")
     kinds = sorted({m.needs for m in chosen})
     pairs = {k: pair_predictions(pred_dir, gt_dir, k) for k in kinds}
-    rows: list[dict[str, float | str]] = []
-    first = pairs[kinds[0]]
-    for i, (name, _, gt_path) in enumerate(tqdm(first, desc="evaluate", unit="img",
-                                                 disable=not progress)):
+    tasks = [(name, {k: pairs[k][i][1] for k in kinds}, gt_path)
+             for i, (name, _, gt_path) in enumerate(pairs[kinds[0]])]
+    results = _score_all(tasks, [m.name for m in chosen], progress,
+                         default_jobs() if jobs is None else int(jobs))
+    rows: list[Row] = [row for row, _ in results]
+    columns = [c for c in rows[0] if c != "image"] if rows else [m.name for m in chosen]
+    mean: Row = {"image": "mean"}
+    for c in columns:
+        vals = [float(r[c]) for r in rows if not math.isnan(float(r[c]))]
+        mean[c] = float(np.mean(vals)) if vals else math.nan
+    rows.append(mean)
+    combined = [m for m in chosen if m.combine is not None]
+    if combined and results:
+        stack: Row = {"image": "stack", **dict.fromkeys(columns, math.nan)}
+        for m in combined:
+            stack.update(m.combine([parts[m.name] for _, parts in results]))
+        rows.append(stack)
+    return rows
+
+
+def _score_image(task: tuple[str, dict[str, Path], Path], names: list[str]
+                 ) -> tuple[Row, dict[str, object]]:
+    """The row of one image, and the parts of the metrics that combine over images."""
+    name, preds, gt_path = task
+    chosen = [METRICS[n] for n in names]
+    try:
         gt_raw = read_image(gt_path)
         if gt_raw.ndim != 2:
             raise DataError(f"{gt_path}: expected a 2-D mask, got shape {gt_raw.shape}")
-        gt = to_instances(gt_raw) if "instances" in kinds else gt_raw
-        row: dict[str, float | str] = {"image": name}
-        for kind in kinds:
-            pred_path = pairs[kind][i][1]
+        gt = to_instances(gt_raw) if "instances" in preds else gt_raw
+        row: Row = {"image": name}
+        parts: dict[str, object] = {}
+        for kind, pred_path in preds.items():
             pred = read_image(pred_path)
             if pred.shape != gt.shape:
                 raise DataError(f"{pred_path}: size {pred.shape[1]}x{pred.shape[0]} does not "
                                 f"match ground truth {gt_path} ({gt.shape[1]}x{gt.shape[0]})")
             if kind == "prob" and (pred.dtype.kind != "f" or pred.min() < 0 or pred.max() > 1):
                 raise DataError(f"{pred_path}: expected probabilities in [0, 1] (float)")
+            truth = gt if kind == "instances" else gt_raw
             for m in chosen:
                 if m.needs == kind:
-                    row[m.name] = float(m.fn(pred, gt if kind == "instances" else gt_raw))
-        rows.append(row)
-    mean: dict[str, float | str] = {"image": "mean"}
-    for m in chosen:
-        vals = [float(r[m.name]) for r in rows if not math.isnan(float(r[m.name]))]
-        mean[m.name] = float(np.mean(vals)) if vals else math.nan
-    rows.append(mean)
-    return rows
+                    row[m.name] = float(m.fn(pred, truth))
+                    if m.combine is not None and m.part is not None:
+                        parts[m.name] = m.part(pred, truth)
+        return row, parts
+    finally:
+        forget()  # the image's arrays are not kept alive
 
 
-def format_table(rows: list[dict[str, float | str]]) -> str:
+def _score_all(tasks: list, names: list[str], progress: bool, jobs: int
+               ) -> list[tuple[Row, dict[str, object]]]:
+    """:func:`_score_image` of every task, in order; ``jobs`` processes at once."""
+    bar = tqdm(total=len(tasks), desc="evaluate", unit="img", disable=not progress)
+    with bar:
+        if min(jobs, len(tasks)) <= 1:
+            results = []
+            for task in tasks:
+                results.append(_score_image(task, names))
+                bar.update()
+            return results
+        # fork: the workers start at once and share what is loaded (spawn elsewhere)
+        start = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
+        with ProcessPoolExecutor(min(jobs, len(tasks)),
+                                 mp_context=multiprocessing.get_context(start)) as pool:
+            futures = [pool.submit(_score_image, task, names) for task in tasks]
+            try:
+                for done in as_completed(futures):
+                    done.result()  # the first error stops the rest
+                    bar.update()
+            except BaseException:
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+            return [f.result() for f in futures]
+
+
+def _cell(value: float | str) -> str:
+    v = float(value)
+    return f"{'-':>10}" if math.isnan(v) else f"{v:>10.4f}"
+
+
+def format_table(rows: list[Row]) -> str:
+    """The rows as an aligned text table (NaN as ``-``); columns of the first row."""
     cols = list(rows[0])
     width = max(len("image"), *(len(str(r["image"])) for r in rows))
     lines = ["  ".join([f"{'image':<{width}}", *(f"{c:>10}" for c in cols[1:])])]
     for r in rows:
-        lines.append("  ".join([f"{r['image']!s:<{width}}",
-                                *(f"{float(r[c]):>10.4f}" for c in cols[1:])]))
+        lines.append("  ".join([f"{r['image']!s:<{width}}", *(_cell(r[c]) for c in cols[1:])]))
     return "\n".join(lines)
 
 
-def write_results(rows: list[dict[str, float | str]], out_dir: str | Path) -> tuple[Path, Path]:
-    """``metrics.csv`` and ``metrics.json`` in ``out_dir`` (written atomically)."""
+#: how the keys that explain a stack figure read (after the metric's name and "_")
+_WORDS = {"threshold": "at cell probability", "ns": "splits", "fn": "missed",
+          "fp": "invented", "gt": "objects"}
+
+
+def _detail(suffix: str, value: float) -> str:
+    if suffix == "threshold":
+        return f"{_WORDS[suffix]} {threshold_text(value)}"
+    text = f"{value:g}" if float(value).is_integer() else f"{value:.4f}"
+    return f"{_WORDS.get(suffix, suffix)} {text}"
+
+
+def format_stack(rows: list[Row]) -> str:
+    """What the ``stack`` row of :func:`evaluate` holds, one metric a line ('' without)."""
+    stack = next((r for r in rows if r["image"] == "stack"), None)
+    if stack is None:
+        return ""
+    cols = [c for c in rows[0] if c != "image"]
+    lines = ["stack: all images together, as the challenges report them (ISBI 2012: the "
+             "mean over the images at the best threshold; CTC: sums over all frames)"]
+    for c in cols:
+        if math.isnan(float(stack[c])):
+            continue
+        extra = sorted((k[len(c) + 1:] for k in stack if k.startswith(f"{c}_")
+                        and k not in cols), key=lambda k: k != "threshold")
+        details = ", ".join(_detail(k, float(stack[f"{c}_{k}"])) for k in extra)
+        lines.append(f"  {c:<10} {float(stack[c]):.4f}" + (f"  ({details})" if details else ""))
+    return "\n".join(lines)
+
+
+def write_results(rows: list[Row], out_dir: str | Path) -> tuple[Path, Path]:
+    """``metrics.csv`` (the table's columns) and ``metrics.json`` (every key, NaN as
+    null) in ``out_dir``, written atomically."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    import io
-
     buf = io.StringIO()
-    wr = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    wr = csv.DictWriter(buf, fieldnames=list(rows[0]), extrasaction="ignore")
     wr.writeheader()
     wr.writerows(rows)
     atomic_write(out / "metrics.csv", lambda t: t.write_text(buf.getvalue()))

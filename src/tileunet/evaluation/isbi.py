@@ -1,6 +1,9 @@
 """The ISBI 2012 EM challenge metrics: pixel error, Rand error, the split and merge
-parts of the variation of information, and V_rand / V_info. The warping error, the
-challenge's third measure, is in :mod:`tileunet.evaluation.warping`.
+parts of the variation of information, and V_rand / V_info of one thresholded map. The
+warping error, the challenge's third measure, is in :mod:`tileunet.evaluation.warping`;
+V_rand and V_info as the challenge ranks with them (its Fiji script: cell probability,
+11 thresholds, watershed thinning, a stack's figure) are in
+:mod:`tileunet.evaluation.isbi_thinned`.
 
 Conventions of the challenge (segmentation of neuronal structures in EM stacks), which
 the warping error follows too:
@@ -24,11 +27,15 @@ import numpy as np
 from scipy import ndimage
 from skimage import morphology
 
+from tileunet.evaluation.contingency import Contingency, GroundTruthCells
 from tileunet.evaluation.scores import as_labels
 
 __all__ = [
     "ISBI_THRESHOLDS",
+    "check_labels",
     "check_mask",
+    "check_prob",
+    "check_thresholds",
     "pixel_error",
     "rand_error",
     "v_rand_v_info",
@@ -41,22 +48,43 @@ __all__ = [
 ISBI_THRESHOLDS = np.round(np.arange(10) * 0.1, 1)
 
 
-def _check_prob(prob: np.ndarray) -> np.ndarray:
+def check_prob(prob: np.ndarray, name: str = "prob") -> np.ndarray:
+    """Check a 2-D probability map and return it as float64 (no copy when it is).
+
+    Raises
+    ------
+    ValueError
+        When ``prob`` is not 2-D, not numeric, or has a value outside [0, 1] (NaN
+        included).
+
+    Examples
+    --------
+    >>> check_prob(np.array([[0.0, 1.0]], np.float32)).dtype
+    dtype('float64')
+    """
     p = np.asarray(prob)
     if p.ndim != 2:
-        raise ValueError(f"prob must be a 2-D (H, W) map, got shape {p.shape}")
+        raise ValueError(f"{name} must be a 2-D (H, W) map, got shape {p.shape}")
     if not (np.issubdtype(p.dtype, np.floating) or np.issubdtype(p.dtype, np.integer)
             or p.dtype == bool):
-        raise ValueError(f"prob must be numeric, got dtype {p.dtype}")
+        raise ValueError(f"{name} must be numeric, got dtype {p.dtype}")
     p = p.astype(np.float64, copy=False)
     if p.size and (not np.isfinite(p).all() or p.min() < 0.0 or p.max() > 1.0):
-        raise ValueError(f"prob must lie in [0, 1], got values in "
+        raise ValueError(f"{name} must lie in [0, 1], got values in "
                          f"[{np.nanmin(p)}, {np.nanmax(p)}]")
     return p
 
 
-def _check_thresholds(thresholds: np.ndarray | list[float] | None) -> np.ndarray:
-    t = ISBI_THRESHOLDS if thresholds is None else np.asarray(thresholds, np.float64)
+def check_thresholds(thresholds: np.ndarray | list[float] | None,
+                     default: np.ndarray = ISBI_THRESHOLDS) -> np.ndarray:
+    """``thresholds`` (or ``default`` when None) as a non-empty 1-D float64 array.
+
+    Raises
+    ------
+    ValueError
+        When they are empty, not 1-D, or not all finite.
+    """
+    t = default if thresholds is None else np.asarray(thresholds, np.float64)
     t = np.atleast_1d(t)
     if t.ndim != 1 or t.size == 0 or not np.isfinite(t).all():
         raise ValueError(f"thresholds must be a non-empty 1-D sequence of finite "
@@ -110,8 +138,17 @@ def check_mask(mask: np.ndarray, name: str, shape: tuple[int, ...] | None = None
     return m
 
 
-def _check_labels_2d(labels: np.ndarray, name: str,
-                     shape: tuple[int, ...] | None = None) -> np.ndarray:
+def check_labels(labels: np.ndarray, name: str,
+                 shape: tuple[int, ...] | None = None) -> np.ndarray:
+    """Check a 2-D integer label image (ids >= 0, or a boolean mask) and return it as
+    int64.
+
+    Raises
+    ------
+    ValueError
+        When it is not 2-D, has another shape than ``shape``, is not integer or
+        boolean, or holds a negative id.
+    """
     a = np.asarray(labels)
     if a.ndim != 2:
         raise ValueError(f"{name} must be a 2-D (H, W) label image, got shape {a.shape}")
@@ -122,6 +159,9 @@ def _check_labels_2d(labels: np.ndarray, name: str,
 
 def _f_score(a: float, b: float) -> float:
     return 2.0 * a * b / (a + b) if a + b > 0 else 0.0
+
+
+_LN2 = float(np.log(2.0))
 
 
 def _ratio(num: float, den: float) -> float:
@@ -135,36 +175,6 @@ def _label_cells(membrane: np.ndarray) -> np.ndarray:
     """4-connected components of the non-membrane pixels; 0 on the membrane."""
     labels, _ = ndimage.label(~membrane)  # default structure = 4-connectivity in 2-D
     return labels
-
-
-def _joint_counts(seg: np.ndarray, gt: np.ndarray, *, boundary_singletons: bool = False
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Contingency counts over the pixels with ``gt > 0``.
-
-    Returns ``(n_ij, n_gt, n_seg)``: the non-zero counts of (gt id, seg id) pairs and
-    the two marginals. Segmentation label 0 is an ordinary segment, unless
-    ``boundary_singletons``, where each of its pixels is a segment of its own.
-    """
-    g = gt.ravel()
-    s = seg.ravel()
-    keep = g > 0
-    g, s = g[keep], s[keep]
-    if g.size == 0:
-        empty = np.zeros(0, np.int64)
-        return empty, empty, empty
-    if boundary_singletons:
-        s = s.copy()
-        zero = s == 0
-        s[zero] = int(s.max()) + 1 + np.arange(np.count_nonzero(zero))
-    _, gi = np.unique(g, return_inverse=True)
-    s_ids, si = np.unique(s, return_inverse=True)
-    _, n_ij = np.unique(gi.astype(np.int64) * s_ids.size + si, return_counts=True)
-    return n_ij, np.bincount(gi), np.bincount(si)
-
-
-def _entropy(counts: np.ndarray, n: int) -> float:
-    p = counts[counts > 0] / n
-    return float(-(p * np.log2(p)).sum())
 
 
 # -------------------------------------------------------------------- pixel error
@@ -212,9 +222,9 @@ def pixel_error(
     >>> r["error"], r["threshold"], r["misclassified"]
     (0.0, 0.5, 0.0)
     """
-    p = _check_prob(prob)
+    p = check_prob(prob)
     gt = check_mask(gt_membrane, "gt_membrane", p.shape)
-    t = _check_thresholds(thresholds)
+    t = check_thresholds(thresholds)
     # counts of prob > t among membrane / non-membrane pixels, for all t at once
     on = np.sort(p[gt])
     off = np.sort(p[~gt])
@@ -232,13 +242,10 @@ def pixel_error(
 
 
 # ---------------------------------------------------------------- Rand / VI scores
-def _adapted_rand(seg: np.ndarray, gt: np.ndarray) -> tuple[float, float, float]:
+def _adapted_rand(counts: Contingency) -> tuple[float, float, float]:
     """(fscore, precision, recall) of the foreground-restricted Rand index."""
-    n_ij, n_gt, n_seg = _joint_counts(seg, gt)
-    n = float(n_gt.sum())
-    both = float(n_ij @ n_ij) - n  # ordered pairs together in both (self-pairs out)
-    in_seg = float(n_seg @ n_seg) - n
-    in_gt = float(n_gt @ n_gt) - n
+    n = counts.n
+    both, in_gt, in_seg = (x - n for x in counts.sum_squares())  # self-pairs out
     precision, recall = _ratio(both, in_seg), _ratio(both, in_gt)
     return _ratio(2 * both, in_seg + in_gt), precision, recall
 
@@ -295,15 +302,16 @@ def rand_error(
     >>> rand_error(np.array([[0.1, 0.2, 0.9, 0.0, 0.3]]), gt, [0.5])["error"]
     0.0
     """
-    p = _check_prob(prob)
-    gt = _check_labels_2d(gt_labels, "gt_labels", p.shape)
-    t = _check_thresholds(thresholds)
+    p = check_prob(prob)
+    gt = check_labels(gt_labels, "gt_labels", p.shape)
+    t = check_thresholds(thresholds)
     if not np.any(gt):
         return {"error": float("nan"), "fscore": float("nan"), "precision": float("nan"),
                 "recall": float("nan"), "threshold": float(t[0])}
+    cells = GroundTruthCells(gt)  # prepared once, counted at every threshold
     best: tuple[float, float, float, float] | None = None
     for th in t:
-        f, prec, rec = _adapted_rand(_label_cells(p > th), gt)
+        f, prec, rec = _adapted_rand(cells.count(_label_cells(p > th)))
         if best is None or f > best[0]:
             best = (f, prec, rec, float(th))
     f, prec, rec, th = best
@@ -344,24 +352,25 @@ def vi_split_merge(seg: np.ndarray, gt: np.ndarray) -> tuple[float, float]:
     >>> split, merge
     (1.0, 0.0)
     """
-    seg_a = _check_labels_2d(seg, "seg")
-    gt_a = _check_labels_2d(gt, "gt", seg_a.shape)
-    n_ij, n_gt, n_seg = _joint_counts(seg_a, gt_a)
-    n = int(n_gt.sum())
-    if n == 0:
+    seg_a = check_labels(seg, "seg")
+    gt_a = check_labels(gt, "gt", seg_a.shape)
+    counts = GroundTruthCells(gt_a).count(seg_a)
+    if counts.n == 0:
         return float("nan"), float("nan")
-    h_joint = _entropy(n_ij, n)
-    split = h_joint - _entropy(n_gt, n)
-    merge = h_joint - _entropy(n_seg, n)
-    return max(split, 0.0), max(merge, 0.0)
+    h_joint, h_gt, h_seg = (h / _LN2 for h in counts.entropies())  # in bits
+    return max(h_joint - h_gt, 0.0), max(h_joint - h_seg, 0.0)
 
 
 def v_rand_v_info(
     membrane: np.ndarray, gt_labels: np.ndarray, *, thin: bool = True
 ) -> dict[str, float]:
-    """V_rand and V_info, the scores of the later ISBI 2012 ranking (higher is better).
+    """V_rand and V_info of one membrane mask, thinned by skimage (higher is better).
 
-    What is done, step by step:
+    The scores of the later ISBI 2012 ranking, computed on one thresholded map with
+    :func:`skimage.morphology.thin`; the challenge's own procedure (its watershed
+    thinning, every threshold, the stack) is
+    :func:`tileunet.evaluation.isbi_thinned.thinned_scores`. What is done here, step
+    by step:
 
     1. ``membrane`` (the thresholded prediction, True = membrane) is thinned to
        one-pixel-wide, 8-connected curves with :func:`skimage.morphology.thin`
@@ -409,7 +418,7 @@ def v_rand_v_info(
     1.0
     """
     mem = check_mask(membrane, "membrane")
-    gt = _check_labels_2d(gt_labels, "gt_labels", mem.shape)
+    gt = check_labels(gt_labels, "gt_labels", mem.shape)
     keys = ("v_rand", "v_rand_split", "v_rand_merge", "v_info", "v_info_split",
             "v_info_merge")
     if not np.any(gt):
@@ -418,13 +427,11 @@ def v_rand_v_info(
         # a frame of membrane keeps membranes that reach the border attached to it;
         # thinned alone, their ends would be eaten away and open the cells
         mem = morphology.thin(np.pad(mem, 1, constant_values=True))[1:-1, 1:-1]
-    n_ij, n_gt, n_seg = _joint_counts(_label_cells(mem), gt, boundary_singletons=True)
-    n = int(n_gt.sum())
-    both = float(n_ij.astype(np.float64) @ n_ij)
-    rand_split = _ratio(both, float(n_gt.astype(np.float64) @ n_gt))
-    rand_merge = _ratio(both, float(n_seg.astype(np.float64) @ n_seg))
-    h_s, h_t = _entropy(n_seg, n), _entropy(n_gt, n)
-    mutual = max(h_s + h_t - _entropy(n_ij, n), 0.0)
+    counts = GroundTruthCells(gt).count(_label_cells(mem), zero_singletons=True)
+    both, in_gt, in_seg = counts.sum_squares()
+    rand_split, rand_merge = _ratio(both, in_gt), _ratio(both, in_seg)
+    h_joint, h_t, h_s = counts.entropies()
+    mutual = max(h_s + h_t - h_joint, 0.0)
     info_split = _ratio(mutual, h_s) if h_s > 1e-12 else 1.0
     info_merge = _ratio(mutual, h_t) if h_t > 1e-12 else 1.0
     values = (_f_score(rand_split, rand_merge), rand_split, rand_merge,

@@ -1,4 +1,4 @@
-"""Pixel and instance scores: pixel IoU, the Cell Tracking Challenge SEG, one-to-one
+"""Pixel and instance scores: pixel IoU, the Cell Tracking Challenge SEG and DET, one-to-one
 instance matching (precision, recall, F1, AP), and how many touching cells a prediction
 keeps apart.
 
@@ -10,16 +10,22 @@ overlapping pairs, never with the product of the object counts.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 __all__ = [
+    "DET_WEIGHTS",
     "as_labels",
+    "det_counts",
+    "det_from_counts",
+    "det_score",
     "match_instances",
     "pixel_iou",
     "seg_score",
+    "seg_totals",
     "touching_pairs",
     "touching_pairs_separated",
 ]
@@ -221,13 +227,31 @@ def touching_pairs_separated(
 
 
 # -------------------------------------------------------------------- object level
-def seg_score(pred_labels: np.ndarray, gt_labels: np.ndarray) -> float:
-    """Cell Tracking Challenge SEG measure.
+def seg_totals(pred_labels: np.ndarray, gt_labels: np.ndarray) -> tuple[float, int]:
+    """The two sums of the Cell Tracking Challenge SEG: ``(sum of J, number of objects)``.
 
-    For each ground-truth object R, the predicted object S with
-    ``|R ∩ S| > 0.5 |R|`` (at most one can exist) gives the Jaccard index
-    ``|R ∩ S| / |R ∪ S|``; without such an S the object scores 0. SEG is the mean
-    over ground-truth objects. False positives do not lower it.
+    For each ground-truth object R, the predicted object S with ``|R ∩ S| > 0.5 |R|``
+    (at most one can exist) gives the Jaccard index ``J = |R ∩ S| / |R ∪ S|``; without
+    such an S, ``J = 0``. SEG is the first sum over the second; over a sequence the
+    challenge adds both sums over all frames first (all objects weigh the same).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> seg_totals(np.array([[5, 5, 0, 7]]), np.array([[1, 1, 0, 2]]))
+    (2.0, 2)
+    """
+    ov = _overlap(pred_labels, gt_labels)
+    covers = 2 * ov.inter > ov.gt_sizes[ov.gi]
+    return float(ov.iou[covers].sum()), int(ov.gt_ids.size)
+
+
+def seg_score(pred_labels: np.ndarray, gt_labels: np.ndarray) -> float:
+    """Cell Tracking Challenge SEG measure of one image.
+
+    The mean over ground-truth objects of the Jaccard index of the predicted object that
+    covers more than half of the object, 0 where none does (:func:`seg_totals`). False
+    positives do not lower it.
 
     Returns
     -------
@@ -249,12 +273,93 @@ def seg_score(pred_labels: np.ndarray, gt_labels: np.ndarray) -> float:
     >>> seg_score(pred, gt)
     0.375
     """
+    total, n = seg_totals(pred_labels, gt_labels)
+    return total / n if n else float("nan")
+
+
+#: Weights of the detection errors in AOGM-D, the cost behind the Cell Tracking
+#: Challenge's DET: a split of a predicted object that covers several ground-truth
+#: objects (``ns``, per extra object), a missed object (``fn``), an invented one (``fp``).
+DET_WEIGHTS = {"ns": 5, "fn": 10, "fp": 1}
+
+
+def det_counts(pred_labels: np.ndarray, gt_labels: np.ndarray) -> dict[str, int]:
+    """The detection errors of one frame, as the Cell Tracking Challenge's DET counts them.
+
+    A ground-truth object is detected by the predicted object that covers more than
+    half of its pixels (at most one can). A predicted object that detects ``k > 1``
+    objects needs ``k - 1`` splits; one that detects none is a false positive; an
+    object that no predicted object detects is a false negative.
+
+    Returns
+    -------
+    dict
+        ``ns`` (splits), ``fn``, ``fp`` and ``gt`` (number of ground-truth objects), to
+        be added over frames and turned into DET by :func:`det_from_counts`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> gt = np.array([[1, 1, 0, 2, 2, 0, 3, 3, 0, 0]])
+    >>> pred = np.array([[4, 4, 4, 4, 4, 0, 0, 0, 0, 9]])  # 1 and 2 merged, 3 missed
+    >>> det_counts(pred, gt)
+    {'ns': 1, 'fn': 1, 'fp': 1, 'gt': 3}
+    """
     ov = _overlap(pred_labels, gt_labels)
-    if ov.gt_ids.size == 0:
-        return float("nan")
     covers = 2 * ov.inter > ov.gt_sizes[ov.gi]
-    total = float(ov.iou[covers].sum())
-    return total / ov.gt_ids.size
+    detected = np.bincount(ov.pi[covers], minlength=ov.pred_ids.size)
+    return {"ns": int(np.maximum(detected - 1, 0).sum()),
+            "fn": int(ov.gt_ids.size - np.count_nonzero(covers)),
+            "fp": int(np.count_nonzero(detected == 0)),
+            "gt": int(ov.gt_ids.size)}
+
+
+def det_from_counts(counts: Iterable[Mapping[str, int]]) -> float:
+    """DET of one or more frames from their :func:`det_counts`.
+
+    ``AOGM-D = 5 NS + 10 FN + 1 FP`` (:data:`DET_WEIGHTS`) summed over the frames,
+    ``AOGM-D0 = 10 x`` the number of ground-truth objects (the cost of building the
+    detections from nothing), and ``DET = 1 - min(AOGM-D, AOGM-D0) / AOGM-D0``.
+
+    Returns
+    -------
+    float
+        In ``[0, 1]``, higher is better; ``nan`` without ground-truth objects.
+
+    References
+    ----------
+    .. [1] P. Matula et al., "Cell tracking accuracy measurement based on comparison of
+       acyclic oriented graphs", PLoS ONE 10(12), e0144959 (2015).
+
+    Examples
+    --------
+    >>> det_from_counts([{"ns": 1, "fn": 1, "fp": 1, "gt": 3},
+    ...                  {"ns": 0, "fn": 0, "fp": 0, "gt": 5}])
+    0.8
+    """
+    total = {k: 0 for k in (*DET_WEIGHTS, "gt")}
+    for c in counts:
+        for k in total:
+            total[k] += int(c[k])
+    empty = DET_WEIGHTS["fn"] * total["gt"]
+    if empty == 0:
+        return float("nan")
+    aogm = sum(w * total[k] for k, w in DET_WEIGHTS.items())
+    return 1.0 - min(aogm, empty) / empty
+
+
+def det_score(pred_labels: np.ndarray, gt_labels: np.ndarray) -> float:
+    """Cell Tracking Challenge DET of one frame (:func:`det_counts`,
+    :func:`det_from_counts`).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> gt = np.array([[1, 1, 0, 2, 2]])
+    >>> det_score(gt, gt), det_score(np.array([[3, 3, 3, 3, 3]]), gt)  # a merge: 1 - 5/20
+    (1.0, 0.75)
+    """
+    return det_from_counts([det_counts(pred_labels, gt_labels)])
 
 
 def match_instances(
