@@ -173,3 +173,40 @@ def test_isbi_errors_puts_a_one_pixel_shift_on_the_membrane_edge(env, tmp_path):
                                  "--labels", str(tmp_path / "lab")], env)
     mean = dict(zip(head, map(float, out.splitlines()[2].split("|")[2:-1]), strict=True))
     assert mean["misclassified"] < row["misclassified"]
+
+
+def test_bench_evaluate_on_one_slice(env, tmp_path, shared_data):
+    out = run("bench_evaluate.py", ["--data", str(shared_data), "--slices", "1",
+                                    "--repeats", "1"], env)
+    assert "| rand_error |" in out and "the challenge's figure" in out
+    result = json.loads((tmp_path / "bench" / "out" / "bench_evaluate.json").read_text())
+    assert result["slices"] == 1 and result["total"]["after"] > 0
+    assert set(result["seconds_per_slice"]) == {"pixel_error, misclassified", "rand_error",
+                                                 "v_rand, v_info", "warping_error"}
+    assert 0 < result["scores"]["stack_v_rand"] <= 1
+
+
+def test_bench_throughput(env, tmp_path):
+    """The quick run times every variant of its tiny networks and writes the tables."""
+    out = run("bench_throughput.py", ["--quick"], env)
+    assert "of limit" in out and "End to end" in out
+    folder = tmp_path / "bench" / "out" / "bench_throughput"
+    table = (folder / "table.md").read_text()
+    headers = [[h.strip() for h in line.split("|")[1:-1]] for line in table.splitlines()
+               if line.startswith("| network |")]  # limits, throughput, batches, end to end
+    assert ["network", "size", "precision", "layout", "TTA", "tiles / batch",
+            "seconds, median (min)", "Mpx/s", "limit Mpx/s", "of limit", "GFLOP/s",
+            "of peak"] in headers
+    assert "MFLOP per output px" in table and "predict s" in table and "instances s" in table
+    result = json.loads((folder / "metrics.json").read_text())
+    rows = result["throughput"]
+    precisions = {"fp32", "bf16"} if result["bf16_native"] else {"fp32"}
+    assert result["auto"] == ("bf16" if result["bf16_native"] else "fp32")
+    assert set(result["peaks"]) == precisions == {r["precision"] for r in rows}
+    assert {(r["layout"], r["tta"]) for r in rows} == {
+        ("channels-last", False), ("NCHW", False), ("channels-last", True)}
+    assert len(rows) == 2 * 3 * len(precisions)  # two tiny networks
+    assert all(r["mpx_s"] > 0 and r["of_peak"] > 0 and r["limit_mpx_s"] > 0 for r in rows)
+    first = result["end_to_end"][0]
+    assert first["precision"].startswith("auto") and first["objects"] > 0
+    assert first["total_s"] >= first["predict_s"] > 0 and result["seconds"] > 0
