@@ -1,18 +1,23 @@
 """A simulated person annotating with strokes while tileunet trains live: quality against
 effort, next to a random-forest pixel classifier given the same strokes.
 
-    python benchmarks/live_annotation.py --dataset dic-hela [--minutes 5] [--per-minute 6]
+    python benchmarks/live_annotation.py --dataset dic-hela [--minutes 5] [--per-minute 4]
     python benchmarks/live_annotation.py --dataset isbi2012
 
-The person is simulated from the ground truth of the training images only. At the start
-each training image gets one cell stroke and one background stroke (strokes follow the
-middle of a cell or of the background between cells, ``--length`` pixels long, 3 px
-wide). Then, every simulated minute (one minute of wall-clock training on this machine,
-``tileunet train --live`` with the sparse annotation), the person adds ``--per-minute``
-strokes, either where the current prediction of the training images is most wrong or
-uncertain ("uncertain": the pixel of the middle lines with the highest entropy plus
-error, away from earlier strokes), or at random points of the middle lines ("random").
-Both runs start from the same strokes and seed.
+The person is simulated from the ground truth of the training images only. They paint
+whole cells (outline and fill: 2 strokes) and background strokes: along the middle of
+the background, or along a line where two cells touch (a "gap" stroke, as a person
+parts touching cells), ``--length`` pixels long; background strokes are ``--brush`` px
+wide and stay 2 px off the cells, gap strokes are 3 px wide. At the start each training
+image gets one whole cell and one background stroke. Then, every simulated minute (one
+minute of wall-clock training on this machine, ``tileunet train --live`` with the
+sparse annotation), the person adds ``--per-minute`` strokes, either where the current
+prediction of the training images is most wrong or uncertain ("uncertain": the pixel
+of the middle lines of cells, background and gaps with the highest entropy plus error,
+away from what is painted; in a cell, the person paints that whole cell), or at random
+points of those lines ("random").
+Both runs start from the same strokes and seed; each of ``--seeds`` (strokes, tiles,
+initial weights) is one such pair of sessions.
 
 At the end of every simulated minute the latest weights predict the validation images
 (DIC-HeLa: the four frames of dic_hela.py's fold 0, trained on the other four; ISBI
@@ -49,8 +54,8 @@ from tileunet.inference.uncertainty import entropy
 from tileunet.io.images import read_image, save_image
 from tileunet.io.normalization import Normalization
 from tileunet.model import UNet
-from tileunet.targets.instances import to_instances
-from tileunet.targets.sparse import BACKGROUND, CELL
+from tileunet.targets.instances import separation_border, to_instances, training_target
+from tileunet.targets.sparse import BACKGROUND, CELL, FIRST_CELL
 from tileunet.training.loop import Hooks
 
 HELA_TRAIN = ("005", "031", "034", "054")  # dic_hela.py fold 0 trains on these
@@ -84,34 +89,43 @@ def load(dataset: str, data: Path) -> tuple[list[Image], list[Image]]:
     return [isbi(i) for i in range(20)], [isbi(i) for i in range(20, 25)]
 
 
+#: a background stroke along the line where two cells touch (painted as BACKGROUND)
+GAP = -1
+#: strokes a whole cell costs: its outline, then a fill
+WHOLE_COST = 2
+
+
 def middle_lines(image: Image) -> None:
     """Where a person draws: the middle lines of the cells (eroded by 2 px) and of the
-    background."""
+    background, and the lines where two cells touch."""
     fg = ndi.binary_erosion(image.cells > 0, iterations=2)
     image.lines = {CELL: skeletonize(fg), BACKGROUND: skeletonize(image.cells == 0)}
+    gaps = separation_border(image.cells)
+    if gaps.any():
+        image.lines[GAP] = gaps
 
 
-def stroke(image: Image, kind: int, y: int, x: int, length: int) -> np.ndarray:
-    """The pixels of a stroke of ``kind`` through (y, x): the middle line within
-    ``length / 2`` of it (inside the same cell for a cell stroke), 3 px wide, kept in
-    its class."""
+def stroke(image: Image, kind: int, y: int, x: int, length: int, brush: int) -> np.ndarray:
+    """The pixels of a background stroke through (y, x): the middle line of ``kind``
+    (background or gap) within ``length / 2`` of it; along the background ``brush`` px
+    wide and 2 px off the cells, along a gap 3 px wide."""
     line = image.lines[kind]
     yy, xx = np.ogrid[: line.shape[0], : line.shape[1]]
     near = line & ((yy - y) ** 2 + (xx - x) ** 2 <= (length / 2) ** 2)
-    if kind == CELL:
-        near &= image.cells == image.cells[y, x]
-        inside = image.cells == image.cells[y, x]
-    else:
-        inside = image.cells == 0
-    return ndi.binary_dilation(near, iterations=1) & inside
+    if kind == GAP:
+        return ndi.binary_dilation(near, iterations=1)
+    inside = ndi.binary_erosion(image.cells == 0, iterations=2, border_value=1)
+    return ndi.binary_dilation(near, iterations=max(1, brush // 2)) & inside
 
 
 @dataclass
 class Person:
-    """The simulated annotator: strokes per image, where to draw next."""
+    """The simulated annotator: strokes and whole cells per image, where to paint next.
+    A whole cell costs :data:`WHOLE_COST` strokes (its outline, then a fill)."""
 
     images: list[Image]
     length: int
+    brush: int
     rng: np.random.Generator
     painted: list[np.ndarray] = field(default_factory=list)
     strokes: int = 0
@@ -120,8 +134,21 @@ class Person:
         self.painted = [np.zeros(im.cells.shape, np.uint8) for im in self.images]
 
     def draw(self, i: int, kind: int, y: int, x: int) -> None:
-        self.painted[i][stroke(self.images[i], kind, y, x, self.length)] = kind
+        """A stroke of ``kind`` through (y, x); of a cell stroke, the whole cell."""
+        if kind == CELL:
+            self.fill(i, int(self.images[i].cells[y, x]))
+            return
+        pixels = stroke(self.images[i], kind, y, x, self.length, self.brush)
+        self.painted[i][pixels] = BACKGROUND
         self.strokes += 1
+
+    def fill(self, i: int, cell: int) -> None:
+        """The whole cell ``cell`` painted with an id of its own (background strokes
+        already there are kept)."""
+        painted = self.painted[i]
+        painted[(self.images[i].cells == cell) & (painted != BACKGROUND)] = (
+            max(FIRST_CELL, int(painted.max()) + 1))
+        self.strokes += WHOLE_COST
 
     def random_point(self, i: int, kind: int) -> tuple[int, int]:
         ys, xs = np.nonzero(self.images[i].lines[kind])
@@ -129,30 +156,35 @@ class Person:
         return int(ys[k]), int(xs[k])
 
     def start(self) -> None:
+        """A whole cell and a background stroke in each image."""
         for i in range(len(self.images)):
             for kind in (CELL, BACKGROUND):
                 self.draw(i, kind, *self.random_point(i, kind))
 
     def add(self, count: int, where: str, probs: list[np.ndarray] | None) -> None:
-        """``count`` more strokes, at random or where the prediction is worst."""
-        for _ in range(count):
+        """``count`` strokes more (a whole cell counts :data:`WHOLE_COST`), at random
+        or where the prediction is worst."""
+        goal = self.strokes + count
+        while self.strokes < goal:
             if where == "random" or probs is None:
                 i = int(self.rng.integers(len(self.images)))
-                kind = int(self.rng.choice([CELL, BACKGROUND]))
+                kind = int(self.rng.choice(list(self.images[i].lines)))
                 self.draw(i, kind, *self.random_point(i, kind))
                 continue
             self.draw(*self.worst(probs))
 
     def worst(self, probs: list[np.ndarray]) -> tuple[int, int, int, int]:
-        """The image, class and point of the middle lines with the highest entropy
-        plus error, at least a stroke's length from earlier strokes."""
+        """The image, kind and point of the lines with the highest entropy plus error
+        (against the target with touching cells parted), away from what is painted
+        (a stroke's length from strokes; outside whole cells)."""
         best = (-1.0, 0, CELL, 0, 0)
         for i, (im, p) in enumerate(zip(self.images, probs, strict=True)):
-            truth = (im.cells > 0).astype(np.float32)
+            truth = training_target(im.cells).astype(np.float32)
             score = entropy(p) + np.abs(p - truth)
             far = ndi.distance_transform_edt(self.painted[i] == 0) > self.length
-            for kind in (CELL, BACKGROUND):
-                s = np.where(im.lines[kind] & far, score, -1.0)
+            for kind in im.lines:
+                free = self.painted[i] < FIRST_CELL if kind == CELL else far
+                s = np.where(im.lines[kind] & free, score, -1.0)
                 k = int(np.argmax(s))
                 if s.flat[k] > best[0]:
                     best = (float(s.flat[k]), i, kind, *np.unravel_index(k, s.shape))
@@ -177,9 +209,9 @@ def predict_all(run: Path, weights: dict, images: list[Image]) -> list[np.ndarra
 
 
 def live_run(args: argparse.Namespace, train: list[Image], val: list[Image], where: str,
-             out: Path) -> list[dict]:
+             seed: int, out: Path) -> list[dict]:
     """One simulated session: strokes, live training, predictions each minute."""
-    person = Person(train, args.length, np.random.default_rng(args.seed))
+    person = Person(train, args.length, args.brush, np.random.default_rng(seed))
     person.start()
     folder, run = out / where / "strokes", out / where / "run"
     for d in (folder, run):
@@ -191,7 +223,7 @@ def live_run(args: argparse.Namespace, train: list[Image], val: list[Image], whe
     request = tileunet.TrainRequest(
         images=str(folder / "images"), masks=str(folder / "masks"), out=str(run),
         minutes=args.minutes, settings={"annotation": "sparse", "val_fraction": 0.0,
-                                        "keep": "last", "seed": args.seed},
+                                        "keep": "last", "seed": seed},
         live=True, progress=False)
     trainer = threading.Thread(target=tileunet.train, args=(request, hooks))
     t0 = time.perf_counter()
@@ -274,11 +306,13 @@ def main() -> int:
     ap.add_argument("--data", type=Path, default=default_data())
     ap.add_argument("--out", type=Path)
     ap.add_argument("--minutes", type=int, default=5, help="simulated minutes (default 5)")
-    ap.add_argument("--per-minute", type=int, default=6,
+    ap.add_argument("--per-minute", type=int, default=4,
                     help="strokes the person adds per minute (default 6)")
     ap.add_argument("--length", type=int, default=40, help="stroke length in px")
+    ap.add_argument("--brush", type=int, default=9,
+                    help="brush width of background strokes in px (gaps: 3)")
     ap.add_argument("--where", choices=("uncertain", "random", "both"), default="both")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     args = ap.parse_args()
     if not (args.data / ("dic-hela" if args.dataset == "dic-hela" else "isbi2012")).is_dir():
         print(f"live_annotation: no {args.dataset} under {args.data}")
@@ -289,40 +323,60 @@ def main() -> int:
     for im in train:
         middle_lines(im)
     wheres = ("uncertain", "random") if args.where == "both" else (args.where,)
-    sessions = {w: live_run(args, train, val, w, out) for w in wheres}
+    sessions = {(w, seed): live_run(args, train, val, w, seed, out / f"seed{seed}")
+                for seed in args.seeds for w in wheres}
     report(args, out, train, val, sessions)
     return 0
 
 
 def report(args: argparse.Namespace, out: Path, train: list[Image], val: list[Image],
-           sessions: dict[str, list[dict]]) -> None:
-    """Scores of every session and minute, for tileunet and the forest on its strokes."""
+           sessions: dict[tuple[str, int], list[dict]]) -> None:
+    """Scores of every session and minute, for tileunet and the forest on its strokes;
+    the table gives the mean over seeds and their range."""
     features = pixel_features([*train, *val])
-    rows, payload = [], []
-    for where, levels in sessions.items():
+    payload = []
+    for (where, seed), levels in sessions.items():
         for lv in levels:
             last = lv is levels[-1]
             ours = score(args.dataset, lv["probs"], val, last)
-            rf = score(args.dataset, forest(train, lv["painted"], val, features, args.seed),
+            rf = score(args.dataset, forest(train, lv["painted"], val, features, seed),
                        val, last)
-            payload.append({"where": where, **{k: lv[k] for k in
+            payload.append({"where": where, "seed": seed, **{k: lv[k] for k in
                             ("minute", "strokes", "painted_px", "step")},
                             "tileunet": ours, "random forest": rf})
-            rows.append([where, str(lv["minute"]), str(lv["strokes"]), str(lv["painted_px"]),
-                         str(lv["step"]), *(f"{v:.3f}" for v in ours.values()),
-                         *(f"{v:.3f}" for v in rf.values())])
     names = list(payload[0]["tileunet"]) if payload else []
-    header = ["strokes placed", "minute", "strokes", "painted px", "steps",
-              *(f"tileunet {n}" for n in names), *(f"forest {n}" for n in names)]
     (out / "metrics.json").write_text(json.dumps(
         {"levels": payload, "machine": machine(), "args": vars(args) | {"data": "",
                                                                            "out": ""}},
         indent=2, default=str) + "\n")
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
-             *("| " + " | ".join(r) + " |" for r in rows)]
+    lines = table(payload, names)
     (out / "table.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     figure(out, args.dataset, payload, names[0] if names else "")
+
+
+def spread(values: list[float]) -> str:
+    """Mean, and the range when there is more than one value."""
+    v = [x for x in values if np.isfinite(x)]
+    if not v:
+        return "-"
+    return f"{np.mean(v):.3f}" + (f" ({min(v):.3f}-{max(v):.3f})" if len(v) > 1 else "")
+
+
+def table(payload: list[dict], names: list[str]) -> list[str]:
+    """One row per way of placing strokes and minute, over the seeds."""
+    header = ["strokes placed", "minute", "strokes", "painted px", "steps",
+              *(f"tileunet {n}" for n in names), *(f"forest {n}" for n in names)]
+    rows = []
+    for where, minute in dict.fromkeys((p["where"], p["minute"]) for p in payload):
+        pts = [p for p in payload if p["where"] == where and p["minute"] == minute]
+        rows.append([where, str(minute), f"{np.mean([p['strokes'] for p in pts]):.0f}",
+                     f"{np.mean([p['painted_px'] for p in pts]):.0f}",
+                     f"{np.mean([p['step'] for p in pts]):.0f}",
+                     *(spread([p["tileunet"][n] for p in pts]) for n in names),
+                     *(spread([p["random forest"][n] for p in pts]) for n in names)])
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+            *("| " + " | ".join(r) + " |" for r in rows)]
 
 
 def figure(out: Path, dataset: str, payload: list[dict], metric: str) -> None:
@@ -332,10 +386,18 @@ def figure(out: Path, dataset: str, payload: list[dict], metric: str) -> None:
     fig = Figure(figsize=(5, 3.4), layout="constrained")
     ax = fig.add_subplot()
     for where in dict.fromkeys(p["where"] for p in payload):
-        pts = [p for p in payload if p["where"] == where]
+        minutes = sorted({p["minute"] for p in payload if p["where"] == where})
         for who, style in (("tileunet", "o-"), ("random forest", "s--")):
-            ax.plot([p["strokes"] for p in pts], [p[who][metric] for p in pts], style,
-                    label=f"{who}, strokes where {where}")
+            x, y, lo, hi = [], [], [], []
+            for m in minutes:
+                pts = [p for p in payload if p["where"] == where and p["minute"] == m]
+                v = [p[who][metric] for p in pts]
+                x.append(np.mean([p["strokes"] for p in pts]))
+                y.append(np.mean(v))
+                lo.append(np.mean(v) - min(v))
+                hi.append(max(v) - np.mean(v))
+            ax.errorbar(x, y, yerr=[lo, hi], fmt=style, capsize=2,
+                        label=f"{who}, strokes where {where}")
     ax.set_xlabel("strokes")
     ax.set_ylabel(f"{metric} ({dataset} validation)")
     ax.legend(fontsize=7)
