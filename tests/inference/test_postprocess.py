@@ -194,3 +194,25 @@ def test_flooding_from_seed_rims_equals_flooding_from_whole_seeds():
         _seed_rims(rims)
         assert 0 < np.count_nonzero(rims) < np.count_nonzero(seeds)
         np.testing.assert_array_equal(watershed(-prob, rims, mask=fg), want)
+
+
+def test_flooding_only_components_with_several_seeds_equals_flooding_all():
+    """A component with one seed comes out as that seed whole, so only components with
+    several seeds are flooded; the labels are those of flooding everything."""
+    from scipy import ndimage as ndi
+    from skimage.segmentation import watershed
+
+    from tileunet.inference.postprocess import _flood
+
+    for seed in range(4):
+        prob = _noisy_cells((150, 160), seed=seed)
+        fg = prob > 0.5
+        components, _ = ndi.label(fg)
+        seeds, _ = ndi.label(prob > 0.8)
+        seeds[seeds == 1] = 0  # a removed (small) seed leaves a gap in the ids
+        want = watershed(-prob, seeds, mask=fg)
+        got = _flood(prob, seeds, components, fg)
+        np.testing.assert_array_equal(got, want)
+        counts = np.array([len(np.unique(seeds[(components == c) & (seeds > 0)]))
+                           for c in range(1, components.max() + 1)])
+        assert (counts == 1).any() and (counts > 1).any()  # both kinds are there

@@ -262,6 +262,33 @@ def foreground(prob: np.ndarray, threshold: float, rows: int = 1024) -> np.ndarr
     return out
 
 
+def _flood(prob: np.ndarray, seeds: np.ndarray, components: np.ndarray, fg: np.ndarray
+           ) -> np.ndarray:
+    """The seeds flooded over the foreground ``fg`` in order of decreasing probability
+    (a seed's label; 0 where a component has no seed).
+
+    Each seed lies inside one component, and a flood never crosses from one component to
+    another; a component with a single seed therefore comes out as that seed, whole, and
+    only the components with several seeds (touching cells) are flooded.
+    """
+    has = seeds > 0
+    comp_of = np.zeros(int(seeds.max()) + 1, dtype=np.int64)
+    comp_of[seeds[has]] = components[has]
+    kept = np.flatnonzero(comp_of)  # seeds still there (small ones were removed)
+    per_comp = np.bincount(comp_of[kept], minlength=int(components.max()) + 1)
+    seed_of = np.zeros(per_comp.size, dtype=np.int32)
+    seed_of[comp_of[kept]] = kept  # the seed of a one-seed component
+    labels = np.where(fg & (per_comp == 1)[components], seed_of[components], 0)
+    labels = labels.astype(np.int32, copy=False)
+    several = fg & (per_comp > 1)[components]
+    if several.any():
+        inner = np.where(several, seeds, 0)
+        _seed_rims(inner)
+        flood = np.negative(prob, dtype=np.float32)
+        labels[several] = _watershed(flood, inner, mask=several)[several]
+    return labels
+
+
 def _seed_rims(seeds: np.ndarray) -> None:
     """In place: keep only the seed pixels with a 4-neighbour outside their own seed.
 
@@ -310,10 +337,7 @@ def _objects(prob: np.ndarray, components: np.ndarray, lo: int, hi: int, *, min_
             small[0] = False
             seeds[small[seeds]] = 0
         if seeds.max() > 0:
-            _seed_rims(seeds)
-            flood = np.negative(prob, dtype=np.float32)
-            labels = _watershed(flood, seeds, mask=fg).astype(np.int32, copy=False)
-            del flood
+            labels = _flood(prob, seeds, components, fg)
         else:  # no cores: every component is an orphan
             labels = np.zeros(fg.shape, dtype=np.int32)
         del seeds
