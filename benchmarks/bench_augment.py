@@ -24,31 +24,18 @@ import argparse
 import os
 import platform
 import shlex
-import statistics
 import sys
-import time
 from collections.abc import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from bench_common import timings
 from scipy import ndimage as ndi
 
 import tileunet
 from tileunet.augment.params import AugmentConfig
 from tileunet.augment.resample import augment_tile
-
-
-def timings(fn: Callable[[], object], repeats: int, warmup: int = 1) -> tuple[float, float]:
-    """(median, min) seconds of ``repeats`` calls after ``warmup`` untimed ones."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), min(times)
 
 
 def synthetic_image(shape: tuple[int, int], rng: np.random.Generator):

@@ -85,6 +85,18 @@ def timed(fn: Callable[[], object], device: torch.device) -> tuple[object, float
     return result, time.perf_counter() - t
 
 
+def timings(fn: Callable[[], object], repeats: int, warmup: int = 1) -> tuple[float, float]:
+    """(median, min) seconds of ``repeats`` calls after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), min(times)
+
+
 def matmul_peak(device: torch.device, dtype: torch.dtype, seconds: float = 3.0) -> float:
     """Best GFLOP/s of square matrix products in ``dtype`` (sizes 1024 to 4096 on a CPU,
     to 8192 on a GPU), repeated for about ``seconds``."""

@@ -35,13 +35,12 @@ import json
 import statistics
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
-from bench_common import OUT, announce, shown
+from bench_common import OUT, announce, shown, timings
 from paper_common import default_data
 from scipy import ndimage as ndi
 from skimage import morphology
@@ -53,6 +52,11 @@ from tileunet.io.images import read_image, save_image
 
 
 # ------------------------------------------------------- the previous implementation
+def median_of(fn: Callable[[], object], repeats: int) -> float:
+    """Median seconds of ``repeats`` calls of ``fn`` after one untimed call."""
+    return timings(fn, repeats)[0]
+
+
 def _old_joint_counts(seg, gt, boundary_singletons=False):
     g, s = gt.ravel(), seg.ravel()
     keep = g > 0
@@ -131,28 +135,18 @@ def slices(args) -> list[tuple[str, np.ndarray, np.ndarray]]:
     return out
 
 
-def median_seconds(fn: Callable[[], object], repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def metric_times(prob, gt, repeats) -> dict[str, tuple[float, float]]:
     """(old, new) seconds of each ISBI metric on one slice, as evaluate calls them."""
     membrane, cells = gt == 0, ndi.label(gt > 0)[0]
-    pixel = median_seconds(lambda: isbi.pixel_error(1.0 - prob, membrane), repeats)
-    warp = median_seconds(lambda: warping.warping_error(prob < 0.5, membrane), repeats)
+    pixel = median_of(lambda: isbi.pixel_error(1.0 - prob, membrane), repeats)
+    warp = median_of(lambda: warping.warping_error(prob < 0.5, membrane), repeats)
     return {
         "pixel_error, misclassified": (pixel, pixel),
-        "rand_error": (median_seconds(lambda: old_rand_error(1.0 - prob, cells), repeats),
-                       median_seconds(lambda: isbi.rand_error(1.0 - prob, cells), repeats)),
+        "rand_error": (median_of(lambda: old_rand_error(1.0 - prob, cells), repeats),
+                       median_of(lambda: isbi.rand_error(1.0 - prob, cells), repeats)),
         "v_rand, v_info": (
-            median_seconds(lambda: old_v_rand_v_info(prob < 0.5, cells), repeats),
-            median_seconds(lambda: thinned_scores(prob, cells), repeats)),
+            median_of(lambda: old_v_rand_v_info(prob < 0.5, cells), repeats),
+            median_of(lambda: thinned_scores(prob, cells), repeats)),
         "warping_error": (warp, warp),
     }
 
@@ -166,7 +160,7 @@ def folder_times(data, repeats) -> dict[int, float]:
             save_image(pred / f"{name}_prob.tif", prob)
             save_image(gt / f"{name}.png", label)
         for jobs in sorted({1, default_jobs()}):
-            seconds = median_seconds(lambda j=jobs: evaluate(
+            seconds = median_of(lambda j=jobs: evaluate(
                 pred, gt, metrics=ISBI_METRICS, progress=False, jobs=j), repeats)
             out[jobs] = seconds / len(data)
     return out
