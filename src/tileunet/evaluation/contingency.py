@@ -16,7 +16,7 @@ import numpy as np
 
 from tileunet.evaluation.scores import as_labels
 
-__all__ = ["Contingency", "GroundTruthCells", "plogp_sum"]
+__all__ = ["Contingency", "GroundTruthCells", "harmonic_mean", "plogp_sum"]
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,17 @@ class Contingency:
         return (log_n - plogp_sum(self.pairs) / self.n,
                 log_n - plogp_sum(self.gt_sizes) / self.n,
                 log_n - plogp_sum(self.seg_sizes) / self.n)
+
+
+def harmonic_mean(a: float, b: float) -> float:
+    """The harmonic mean of a split and a merge score (an F-score), 0 when both are 0.
+
+    Examples
+    --------
+    >>> harmonic_mean(1.0, 0.5)
+    0.6666666666666666
+    """
+    return 2.0 * a * b / (a + b) if a + b > 0 else 0.0
 
 
 def plogp_sum(counts: np.ndarray) -> float:

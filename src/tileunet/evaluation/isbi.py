@@ -27,7 +27,7 @@ import numpy as np
 from scipy import ndimage
 from skimage import morphology
 
-from tileunet.evaluation.contingency import Contingency, GroundTruthCells
+from tileunet.evaluation.contingency import Contingency, GroundTruthCells, harmonic_mean
 from tileunet.evaluation.scores import as_labels
 
 __all__ = [
@@ -155,10 +155,6 @@ def check_labels(labels: np.ndarray, name: str,
     if shape is not None and a.shape != shape:
         raise ValueError(f"{name} must have shape {shape}, got {a.shape}")
     return as_labels(a, name).reshape(a.shape)
-
-
-def _f_score(a: float, b: float) -> float:
-    return 2.0 * a * b / (a + b) if a + b > 0 else 0.0
 
 
 _LN2 = float(np.log(2.0))
@@ -434,6 +430,6 @@ def v_rand_v_info(
     mutual = max(h_s + h_t - h_joint, 0.0)
     info_split = _ratio(mutual, h_s) if h_s > 1e-12 else 1.0
     info_merge = _ratio(mutual, h_t) if h_t > 1e-12 else 1.0
-    values = (_f_score(rand_split, rand_merge), rand_split, rand_merge,
-              _f_score(info_split, info_merge), info_split, info_merge)
+    values = (harmonic_mean(rand_split, rand_merge), rand_split, rand_merge,
+              harmonic_mean(info_split, info_merge), info_split, info_merge)
     return dict(zip(keys, (float(v) for v in values), strict=True))

@@ -42,7 +42,7 @@ import numpy as np
 from scipy import ndimage
 from skimage.segmentation import watershed
 
-from tileunet.evaluation.contingency import Contingency, GroundTruthCells
+from tileunet.evaluation.contingency import Contingency, GroundTruthCells, harmonic_mean
 from tileunet.evaluation.isbi import check_labels, check_prob, check_thresholds
 
 __all__ = [
@@ -114,10 +114,6 @@ def thin_borders(cells: np.ndarray) -> np.ndarray:
     return seg
 
 
-def _harmonic(a: float, b: float) -> float:
-    return 2.0 * a * b / (a + b) if a + b > 0 else 0.0
-
-
 def _scores(counts: Contingency) -> tuple[float, ...]:
     """The :data:`SCORE_NAMES` of one slice at one threshold."""
     if counts.n == 0:
@@ -134,8 +130,8 @@ def _scores(counts: Contingency) -> tuple[float, ...]:
         info_split, info_merge = 1.0, 0.0
     else:
         info_split, info_merge = mutual / h_seg, mutual / h_gt
-    return (_harmonic(rand_split, rand_merge), rand_split, rand_merge,
-            _harmonic(info_split, info_merge), info_split, info_merge)
+    return (harmonic_mean(rand_split, rand_merge), rand_split, rand_merge,
+            harmonic_mean(info_split, info_merge), info_split, info_merge)
 
 
 def thinned_scores(
