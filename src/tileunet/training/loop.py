@@ -451,8 +451,9 @@ class _Loop:
             self.hooks.on_weights(weights, self.it)
 
     def refresh(self, batches: Any) -> Any:
-        """Live: the training set read again when its files changed; the batches of
-        the set to train on from the next step."""
+        """Live or replay: the training set read again when it is due (its files
+        changed; a recorded version's step was reached); the batches of the set to
+        train on from the next step."""
         if self.live is None or not self.live.due(self.it):
             return batches
         try:
