@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage as ndi
-from skimage.feature import peak_local_max
 from skimage.segmentation import expand_labels
 from skimage.segmentation import watershed as _watershed
 
-__all__ = ["GROW_MODES", "INSTANCE_METHODS", "check_threshold", "foreground", "grow_labels",
+__all__ = ["GROW_MODES", "INSTANCE_METHODS", "check_threshold", "distance_seeds", "foreground",
+           "grow_labels",
            "instance_options", "instances_from_probability", "label_mask"]
 
 GROW_MODES = ("gaps", "all")
@@ -32,7 +32,7 @@ def instance_options(method: str = "seeded", min_distance: int = 5) -> dict:
 
     ``"seeded"`` (the default) floods the cores where the network is sure over the
     foreground; ``"components"`` takes plain connected components of the threshold;
-    ``"watershed"`` splits on the distance map with seeds at least ``min_distance``
+    ``"watershed"`` splits on the distance map with seeds about ``min_distance``
     pixels apart (about the radius of the smallest cell), which also splits cells the
     network merged.
 
@@ -103,6 +103,29 @@ def _fill_gaps(labels: np.ndarray, grow: int) -> np.ndarray:
     return out
 
 
+def distance_seeds(distance: np.ndarray, fg: np.ndarray, min_distance: int) -> np.ndarray:
+    """The seeds of the distance watershed, numbered: the maxima of ``distance`` over
+    the ``min_distance`` neighbourhood (Chebyshev) in ``fg``, where maxima less than
+    about ``min_distance`` apart (a plateau, a ridge, two near peaks) make one seed.
+
+    Image filters only: a k-d tree over the candidate maxima (the spacing step of
+    :func:`skimage.feature.peak_local_max`) recurses deeply on the many flat maxima of
+    a noisy map, past the small stacks of a GUI's worker threads.
+
+    >>> fg = np.zeros((9, 17), bool); fg[1:8, 1:8] = fg[1:8, 9:16] = True
+    >>> fg[4, 8] = True  # two squares joined by a pixel
+    >>> seeds = distance_seeds(ndi.distance_transform_edt(fg), fg, 2)
+    >>> int(seeds.max()), int(seeds[4, 4]), int(seeds[4, 12])
+    (2, 1, 2)
+    """
+    reach = max(1, int(min_distance))
+    peaks = fg & (distance >= ndi.maximum_filter(distance, size=2 * reach + 1))
+    side = reach - 1 + reach % 2  # odd: a dilation as far on each side
+    near = ndi.binary_dilation(peaks, structure=np.ones((side, side), bool)) & fg
+    seeds, _ = ndi.label(near, structure=np.ones((3, 3), bool))
+    return seeds.astype(np.int32, copy=False)
+
+
 def instances_from_probability(
     prob_fg: np.ndarray,
     *,
@@ -151,10 +174,10 @@ def instances_from_probability(
         systematically predicts cells too small).
     watershed : bool
         Split merged cells with a watershed on the distance map, seeded at its
-        local maxima (:func:`skimage.feature.peak_local_max`).
+        local maxima (:func:`distance_seeds`).
     min_distance : int
-        Watershed only: smallest distance between two seeds, in pixels; smaller
-        values split more.
+        Watershed only: about the smallest distance between two seeds, in pixels;
+        smaller values split more.
     seed_threshold : float or None
         Probability above which pixels form the seeds of the probability flooding
         (default 0.9); ``None`` uses plain connected components of the threshold.
@@ -343,13 +366,7 @@ def _objects(prob: np.ndarray, components: np.ndarray, lo: int, hi: int, *, min_
         del seeds
     elif watershed:
         distance = ndi.distance_transform_edt(fg)
-        # one label for all of the foreground: with ``labels=components`` the search
-        # runs once per component, which costs seconds on a noisy map; a component
-        # whose peak is suppressed by a neighbour's stays whole (orphans below)
-        peaks = peak_local_max(distance, min_distance=max(1, int(min_distance)),
-                               labels=fg.astype(np.uint8), exclude_border=False)
-        markers = np.zeros(fg.shape, dtype=np.int32)
-        markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1, dtype=np.int32)
+        markers = distance_seeds(distance, fg, min_distance)
         labels = _watershed(-distance, markers, mask=fg).astype(np.int32, copy=False)
         del distance, markers
     else:
