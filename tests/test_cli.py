@@ -76,6 +76,13 @@ def test_train_writes_the_run_directory(run_dir):
     assert lines[0].startswith("iteration,seconds,train_loss")
     assert len(lines) >= 2
     assert not list(run_dir.glob(".*.tmp"))
+    # the separation chosen on the training images, in the config and the model file
+    from tileunet.checkpoint import load_model
+    from tileunet.inference.separation import Separation
+
+    chosen = Separation.from_dict(cfg["separation"])
+    assert 0.0 <= chosen.seg <= 1.0
+    assert load_model(run_dir)[1]["separation"] == cfg["separation"]
 
 
 def test_resume_continues_from_checkpoint(dataset, run_dir, tmp_path):
@@ -125,28 +132,33 @@ def test_predict_accepts_the_model_file_itself(dataset, run_dir, tmp_path):
     assert (out / f"{one.stem}_instances.tif").exists()
 
 
-@pytest.mark.parametrize("method", ["components", "watershed"])
+@pytest.mark.parametrize("method", ["auto", "components", "watershed"])
 def test_predict_instance_method(dataset, run_dir, tmp_path, method):
+    from tileunet.checkpoint import load_model
     from tileunet.inference.postprocess import instance_options, instances_from_probability
+    from tileunet.inference.separation import model_separation
 
     images, _ = dataset
     one = sorted(images.iterdir())[0]
     out = tmp_path / method
+    spacing = ["--min-distance", "3"] if method == "watershed" else []
     assert main(["-q", "predict", str(run_dir), str(one), "-o", str(out), "--instances",
-                 method, "--min-distance", "3"]) == 0
+                 method, *spacing]) == 0
     prob = tifffile.imread(out / f"{one.stem}_prob.tif")
-    want = instances_from_probability(prob, **instance_options(method, 3))
+    options = (model_separation(load_model(run_dir)[1]).options if method == "auto"
+               else instance_options(method, 3))
+    want = instances_from_probability(prob, **options)
     got = tifffile.imread(out / f"{one.stem}_instances.tif")
     np.testing.assert_array_equal(got, want)
 
 
 def test_predict_instance_choices_match_the_library(capsys, dataset, run_dir, tmp_path):
     from tileunet.cli import build_parser
-    from tileunet.inference.postprocess import INSTANCE_METHODS
+    from tileunet.inference.separation import SEPARATIONS
 
     sub = next(a for a in build_parser()._actions if a.dest == "command")
     action = next(a for a in sub.choices["predict"]._actions if a.dest == "instances")
-    assert tuple(action.choices) == INSTANCE_METHODS
+    assert tuple(action.choices) == SEPARATIONS
     images, _ = dataset
     out = tmp_path / "bad"
     err = error_of(capsys, ["-q", "predict", str(run_dir), str(images), "-o", str(out),

@@ -69,13 +69,16 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tile", type=int, help="input tile size (default: from a memory budget)")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--threshold", type=float, default=0.5, help="foreground threshold")
-    p.add_argument("--instances", choices=("seeded", "components", "watershed"), default="seeded",
-                   help="how cells are separated: seeded (flood from the cores where the "
-                        "network is sure; default), components (connected components), "
-                        "watershed (distance map; also splits cells the network merged)")
-    p.add_argument("--min-distance", type=int, default=5,
-                   help="watershed: smallest distance between two cell centres, in pixels "
-                        "(about the smallest cell's radius; default 5)")
+    p.add_argument("--instances", choices=("auto", "seeded", "components", "watershed"),
+                   default="auto",
+                   help="how cells are separated: auto (default: as the model chose on its "
+                        "training images; seeded for models without a choice), seeded "
+                        "(flood from the cores where the network is sure), components "
+                        "(connected components), watershed (distance map; also splits "
+                        "cells the network merged)")
+    p.add_argument("--min-distance", type=int,
+                   help="with --instances watershed: smallest distance between two cell "
+                        "centres, in pixels (about the smallest cell's radius; default 5)")
     p.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="auto",
                    help="auto (default): bf16 autocast on GPUs and on CPUs with native bf16, "
                         "fp32 elsewhere")

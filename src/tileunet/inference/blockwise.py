@@ -478,11 +478,12 @@ def _writable_store(out: str | Path, source: str | Path, overwrite: bool) -> Pat
 
 
 def _checked_model(model_path: str, device: str, tile: int | None, batch_size: int | None,
-                   local: bool) -> tuple[UNet, Normalization]:
+                   local: bool) -> tuple[UNet, Normalization, dict]:
     """The model (loaded once here, for a clear error before any work;
     :func:`predict_blocks` finds it cached) and its normalisation; ``tile`` checked
     as :func:`tileunet.inference.overlap` checks it (against this machine's memory when the
-    blocks run ``local``ly: a cluster's memory is its own)."""
+    blocks run ``local``ly: a cluster's memory is its own); and what the trainer stored
+    beside the weights."""
     from tileunet.device import resolve_device
 
     net, extra = _cached_model(model_path, str(resolve_device(device)))
@@ -494,7 +495,7 @@ def _checked_model(model_path: str, device: str, tile: int | None, batch_size: i
             check_tile_fits(net, tile, resolve_device(device), batch_size=batch_size or 1)
         else:
             tile_geometry(net, tile)
-    return net, Normalization.from_dict(extra.get("normalization", {}))
+    return net, Normalization.from_dict(extra.get("normalization", {})), extra
 
 
 def segment_to_zarr(
@@ -507,8 +508,8 @@ def segment_to_zarr(
     tile: int | None = None,
     batch_size: int | None = None,
     threshold: float = 0.5,
-    instances: str = "seeded",
-    min_distance: int = 5,
+    instances: str = "auto",
+    min_distance: int | None = None,
     precision: str = "auto",
     device: str = "auto",
     scheduler: str | Any | None = None,
@@ -552,9 +553,9 @@ def segment_to_zarr(
     tile, batch_size, threshold, instances, min_distance, precision, device, overwrite, progress
         As for :func:`tileunet.inference.segment.segment_files`.
     """
-    from tileunet.inference.postprocess import instance_options
+    from tileunet.inference.separation import separation_options
 
-    split = instance_options(instances, min_distance)
+    separation_options(instances, min_distance)  # a clear error before any work
     check_threshold(threshold)
     check_batch_size(batch_size)
     if int(max_object) != max_object or max_object < 1:
@@ -563,7 +564,9 @@ def segment_to_zarr(
     if ome is None:
         ome = out.name.lower().endswith(".ome.zarr")
     model_path = str(Path(model).absolute())
-    net, norm = _checked_model(model_path, device, tile, batch_size, local=scheduler is None)
+    net, norm, extra = _checked_model(model_path, device, tile, batch_size,
+                                      local=scheduler is None)
+    split = separation_options(instances, min_distance, extra, model_path)
     image = open_image(source)
     c, h, w = (int(n) for n in image.shape)
     if c != net.config.in_channels:
@@ -604,7 +607,7 @@ def segment_to_zarr(
             root.attrs["tileunet"] = {
                 "model": model_path, "source": str(Path(source).absolute()),
                 "threshold": float(threshold), "instances": instances,
-                "min_distance": int(min_distance), "block": b, "max_object": reach,
+                "separation": split, "block": b, "max_object": reach,
                 "objects": int(all_names.size), "cut_objects": int(cut),
                 "normalization": {**norm.to_dict(), "ranges": [list(r) for r in ranges]},
                 "probability": "foreground" if k == 2 else "all classes",

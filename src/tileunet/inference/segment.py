@@ -34,11 +34,11 @@ from tileunet.inference.overlap import check_batch_size, check_tile_fits
 from tileunet.inference.postprocess import (
     check_threshold,
     foreground,
-    instance_options,
     instances_from_probability,
     label_mask,
 )
 from tileunet.inference.scale import predict_at_scale
+from tileunet.inference.separation import separation_options
 from tileunet.io.images import image_stem, list_images, read_pages, save_image
 from tileunet.io.normalization import Normalization
 from tileunet.io.outputs import atomic_write, clear_stale
@@ -84,24 +84,27 @@ def plan_jobs(inputs: list[str | Path], in_channels: int) -> list[Job]:
 
 def segment_files(model: str | Path, inputs: list[str | Path], out_dir: str | Path, *,
                   tta: bool = False, tile: int | None = None, batch_size: int | None = None,
-                  threshold: float = 0.5, instances: str = "seeded", min_distance: int = 5,
+                  threshold: float = 0.5, instances: str = "auto",
+                  min_distance: int | None = None,
                   precision: str = "auto", device: str = "auto", overwrite: bool = False,
                   skip_existing: bool = False, progress: bool = True) -> list[dict[str, Path]]:
     """Predict every image in ``inputs`` and write the four outputs per image.
 
     ``instances`` and ``min_distance`` choose how instance labels are drawn from the
-    foreground probability (:func:`tileunet.inference.postprocess.instance_options`).
+    foreground probability: ``"auto"``, as the model chose when it was trained, or a
+    method by name (:func:`tileunet.inference.separation.separation_options`).
     ``skip_existing`` finishes an interrupted run: images whose four outputs are all
     there are skipped, the others are predicted again (a partial set is replaced).
     """
     if overwrite and skip_existing:
         raise ValueError("--overwrite and --skip-existing exclude each other")
-    split = instance_options(instances, min_distance)  # a clear error before any work
+    separation_options(instances, min_distance)  # a clear error before any work
     check_threshold(threshold)
     check_batch_size(batch_size)
     dev = resolve_device(device)
     net, extra = load_model(model, device=dev)
     norm = Normalization.from_dict(extra.get("normalization", {}))
+    split = separation_options(instances, min_distance, extra, model)
     if tile is not None:  # a clear error before any work
         check_tile_fits(net, tile, dev, batch_size=batch_size or 1)
     jobs = plan_jobs(list(inputs), net.config.in_channels)

@@ -22,12 +22,9 @@ from typing import Any
 
 from tileunet.checkpoint import load_model
 from tileunet.device import resolve_device
-from tileunet.inference.postprocess import (
-    INSTANCE_METHODS,
-    instance_options,
-    instances_from_probability,
-)
+from tileunet.inference.postprocess import instances_from_probability
 from tileunet.inference.scale import predict_at_scale
+from tileunet.inference.separation import SEPARATIONS, separation_options
 from tileunet.io.normalization import Normalization
 from tileunet.napari.annotations import IMAGE_KEY, layer_array
 
@@ -44,7 +41,7 @@ def _bar_class():
 
 
 def segment_layer(image: Any, model: str | Path, threshold: float = 0.5,
-                  instances: str = "seeded", tta: bool = False,
+                  instances: str = "auto", tta: bool = False,
                   progress: Any = None, device: str = "auto") -> list[tuple]:
     """Probability and instance layers for an image layer (napari ``LayerDataTuple`` s).
 
@@ -62,8 +59,9 @@ def segment_layer(image: Any, model: str | Path, threshold: float = 0.5,
     device : str
         ``"auto"`` (a GPU when PyTorch sees one), ``"cpu"``, ``"cuda:1"``, ...
     """
-    split = instance_options(instances)
+    separation_options(instances)  # a clear error before the model is read
     net, extra = load_model(model, resolve_device(device))
+    split = separation_options(instances, extra=extra, source=model)
     norm = Normalization.from_dict(extra.get("normalization", {}))
     data = layer_array(image)  # a pyramid's full resolution; RGB as (3, H, W)
     chans = 1 if data.ndim == 2 else data.shape[0]
@@ -179,7 +177,7 @@ def _make_widget():
     from napari.types import LayerDataTuple
 
     def segment(image: Image, model: Path = Path("."), threshold: float = 0.5,
-                instances: str = "seeded", tta: bool = False
+                instances: str = "auto", tta: bool = False
                 ) -> FunctionWorker[list[LayerDataTuple]]:
         # napari shows a worker's error as a notification; not re-raising it here keeps
         # Qt from aborting the application where no exception hook is installed
@@ -193,7 +191,7 @@ def _make_widget():
         model={"label": "model (.safetensors, or a run folder)", "mode": "r",
                "filter": "*.safetensors"},
         threshold={"min": 0.0, "max": 0.99, "step": 0.05},
-        instances={"choices": list(INSTANCE_METHODS)},
+        instances={"choices": list(SEPARATIONS)},
         tta={"label": "average 8 flips/rotations"})
 
 

@@ -33,6 +33,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 __all__ = [
+    "equivalent_diameters",
     "separate_touching",
     "separated_cells",
     "separation_border",
@@ -49,6 +50,16 @@ _HALF_NEIGHBOURHOOD = ((0, 1), (1, 0), (1, 1), (1, -1))
 
 
 # ----------------------------------------------------------------------------- masks
+def equivalent_diameters(labels: np.ndarray) -> np.ndarray:
+    """The diameter of the disc of each object's area, in pixels (objects by id).
+
+    >>> equivalent_diameters(np.array([[1, 1], [1, 1]])).round(2).tolist()
+    [2.26]
+    """
+    areas = np.bincount(np.asarray(labels).ravel())[1:]
+    return 2.0 * np.sqrt(areas[areas > 0] / np.pi)
+
+
 def to_instances(mask: np.ndarray) -> np.ndarray:
     """Turn a mask into an instance label image (0 = background).
 

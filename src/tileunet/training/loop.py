@@ -11,6 +11,7 @@ without warm-up and clipping. ``docs/design.md`` records the measurements behind
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import math
 import threading
@@ -44,6 +45,7 @@ from tileunet.errors import DataError
 from tileunet.evaluation.scores import pixel_iou, seg_score
 from tileunet.inference.overlap import predict, tile_memory_bytes
 from tileunet.inference.postprocess import instances_from_probability
+from tileunet.inference.separation import choose_separation
 from tileunet.interrupt import interrupts_deferred, interrupts_noted
 from tileunet.io.outputs import atomic_write, clear_temporaries, is_temporary, write_json
 from tileunet.losses import weighted_cross_entropy
@@ -363,6 +365,7 @@ class _Loop:
     t0: float  # perf_counter at the run's (virtual) start: resumed runs keep their clock
     hooks: Hooks = field(default_factory=Hooks)
     live: Live | None = None
+    train_p: list[Prepared] = field(default_factory=list)  # the set in use (live: latest)
     shared_at: float = float("-inf")
     ema: float | None = None
     val: Validation | None = None
@@ -462,7 +465,7 @@ class _Loop:
             _say(f"live: not read yet ({e})", self.show)
             return batches
         batches.close()
-        self.val_p = val_p
+        self.train_p, self.val_p = train_p, val_p
         folder = self.live.log.add(self.it, self.live.sources())
         _say(f"live: {len(train_p)} training image(s) from iteration {self.it} "
              f"(kept in {folder})", self.show)
@@ -545,7 +548,8 @@ def _train(cfg: TrainConfig, runtime: Runtime, ranks: ddp.Ranks, device: torch.d
                                         "processes": ranks.world})
     it, seconds = int(state["iteration"]), float(state["seconds"])
     loop = _Loop(cfg, runtime, show, ranks, device, net, model, opt, amp, layout, val_p, run,
-                 ckpt_path, rows, best, rng, it, time.perf_counter() - seconds, hooks)
+                 ckpt_path, rows, best, rng, it, time.perf_counter() - seconds, hooks,
+                 train_p=train_p)
     if runtime.live or runtime.replay is not None:
         loop.live = _live(cfg, runtime, ranks, device, run, it, loop)
     batches = _tile_stream(cfg, train_p, device, rng, seed, it)
@@ -624,6 +628,8 @@ def _finish(loop: _Loop, extra: dict, interrupted: bool) -> TrainResult:
         if kept != it:
             net.load_state_dict(best.weights)
             val = best.validation
+        if not interrupted or loop.hooks.stopped():  # a signal asks for a quick exit
+            extra = {**extra, **_separation(loop)}
         save_model(loop.run_dir / MODEL_FILE, net, {**extra, "iteration": kept})
         _write_metrics(loop.run_dir / METRICS_FILE, loop.rows, kept)
         _plot_losses(loop.run_dir / LOSS_PLOT, loop.rows)
@@ -631,6 +637,26 @@ def _finish(loop: _Loop, extra: dict, interrupted: bool) -> TrainResult:
         ddp.barrier(ranks)  # the files are written when any rank returns
     return TrainResult(loop.run_dir, it, seconds, val and val.loss, val and val.iou,
                        interrupted, net, kept, val and val.seg)
+
+
+def _separation(loop: _Loop) -> dict[str, Any]:
+    """``{"separation": ...}``: how the kept weights' probabilities become instances,
+    chosen on the training images' annotated cells
+    (:func:`~tileunet.inference.separation.choose_separation`), in pixels of the images'
+    own scale; also written into config.json. Empty without instance labels."""
+    samples = [s for s in loop.train_p if s.labels is not None and s.labels.any()]
+    if loop.cfg.network.num_classes != 2 or not samples:
+        return {}
+    loop.net.eval()
+    precision = "bf16" if loop.amp is not None else "fp32"
+    probs = [predict(loop.net, s.image, tile=loop.cfg.tile, device=loop.device,
+                     progress=False, precision=precision, channels=[1])[0] for s in samples]
+    choice = choose_separation(probs, [s.labels for s in samples], progress=False)
+    choice = choice.at_scale(loop.cfg.scale)
+    _say(f"instances: {choice.describe()}", loop.show)
+    path = loop.run_dir / CONFIG_FILE
+    write_json(path, {**json.loads(path.read_text()), "separation": choice.to_dict()})
+    return {"separation": choice.to_dict()}
 
 
 def augment_on_device(cfg: TrainConfig, device: torch.device) -> bool:

@@ -34,6 +34,7 @@ from scipy import ndimage as ndi
 from tileunet.device import autocast_dtype, training_memory_format
 from tileunet.losses import weighted_cross_entropy
 from tileunet.model import UNet
+from tileunet.targets.instances import equivalent_diameters
 from tileunet.training.config import ConfigError, TrainConfig, default_settings
 from tileunet.training.loop import make_optimizer
 
@@ -204,8 +205,7 @@ def object_sizes(masks: Iterable[np.ndarray]) -> tuple[float, float]:
     background between them), in pixels, over instance label images."""
     diameters, gaps = [], []
     for labels in masks:
-        areas = np.bincount(labels.ravel())[1:]
-        diameters.extend(2.0 * np.sqrt(areas[areas > 0] / np.pi))
+        diameters.extend(equivalent_diameters(labels))
         background = labels == 0
         if background.any():
             gaps.append(2.0 * float(np.median(ndi.distance_transform_edt(background)[
