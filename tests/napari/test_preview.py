@@ -46,3 +46,26 @@ def test_the_view_is_predicted_as_the_whole_image_is_there(tmp_path, scale):
     np.testing.assert_allclose(probs[inner], whole[y0:y1, x0:x1][inner], atol=1e-4)
     preview.offer(weights, 8)
     assert preview.has_new()
+
+
+def test_a_view_that_moved_on_stops_its_prediction(tmp_path):
+    _, weights = a_run(tmp_path)
+    preview = LivePreview(tmp_path, tile=76, batch_size=1)  # 36 px out: 16 tiles of the view
+    preview.offer(weights, 3)
+    raw = (np.random.default_rng(4).random((200, 200)) * 200).astype(np.uint8)
+    box = (0, 120, 0, 120)
+    asked = []
+
+    def moved_after_the_first_batch() -> bool:
+        asked.append(1)
+        return len(asked) < 3
+    assert preview.predict(raw, box, moved_after_the_first_batch) is None
+    assert len(asked) == 3  # before the first batch, after it, and it stopped there
+    assert preview.has_new()  # nothing shown: the next view is predicted again
+    assert preview.predict(raw, box, lambda: False) is None  # moved before it began
+    counted = []
+    wanted = preview.predict(raw, box, lambda: counted.append(1) or True)
+    assert len(counted) > 3  # several batches, each followed by a look at the view
+    plain = LivePreview(tmp_path, tile=76, batch_size=1)
+    plain.offer(weights, 3)
+    np.testing.assert_array_equal(wanted[0], plain.predict(raw, box)[0])

@@ -159,7 +159,10 @@ class TrainWidget(Container):
         image = image_for(layers[0], _layers_of(self.viewer, Image))
         box = _in_view(image)
         self.previewing = True
+        # the worker reads where the view is after each batch of tiles, and stops when
+        # it moved (a read of the layer's corner pixels, which napari's thread sets)
         worker = create_worker(self.preview.predict, np.asarray(image.data), box,
+                               lambda: _in_view(image) == box,
                                _start_thread=False, _ignore_errors=True)
         worker.returned.connect(functools.partial(self._show_preview, image, box))
         worker.errored.connect(self._preview_failed)
