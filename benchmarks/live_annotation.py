@@ -17,12 +17,17 @@ of the middle lines of cells, background and gaps with the highest entropy plus 
 away from what is painted; in a cell, the person paints that whole cell), or at random
 points of those lines ("random").
 Both runs start from the same strokes and seed; each of ``--seeds`` (strokes, tiles,
-initial weights) is one such pair of sessions.
+initial weights) is one such pair of sessions. ``--init RUN`` starts the network from a
+model (for example one trained on the built-in synthetic cells by ``tileunet demo``), as
+the Train widget's *start from* does.
 
 At the end of every simulated minute the latest weights predict the validation images
 (DIC-HeLa: the four frames of dic_hela.py's fold 0, trained on the other four; ISBI
 2012: slices 20-24, trained on 0-19), which are scored after training: SEG for
-DIC-HeLa, pixel error and V_rand for ISBI 2012. The random forest (scikit-learn, 100
+DIC-HeLa, pixel error and V_rand for ISBI 2012. DIC-HeLa's instances are drawn with the
+separation chosen on the whole cells painted by then, from the same weights' prediction
+of the training images (``tileunet.inference.separation``, as a run chooses it when it
+ends), and also with the default separation. The random forest (scikit-learn, 100
 trees, on scikit-image's multiscale intensity, edge and texture features, sigma 1-16)
 is trained on exactly the strokes each run had at that minute, and scored the same way.
 
@@ -50,12 +55,13 @@ from tileunet.evaluation.isbi import pixel_error, v_rand_v_info
 from tileunet.evaluation.scores import seg_score
 from tileunet.inference.postprocess import instances_from_probability
 from tileunet.inference.scale import predict_at_scale
+from tileunet.inference.separation import choose_separation
 from tileunet.inference.uncertainty import entropy
 from tileunet.io.images import read_image, save_image
 from tileunet.io.normalization import Normalization
 from tileunet.model import UNet
 from tileunet.targets.instances import separation_border, to_instances, training_target
-from tileunet.targets.sparse import BACKGROUND, CELL, FIRST_CELL
+from tileunet.targets.sparse import BACKGROUND, CELL, FIRST_CELL, painted_cells
 from tileunet.training.loop import Hooks
 
 HELA_TRAIN = ("005", "031", "034", "054")  # dic_hela.py fold 0 trains on these
@@ -224,7 +230,7 @@ def live_run(args: argparse.Namespace, train: list[Image], val: list[Image], whe
         images=str(folder / "images"), masks=str(folder / "masks"), out=str(run),
         minutes=args.minutes, settings={"annotation": "sparse", "val_fraction": 0.0,
                                         "keep": "last", "seed": seed},
-        live=True, progress=False)
+        init=None if args.init is None else str(args.init), live=True, progress=False)
     trainer = threading.Thread(target=tileunet.train, args=(request, hooks))
     t0 = time.perf_counter()
     trainer.start()
@@ -234,11 +240,12 @@ def live_run(args: argparse.Namespace, train: list[Image], val: list[Image], whe
         if "weights" not in latest:
             continue
         probs = predict_all(run, latest["weights"], val)
+        train_probs = predict_all(run, latest["weights"], train)
         levels.append({"minute": minute, "strokes": person.strokes, "step": latest["it"],
                        "painted_px": int(sum((p > 0).sum() for p in person.painted)),
-                       "painted": [p.copy() for p in person.painted], "probs": probs})
+                       "painted": [p.copy() for p in person.painted], "probs": probs,
+                       "train_probs": train_probs})
         if minute < args.minutes:
-            train_probs = predict_all(run, latest["weights"], train)
             person.add(args.per_minute, where, train_probs)
             write_strokes(person, folder)
     hooks.stop.set()
@@ -247,9 +254,10 @@ def live_run(args: argparse.Namespace, train: list[Image], val: list[Image], whe
 
 
 def forest(train: list[Image], painted: list[np.ndarray], val: list[Image],
-           features: dict[str, np.ndarray], seed: int) -> list[np.ndarray]:
+           features: dict[str, np.ndarray], seed: int
+           ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """A random forest on the painted pixels' features; foreground probability of the
-    validation images."""
+    training and of the validation images."""
     from sklearn.ensemble import RandomForestClassifier
 
     xs, ys = [], []
@@ -265,12 +273,12 @@ def forest(train: list[Image], painted: list[np.ndarray], val: list[Image],
         x, y = x[pick], y[pick]
     rf = RandomForestClassifier(n_estimators=100, n_jobs=2, random_state=seed).fit(x, y)
     out = []
-    for im in val:
+    for im in [*train, *val]:
         f = features[im.name]
         p = rf.predict_proba(f.reshape(-1, f.shape[-1]))
         out.append(p[:, list(rf.classes_).index(1)].reshape(f.shape[:2]) if 1 in rf.classes_
                    else np.zeros(f.shape[:2], np.float32))
-    return out
+    return out[: len(train)], out[len(train):]
 
 
 def pixel_features(images: list[Image]) -> dict[str, np.ndarray]:
@@ -285,13 +293,26 @@ def pixel_features(images: list[Image]) -> dict[str, np.ndarray]:
     return out
 
 
-def score(dataset: str, probs: list[np.ndarray], val: list[Image], last: bool
-          ) -> dict[str, float]:
-    """SEG (DIC-HeLa) or pixel error, and at the ``last`` minute V_rand at p = 0.5
-    (ISBI 2012; it takes seconds a slice), mean over the validation images."""
+def chosen(dataset: str, train_probs: list[np.ndarray], painted: list[np.ndarray]
+           ) -> dict | None:
+    """The separation chosen on the whole cells painted (DIC-HeLa; None for ISBI 2012,
+    scored on probabilities)."""
+    if dataset != "dic-hela":
+        return None
+    cells = [painted_cells(p) for p in painted]
+    return choose_separation(train_probs, cells, progress=False).options
+
+
+def score(dataset: str, probs: list[np.ndarray], val: list[Image], last: bool,
+          separation: dict | None = None) -> dict[str, float]:
+    """SEG (DIC-HeLa; with the ``separation`` chosen on the paint, and with the default
+    one) or pixel error, and at the ``last`` minute V_rand at p = 0.5 (ISBI 2012; it
+    takes seconds a slice), mean over the validation images."""
     if dataset == "dic-hela":
-        return {"SEG": float(np.mean([seg_score(instances_from_probability(p), im.cells)
-                                      for p, im in zip(probs, val, strict=True)]))}
+        return {name: float(np.mean([seg_score(instances_from_probability(p, **opts),
+                                                im.cells)
+                                     for p, im in zip(probs, val, strict=True)]))
+                for name, opts in (("SEG", separation or {}), ("SEG, default", {}))}
     scores = {"pixel error": float(np.mean([pixel_error(1 - p, im.cells == 0)["error"]
                                             for p, im in zip(probs, val, strict=True)]))}
     scores["V_rand"] = float(np.mean([v_rand_v_info(p < 0.5, im.cells)["v_rand"]
@@ -313,6 +334,9 @@ def main() -> int:
                     help="brush width of background strokes in px (gaps: 3)")
     ap.add_argument("--where", choices=("uncertain", "random", "both"), default="both")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--init", type=Path,
+                    help="start every session from this model (a run folder or model "
+                         "file, e.g. of tileunet demo) instead of He initialisation")
     args = ap.parse_args()
     if not (args.data / ("dic-hela" if args.dataset == "dic-hela" else "isbi2012")).is_dir():
         print(f"live_annotation: no {args.dataset} under {args.data}")
@@ -338,9 +362,11 @@ def report(args: argparse.Namespace, out: Path, train: list[Image], val: list[Im
     for (where, seed), levels in sessions.items():
         for lv in levels:
             last = lv is levels[-1]
-            ours = score(args.dataset, lv["probs"], val, last)
-            rf = score(args.dataset, forest(train, lv["painted"], val, features, seed),
-                       val, last)
+            rf_train, rf_val = forest(train, lv["painted"], val, features, seed)
+            ours = score(args.dataset, lv["probs"], val, last,
+                         chosen(args.dataset, lv["train_probs"], lv["painted"]))
+            rf = score(args.dataset, rf_val, val, last,
+                       chosen(args.dataset, rf_train, lv["painted"]))
             payload.append({"where": where, "seed": seed, **{k: lv[k] for k in
                             ("minute", "strokes", "painted_px", "step")},
                             "tileunet": ours, "random forest": rf})
