@@ -210,3 +210,23 @@ def test_bench_throughput(env, tmp_path):
     first = result["end_to_end"][0]
     assert first["precision"].startswith("auto") and first["objects"] > 0
     assert first["total_s"] >= first["predict_s"] > 0 and result["seconds"] > 0
+
+
+def test_bench_int8(env, tmp_path):
+    """int8 through ONNX Runtime is timed against PyTorch and its changed pixels counted."""
+    torch.manual_seed(0)
+    model = tmp_path / "tiny_tile.safetensors"
+    save_model(model, UNet(depth=3, width=4, dropout=0.0), {"tile": 92})
+    out = run("bench_int8.py", ["--model", str(model), "--images", "2", "--size", "96",
+                                "--repeats", "1"], env)
+    assert "ONNX Runtime int8" in out and "qualif" in out
+    result = json.loads((tmp_path / "bench" / "out" / "bench_int8.json").read_text())
+    rows = {r["runtime"]: r for r in result["rows"]}
+    assert set(rows) == {"PyTorch fp32", "PyTorch bf16", "ONNX Runtime fp32",
+                         "ONNX Runtime int8"}
+    assert rows["PyTorch fp32"]["changed"] == 0.0  # the reference
+    assert rows["ONNX Runtime fp32"]["changed"] < 0.01  # the same network
+    assert all(r["tiles_per_s"] > 0 for r in rows.values())
+    assert result["qualifies"] == (rows["ONNX Runtime int8"]["changed"] <= 0.001 and
+                                   rows["ONNX Runtime int8"]["tiles_per_s"]
+                                   > rows["PyTorch bf16"]["tiles_per_s"])
