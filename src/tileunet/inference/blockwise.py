@@ -553,9 +553,9 @@ def segment_to_zarr(
     tile, batch_size, threshold, instances, min_distance, precision, device, overwrite, progress
         As for :func:`tileunet.inference.segment.segment_files`.
     """
-    from tileunet.inference.separation import separation_options
+    from tileunet.inference.separation import check_separation_request, separation_options
 
-    separation_options(instances, min_distance)  # a clear error before any work
+    check_separation_request(instances, min_distance)  # a clear error before any work
     check_threshold(threshold)
     check_batch_size(batch_size)
     if int(max_object) != max_object or max_object < 1:

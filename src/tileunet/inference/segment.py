@@ -38,7 +38,7 @@ from tileunet.inference.postprocess import (
     label_mask,
 )
 from tileunet.inference.scale import predict_at_scale
-from tileunet.inference.separation import separation_options
+from tileunet.inference.separation import check_separation_request, separation_options
 from tileunet.io.images import image_stem, list_images, read_pages, save_image
 from tileunet.io.normalization import Normalization
 from tileunet.io.outputs import atomic_write, clear_stale
@@ -98,7 +98,7 @@ def segment_files(model: str | Path, inputs: list[str | Path], out_dir: str | Pa
     """
     if overwrite and skip_existing:
         raise ValueError("--overwrite and --skip-existing exclude each other")
-    separation_options(instances, min_distance)  # a clear error before any work
+    check_separation_request(instances, min_distance)  # a clear error before any work
     check_threshold(threshold)
     check_batch_size(batch_size)
     dev = resolve_device(device)

@@ -42,7 +42,8 @@ from tileunet.inference.postprocess import (
 from tileunet.targets.instances import equivalent_diameters
 
 __all__ = ["DEFAULT", "SEED_SPACINGS", "SEPARATIONS", "Separation", "candidates",
-           "choose_separation", "model_separation", "separation_options"]
+           "check_separation_request", "choose_separation", "model_separation",
+           "separation_options"]
 
 #: what a user may ask for: the model's own separation ("auto") or a method by name
 SEPARATIONS = ("auto", *INSTANCE_METHODS)
@@ -171,21 +172,15 @@ def model_separation(extra: Mapping[str, Any], source: str | Path = "the model"
         raise ModelFileError(f"{source}: broken separation entry ({e})") from None
 
 
-def separation_options(instances: str = "auto", min_distance: int | None = None,
-                       extra: Mapping[str, Any] | None = None,
-                       source: str | Path = "the model") -> dict:
-    """Keyword arguments of
-    :func:`~tileunet.inference.postprocess.instances_from_probability` for what a user
-    asked: ``"auto"``, the separation the model chose (:func:`model_separation`; call
-    without ``extra`` to check the request before a model is read), or a method of
-    :func:`~tileunet.inference.postprocess.instance_options` with ``min_distance``
-    (default 5), which only ``"watershed"`` takes.
+def check_separation_request(instances: str = "auto", min_distance: int | None = None
+                             ) -> None:
+    """Raise ``ValueError`` unless ``instances`` and ``min_distance`` make a request
+    :func:`separation_options` can answer: callers check it before any work is done.
 
-    >>> separation_options("watershed", 12)
-    {'watershed': True, 'min_distance': 12}
-    >>> separation_options("auto", extra={"separation": {"method": "components",
-    ...                                                   "min_distance": 5, "min_size": 90}})
-    {'seed_threshold': None, 'min_size': 90}
+    >>> check_separation_request("components", 12)
+    Traceback (most recent call last):
+    ...
+    ValueError: min_distance is for instances='watershed', not 'components'
     """
     if instances not in SEPARATIONS:
         raise ValueError(f"instances must be one of {SEPARATIONS}, got {instances!r}")
@@ -194,6 +189,25 @@ def separation_options(instances: str = "auto", min_distance: int | None = None,
                          "the seed spacing of the model's own separation is its own)"
                          if instances == "auto" else
                          f"min_distance is for instances='watershed', not {instances!r}")
+
+
+def separation_options(instances: str = "auto", min_distance: int | None = None,
+                       extra: Mapping[str, Any] | None = None,
+                       source: str | Path = "the model") -> dict:
+    """Keyword arguments of
+    :func:`~tileunet.inference.postprocess.instances_from_probability` for what a user
+    asked (checked by :func:`check_separation_request`): ``"auto"``, the separation the
+    model chose (:func:`model_separation`, from the model's metadata ``extra``), or a
+    method of :func:`~tileunet.inference.postprocess.instance_options` with
+    ``min_distance`` (default 5), which only ``"watershed"`` takes.
+
+    >>> separation_options("watershed", 12)
+    {'watershed': True, 'min_distance': 12}
+    >>> separation_options("auto", extra={"separation": {"method": "components",
+    ...                                                   "min_distance": 5, "min_size": 90}})
+    {'seed_threshold': None, 'min_size': 90}
+    """
+    check_separation_request(instances, min_distance)
     if instances == "auto":
         return model_separation(extra or {}, source).options
     return instance_options(instances, 5 if min_distance is None else min_distance)

@@ -24,7 +24,11 @@ from tileunet.checkpoint import load_model
 from tileunet.device import resolve_device
 from tileunet.inference.postprocess import instances_from_probability
 from tileunet.inference.scale import predict_at_scale
-from tileunet.inference.separation import SEPARATIONS, separation_options
+from tileunet.inference.separation import (
+    SEPARATIONS,
+    check_separation_request,
+    separation_options,
+)
 from tileunet.io.normalization import Normalization
 from tileunet.napari.annotations import IMAGE_KEY, layer_array
 
@@ -59,7 +63,7 @@ def segment_layer(image: Any, model: str | Path, threshold: float = 0.5,
     device : str
         ``"auto"`` (a GPU when PyTorch sees one), ``"cpu"``, ``"cuda:1"``, ...
     """
-    separation_options(instances)  # a clear error before the model is read
+    check_separation_request(instances)  # a clear error before the model is read
     net, extra = load_model(model, resolve_device(device))
     split = separation_options(instances, extra=extra, source=model)
     norm = Normalization.from_dict(extra.get("normalization", {}))
