@@ -40,13 +40,17 @@ def atomic_save_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: 
 
 def save_training_state(path: Path, net: UNet, opt: torch.optim.Optimizer, state: dict,
                         rows: list[dict[str, Any]], best: dict,
-                        best_weights: dict[str, torch.Tensor] | None) -> None:
+                        best_weights: dict[str, torch.Tensor] | None,
+                        averaged: torch.nn.Module | None = None) -> None:
     """A resumable checkpoint: the weights, the optimiser's per-parameter state (SGD's
     momentum, Adam's moments and step), the dropout generator (``state["dropout_rng"]``),
-    the best weights so far, and as JSON the run's ``state`` (step, clock, tile
-    generator), metrics ``rows`` and ``best`` (its iteration and validation)."""
+    the best weights so far, the moving average of the weights (``averaged``, if the run
+    keeps one), and as JSON the run's ``state`` (step, clock, tile generator), metrics
+    ``rows`` and ``best`` (its iteration and validation)."""
     state = dict(state)
     tensors = {f"model.{k}": v for k, v in net.state_dict().items()}
+    if averaged is not None:
+        tensors.update({f"average.{k}": v for k, v in averaged.state_dict().items()})
     if state.get("dropout_rng") is not None:
         tensors["rng.dropout"] = state.pop("dropout_rng")
     names = {id(p): n for n, p in net.named_parameters()}
@@ -63,11 +67,13 @@ def save_training_state(path: Path, net: UNet, opt: torch.optim.Optimizer, state
     atomic_save_tensors(tensors, path, meta)
 
 
-def load_training_state(path: Path, net: UNet, opt: torch.optim.Optimizer
+def load_training_state(path: Path, net: UNet, opt: torch.optim.Optimizer,
+                        averaged: torch.nn.Module | None = None
                         ) -> tuple[dict, list[dict[str, Any]], dict, dict[str, torch.Tensor]]:
-    """Load :func:`save_training_state`'s checkpoint into ``net`` and ``opt``; returns
-    the run's state (with ``"dropout_rng"``), the metrics rows, the best's iteration and
-    validation, and the best weights (empty when there are none)."""
+    """Load :func:`save_training_state`'s checkpoint into ``net``, ``opt`` (and the
+    moving average ``averaged``); returns the run's state (with ``"dropout_rng"``), the
+    metrics rows, the best's iteration and validation, and the best weights (empty when
+    there are none)."""
     meta = read_metadata(path)
     if json.loads(meta["model"]) != net.config.to_dict():
         raise DataError(f"{path}: checkpoint was built with another configuration "
@@ -77,6 +83,11 @@ def load_training_state(path: Path, net: UNet, opt: torch.optim.Optimizer
                         f"not {type(opt).__name__}")
     tensors = load_file(str(path))
     net.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    if averaged is not None:
+        average = {k[8:]: v for k, v in tensors.items() if k.startswith("average.")}
+        if not average:
+            raise DataError(f"{path}: the checkpoint holds no moving average of the weights")
+        averaged.load_state_dict(average)
     params = dict(net.named_parameters())
     for k, v in tensors.items():
         if k.startswith("momentum."):  # checkpoints written before optim.*

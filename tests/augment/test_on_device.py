@@ -13,7 +13,8 @@ from tileunet.augment.resample import apply
 @pytest.mark.parametrize("config", [AugmentConfig(), AugmentConfig(enabled=False),
                                     AugmentConfig(elastic_sigma=0.0, rotate=False),
                                     AugmentConfig(contrast=(2.0, 2.0), gamma=(0.5, 0.5)),
-                                    AugmentConfig(weights="nearest")])
+                                    AugmentConfig(weights="nearest"),
+                                    AugmentConfig(zoom=(0.7, 1.4))])
 def test_device_path_equals_the_numpy_path(config):
     rng = np.random.default_rng(4)
     img = rng.random((2, 70, 50), dtype=np.float32)

@@ -262,6 +262,20 @@ def test_elastic_moves_pixels_by_the_field():
     np.testing.assert_allclose(x, reflect_crop(image, (20, 18), 20), atol=1e-3)
 
 
+def test_zoom_magnifies_about_the_tile_centre():
+    """zoom 2: a tile pixel spans half a source pixel (a ramp climbs half as fast) and a
+    disc's area in the target grows fourfold; zoom 0.5 the reverse."""
+    image = np.tile(np.arange(60, dtype=np.float32), (60, 1))
+    yy, xx = np.mgrid[:60, :60]
+    disc = ((yy - 30) ** 2 + (xx - 30) ** 2 <= 36).astype(np.int64)
+    for zoom in (2.0, 0.5):
+        p = AugmentParams((60, 60), 21, (30, 30), zoom=zoom)
+        x, y, _ = apply(p, image, disc)
+        np.testing.assert_allclose(np.diff(x[10, 8:13]), 1.0 / zoom, atol=1e-3)
+        assert x[10, 10] == pytest.approx(30.0, abs=1e-3)  # the centre stays
+        assert y.sum() == pytest.approx(disc.sum() * zoom**2, rel=0.15)
+
+
 # ------------------------------------------------------------- shapes and dtypes
 def test_shapes_and_dtypes(rng):
     image64 = rng.random((20, 22))

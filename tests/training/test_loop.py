@@ -421,6 +421,38 @@ def test_keep_last_and_no_validation_keep_the_last_step(data, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_the_moving_average_is_the_model_and_resumes_exactly(data, tmp_path, monkeypatch):
+    """--ema: the average watches the training without steering it (the last step's own
+    weights are a plain run's), is the model, and comes back from a checkpoint."""
+    kw = dict(iterations=6, keep="last", val_fraction=0.0)
+    steps = []
+    plain = tiny_run(data, tmp_path / "plain", **kw, hooks=Hooks(
+        on_weights=lambda w, it: steps.append(w), weights_every=0.0))
+    averaged = tiny_run(data, tmp_path / "whole", ema=0.5, **kw)
+    steps.append(plain.net.state_dict())  # steps 1 to 5 shared, then the last
+    assert len(steps) == 6
+    last = load_file(tmp_path / "whole" / "last.safetensors")
+    model = load_file(tmp_path / "whole" / "model.safetensors")
+    expected = {k: v.clone() for k, v in steps[0].items()}  # the first step is copied
+    for w in steps[1:]:
+        for k in expected:
+            expected[k] = 0.5 * expected[k] + 0.5 * w[k].cpu()
+    for k, v in plain.net.state_dict().items():
+        torch.testing.assert_close(last[k], v.cpu(), rtol=0, atol=0)
+        torch.testing.assert_close(model[k], expected[k], rtol=1e-5, atol=1e-7)
+        assert torch.equal(averaged.net.state_dict()[k].cpu(), model[k])
+    assert any(not torch.equal(model[k], last[k]) for k in model)
+    monkeypatch.setattr(train_mod, "weighted_cross_entropy", _InterruptAt(4))
+    assert tiny_run(data, tmp_path / "parts", ema=0.5, **kw).iterations == 3
+    monkeypatch.undo()
+    assert tiny_run(data, tmp_path / "parts", ema=0.5, resume=True, **kw).iterations == 6
+    resumed = load_file(tmp_path / "parts" / "model.safetensors")
+    for k in model:
+        torch.testing.assert_close(resumed[k], model[k], rtol=1e-4, atol=1e-6)
+    with pytest.raises(ConfigError, match="ema"):
+        tiny(data, tmp_path / "bad", ema=1.0)
+
+
 def test_adamw_trains_and_resumes_exactly(data, tmp_path, monkeypatch):
     adamw = dict(iterations=6, optimizer="adamw", lr=1e-3, weight_decay=1e-4, keep="last")
     whole = tiny_run(data, tmp_path / "whole", **adamw)

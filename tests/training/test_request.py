@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 
 import tileunet
 import tileunet.training.plan as plan_mod
+from tileunet.augment.params import AugmentConfig
 from tileunet.cli import main
 from tileunet.training.config import ConfigError, Runtime
 from tileunet.training.flags import parse_train_argv
@@ -70,6 +71,28 @@ def test_the_flags_parse_to_the_request_python_would_make(data):
     config = resolve(request).config
     assert (config.network.width, config.lr, config.exclude, config.network.depth) == (
         24, 0.01, ("t067",), 5)
+
+
+def test_zoom_becomes_the_augmentation_and_is_refused_without_one(data, capsys):
+    images, masks = data
+    base = ["--images", images, "--masks", masks, "--out", "o", "--iterations", "2"]
+    request = parse_train_argv([*base, "--zoom", "0.8", "1.25"])
+    assert request.settings == {"augment": AugmentConfig(zoom=(0.8, 1.25))}
+    assert resolve(request).config.augment.zoom == (0.8, 1.25)
+    for extra, message in ((["--zoom", "0.8", "1.25", "--no-augment"],
+                            "--zoom needs augmentation: leave out --no-augment"),
+                           (["--zoom", "1.25", "0.8"], "--zoom must be 0 < LOW <= HIGH, "
+                                                       "got 1.25 0.8")):
+        assert main(["train", *base, *extra]) == 2
+        assert capsys.readouterr().err.strip() == f"tileunet: error: {message}"
+
+
+def test_ema_is_a_setting_with_its_range(data, capsys):
+    images, masks = data
+    base = ["--images", images, "--masks", masks, "--out", "o", "--iterations", "2"]
+    assert parse_train_argv([*base, "--ema", "0.999"]).settings == {"ema": 0.999}
+    assert main(["train", *base, "--ema", "1"]) == 2
+    assert capsys.readouterr().err.strip() == "tileunet: error: --ema must be in [0, 1), got 1.0"
 
 
 def test_library_errors_name_the_setting_and_the_command_line_its_flag(data, capsys):

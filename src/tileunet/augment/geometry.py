@@ -2,7 +2,7 @@
 :class:`~tileunet.augment.params.AugmentParams`.
 
 Everything geometric is one coordinate map: for each pixel of the output tile the
-position in the *source image* it shows (random placement + shift + rotation + flip +
+position in the *source image* it shows (random placement + shift + rotation + zoom + flip +
 elastic displacement), with positions outside the image folded back in by mirror
 reflection (:func:`fold_into`, or :func:`fold_tensor` on a device; like
 ``np.pad(mode="reflect")``: no edge duplication). The arrays are then resampled once each
@@ -195,7 +195,9 @@ def coordinate_factors(params: AugmentParams) -> tuple[np.ndarray, np.ndarray]:
     cos, sin = math.cos(theta), math.sin(theta)
     if params.is_quarter_turn:  # exact for quarter turns
         cos, sin = float(round(cos)), float(round(sin))
-    # src = c + R @ flipped v + elastic, R = [[cos, sin], [-sin, cos]] (counter-clockwise).
+    cos, sin = cos / params.zoom, sin / params.zoom  # a tile pixel spans 1/zoom source px
+    # src = c + R @ flipped v / zoom + elastic, R = [[cos, sin], [-sin, cos]]
+    # (counter-clockwise).
     # Every term is a sum of outer products rows[c, i, k] * cols[k, j]: one einsum pass,
     # written in place, makes the whole (2, size, size) map (single-threaded on purpose:
     # a threaded BLAS matmul is ~10x slower when the cores are busy).

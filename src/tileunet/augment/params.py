@@ -115,6 +115,11 @@ class AugmentConfig:
     gamma : (float, float)
         Range of the gamma exponent (drawn log-uniformly), applied to the tile rescaled
         to [0, 1] by its own min and max and mapped back.
+    zoom : (float, float)
+        Range of the magnification (drawn log-uniformly): 1.25 shows the objects a
+        quarter larger than in the image, 0.8 smaller, for cells whose size differs from
+        the annotated ones'. ``(1, 1)`` (the default) draws nothing, so the other draws
+        stay those of a run without it.
     enabled : bool
         ``False``: a plain random mirrored crop (integer placement, no rotation, flip,
         shift, deformation or gray-value change), e.g. for validation tiles.
@@ -139,6 +144,7 @@ class AugmentConfig:
     contrast: tuple[float, float] = (0.8, 1.25)
     brightness: float = 0.1
     gamma: tuple[float, float] = (0.8, 1.25)
+    zoom: tuple[float, float] = (1.0, 1.0)
     enabled: bool = True
     interpolation: str = "bicubic"
     weights: str = "linear"
@@ -153,7 +159,7 @@ class AugmentConfig:
             raise ValueError(f"max_shift must be >= 0, got {self.max_shift!r}")
         if not (math.isfinite(self.brightness) and self.brightness >= 0):
             raise ValueError(f"brightness must be >= 0, got {self.brightness!r}")
-        for name in ("contrast", "gamma"):
+        for name in ("contrast", "gamma", "zoom"):
             _check_range(name, getattr(self, name))
             # lists (e.g. from a JSON config) become tuples: hashable and comparable
             object.__setattr__(self, name, tuple(float(v) for v in getattr(self, name)))
@@ -183,6 +189,8 @@ class AugmentParams:
         (``None`` or all zero: no elastic deformation). Stored as a read-only copy.
     contrast, brightness, gamma : float
         Gray-value change of the image (1, 0, 1: none); see :mod:`tileunet.augment.gray`.
+    zoom : float
+        Magnification: a tile pixel spans ``1 / zoom`` source pixels (1: none).
     interpolation : {"bicubic", "spline"}
         Image interpolation.
     weights : {"linear", "nearest"}
@@ -205,6 +213,7 @@ class AugmentParams:
     contrast: float = 1.0
     brightness: float = 0.0
     gamma: float = 1.0
+    zoom: float = 1.0
     interpolation: str = "bicubic"
     weights: str = "linear"
 
@@ -228,6 +237,8 @@ class AugmentParams:
                 "contrast and gamma must be > 0 and brightness finite, got "
                 f"{self.contrast!r}, {self.gamma!r}, {self.brightness!r}"
             )
+        if not (math.isfinite(self.zoom) and self.zoom > 0):
+            raise ValueError(f"zoom must be finite and > 0, got {self.zoom!r}")
         _check_interpolation(self.interpolation)
         _check_weights(self.weights)
 
@@ -241,6 +252,7 @@ class AugmentParams:
         """True when every output pixel shows exactly one source pixel (no interpolation)."""
         return (
             self.is_quarter_turn
+            and self.zoom == 1.0
             and not self.elastic.any()
             and all(float(c).is_integer() for c in self.center)
         )
@@ -305,9 +317,10 @@ def make_params(
     contrast = _log_uniform(rng, config.contrast)
     brightness = float(rng.uniform(-config.brightness, config.brightness))
     gamma = _log_uniform(rng, config.gamma)
+    zoom = _log_uniform(rng, config.zoom)  # drawn last: without it the draws are unchanged
     return AugmentParams(
         (h, w), int(size), (cy, cx), angle=angle, flip_y=flip_y, flip_x=flip_x,
-        elastic=elastic, contrast=contrast, brightness=brightness, gamma=gamma,
+        elastic=elastic, contrast=contrast, brightness=brightness, gamma=gamma, zoom=zoom,
         interpolation=config.interpolation, weights=config.weights,
     )
 

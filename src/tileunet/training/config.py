@@ -111,6 +111,9 @@ class TrainConfig:
     # which weights become model.safetensors: the "best" validation (Validation.score), or
     # the "last"
     keep: str = "best"
+    # decay per step of an exponential moving average of the weights (0: none); with
+    # one, the average is what is validated, kept and saved as the model
+    ema: float = 0.0
     # the plan that chose the settings above (tileunet.training.plan), kept for config.json
     plan: dict | None = None
     # bookkeeping
@@ -152,6 +155,7 @@ class TrainConfig:
                  ("clip_grad", real(self.clip_grad) and self.clip_grad >= 0, ">= 0"),
                  ("w0", real(self.w0) and self.w0 >= 0, ">= 0"),
                  ("sigma", real(self.sigma) and self.sigma > 0, "> 0"),
+                 ("ema", real(self.ema) and 0 <= self.ema < 1, "in [0, 1)"),
                  ("val_every", whole(self.val_every) and self.val_every >= 1, ">= 1"),
                  ("val_fraction", real(self.val_fraction) and 0 <= self.val_fraction < 1,
                   "in [0, 1)"),

@@ -33,7 +33,7 @@ from tileunet.training.request import PLANNED_SETTINGS, SETTINGS, NoBudget, Trai
 
 #: flags whose value is not a setting of the same name
 _NOT_SETTINGS = ("images", "masks", "out", "minutes", "iterations", "recipe", "init",
-                 "resume", "device", "checkpoint_minutes", "live", "no_augment",
+                 "resume", "device", "checkpoint_minutes", "live", "no_augment", "zoom",
                  "class_weights", "devices", "command", "quiet", "verbose", "argv")
 
 
@@ -114,12 +114,21 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help="model.safetensors: the weights of the best validation (SEG with "
                         "two classes; default) or of the last step (always in "
                         "last.safetensors)")
+    p.add_argument("--ema", type=float, default=TrainConfig.ema, metavar="DECAY",
+                   help="keep an exponential moving average of the weights, with this "
+                        "decay per step (0.999: about the last 1,000 steps); the average "
+                        "is validated and becomes the model (last.safetensors keeps the "
+                        "last step's own weights). 0 (default): none")
     p.add_argument("--w0", type=float, default=TrainConfig.w0, help="border weight w0 (paper: 10)")
     p.add_argument("--sigma", type=float, default=TrainConfig.sigma,
                    help="border sigma in px (paper: 5)")
     p.add_argument("--class-weights", default=TrainConfig.class_weights,
                    help="'balanced', 'none', or comma-separated weights per class")
     p.add_argument("--no-augment", action="store_true", help="disable augmentation")
+    p.add_argument("--zoom", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                   help="magnify each training tile by a factor drawn log-uniformly from "
+                        "[LOW, HIGH] (e.g. 0.8 1.25), for cells of other sizes than the "
+                        "annotated ones (default: none)")
     p.add_argument("--val-every", type=int,
                    help="iterations between validations (default: 10 per planned run, "
                         "else 100)")
@@ -177,7 +186,15 @@ def request_from_args(args: argparse.Namespace, progress: bool = True) -> TrainR
     if weights != TrainConfig.class_weights:
         settings["class_weights"] = weights
     if args.no_augment:
+        if args.zoom:
+            raise ValueError("--zoom needs augmentation: leave out --no-augment")
         settings["augment"] = AugmentConfig(enabled=False)
+    elif args.zoom:
+        try:
+            settings["augment"] = AugmentConfig(zoom=tuple(args.zoom))
+        except ValueError:
+            raise ValueError(f"--zoom must be 0 < LOW <= HIGH, got {args.zoom[0]:g} "
+                             f"{args.zoom[1]:g}") from None
     unknown = set(settings) - set(SETTINGS)
     assert not unknown, unknown  # a flag added here without a TrainConfig field
     try:

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 import tileunet.training.ddp as ddp
@@ -262,12 +263,20 @@ def _build(cfg: TrainConfig, resume: bool, device: torch.device,
     return net, make_optimizer(cfg, net)
 
 
-def _restore(ckpt_path: Path, net: UNet, opt: torch.optim.Optimizer, run: Path,
-             ranks: ddp.Ranks, rng: np.random.Generator, seed: int
+def _averager(cfg: TrainConfig, net: UNet) -> AveragedModel | None:
+    """The exponential moving average of ``net``'s weights (and buffers) that
+    ``cfg.ema`` asks for, updated after each step; None without one."""
+    if cfg.ema == 0:
+        return None
+    return AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True)
+
+
+def _restore(ckpt_path: Path, net: UNet, opt: torch.optim.Optimizer, ranks: ddp.Ranks,
+             rng: np.random.Generator, seed: int, averaged: AveragedModel | None
              ) -> tuple[dict, list[dict[str, Any]], Best, np.random.Generator]:
-    """Weights, optimiser state, clock, metrics, best model and random state of the
-    checkpoint: each rank continues its own tile stream where it was saved."""
-    state, rows, best = _load_checkpoint(ckpt_path, net, opt, run)
+    """Weights, optimiser state, moving average, clock, metrics, best model and random
+    state of the checkpoint: each rank continues its own tile stream where it was saved."""
+    state, rows, best = _load_checkpoint(ckpt_path, net, opt, averaged)
     per_rank = state.get("rng_ranks")
     if ranks.main:
         rng.bit_generator.state = state["rng"]
@@ -367,13 +376,20 @@ class _Loop:
     live: Live | None = None
     train_p: list[Prepared] = field(default_factory=list)  # the set in use (live: latest)
     shared_at: float = float("-inf")
-    ema: float | None = None
+    ema: float | None = None  # of the training loss
+    averaged: AveragedModel | None = None  # of the weights (cfg.ema)
     val: Validation | None = None
     saved_at: float = field(default_factory=time.perf_counter)
 
     def __post_init__(self) -> None:
         # the random states as of the last completed step (for resume)
         self.rng_state, self.dropout_rng = self.rng.bit_generator.state, torch.get_rng_state()
+
+    @property
+    def model_net(self) -> torch.nn.Module:
+        """The weights that are validated, shown and kept: the moving average, if the
+        run keeps one, else the network that trains."""
+        return self.net if self.averaged is None else self.averaged.module
 
     def fraction(self) -> float:
         """How much of the budget (steps or time) is spent; all ranks follow rank 0's
@@ -405,6 +421,8 @@ class _Loop:
             torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.cfg.clip_grad)
         with interrupts_deferred():  # a signal here would save weights a step ahead
             self.opt.step()
+            if self.averaged is not None:
+                self.averaged.update_parameters(self.net)
             self.it += 1
             self.rng_state = self.rng.bit_generator.state
             self.dropout_rng = torch.get_rng_state()
@@ -416,10 +434,10 @@ class _Loop:
         main, it = self.ranks.main, self.it
         validated = main and bool(self.val_p) and (it % self.cfg.val_every == 0 or done)
         if validated:
-            self.val = validate(self.net, self.val_p, self.cfg.tile, self.cfg, self.device,
-                                self.amp, progress=self.show)
+            self.val = validate(self.model_net, self.val_p, self.cfg.tile, self.cfg,
+                                self.device, self.amp, progress=self.show)
             self.net.train()
-            self.best.offer(it, self.val, self.net)
+            self.best.offer(it, self.val, self.model_net)
             _say(f"iteration {it}: train loss {self.ema:.4f}, {self.val}", self.show)
         if main and (it % 10 == 0 or done or validated):
             self.rows.append({"iteration": it, "seconds": round(now, 2), "train_loss": value,
@@ -439,7 +457,7 @@ class _Loop:
             periodic = _run_state(self.it, now, self.rng_state, self.dropout_rng, self.ranks)
             if self.ranks.main:
                 _save_checkpoint(self.ckpt_path, self.net, self.opt, periodic, self.rows,
-                                 self.best)
+                                 self.best, self.averaged)
             self.saved_at = time.perf_counter()
 
     def share_weights(self) -> None:
@@ -450,7 +468,7 @@ class _Loop:
         if now - self.shared_at >= self.hooks.weights_every:
             self.shared_at = now
             weights = {k: v.detach().to("cpu", copy=True)
-                       for k, v in self.net.state_dict().items()}
+                       for k, v in self.model_net.state_dict().items()}
             self.hooks.on_weights(weights, self.it)
 
     def refresh(self, batches: Any) -> Any:
@@ -529,13 +547,15 @@ def _train(cfg: TrainConfig, runtime: Runtime, ranks: ddp.Ranks, device: torch.d
     cfg = replace(cfg, network=replace(cfg.network, in_channels=in_channels))
     layout = training_memory_format(device, amp)
     net, opt = _build(cfg, runtime.resume, device, layout, show)
+    averaged = _averager(cfg, net)
     extra = {"normalization": cfg.normalization.to_dict(), "train": cfg.to_dict(),
              "precision_used": "bf16" if amp is not None else "fp32", "tile": cfg.tile,
              "scale": cfg.scale, "train_images": [p.name for p in train_p],
              "val_images": [p.name for p in val_p]}
     state, rows, best = {"iteration": 0, "seconds": 0.0}, [], Best()
     if runtime.resume:
-        state, rows, best, rng = _restore(ckpt_path, net, opt, run, ranks, rng, seed)
+        state, rows, best, rng = _restore(ckpt_path, net, opt, ranks, rng, seed,
+                                          averaged)
     model: torch.nn.Module = net
     if ranks.distributed:
         model = torch.nn.parallel.DistributedDataParallel(
@@ -549,7 +569,7 @@ def _train(cfg: TrainConfig, runtime: Runtime, ranks: ddp.Ranks, device: torch.d
     it, seconds = int(state["iteration"]), float(state["seconds"])
     loop = _Loop(cfg, runtime, show, ranks, device, net, model, opt, amp, layout, val_p, run,
                  ckpt_path, rows, best, rng, it, time.perf_counter() - seconds, hooks,
-                 train_p=train_p)
+                 train_p=train_p, averaged=averaged)
     if runtime.live or runtime.replay is not None:
         loop.live = _live(cfg, runtime, ranks, device, run, it, loop)
     batches = _tile_stream(cfg, train_p, device, rng, seed, it)
@@ -623,8 +643,11 @@ def _finish(loop: _Loop, extra: dict, interrupted: bool) -> TrainResult:
     best = loop.best
     kept = best.iteration if loop.cfg.keep == "best" and best.weights is not None else it
     if ranks.main:
-        _save_checkpoint(loop.ckpt_path, net, loop.opt, state, loop.rows, best)
+        _save_checkpoint(loop.ckpt_path, net, loop.opt, state, loop.rows, best,
+                         loop.averaged)
         save_model(loop.run_dir / LAST_FILE, net, {**extra, "iteration": it})
+        if loop.averaged is not None:  # the model is the average (last: the step's own)
+            net.load_state_dict(loop.averaged.module.state_dict())
         if kept != it:
             net.load_state_dict(best.weights)
             val = best.validation
@@ -728,15 +751,17 @@ def _plot_losses(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def _save_checkpoint(path: Path, net: UNet, opt: torch.optim.Optimizer, state: dict,
-                     rows: list[dict[str, Any]], best: Best) -> None:
+                     rows: list[dict[str, Any]], best: Best,
+                     averaged: AveragedModel | None) -> None:
     save_training_state(path, net, opt, state, rows, {
         "iteration": best.iteration,
-        "validation": best.validation and asdict(best.validation)}, best.weights)
+        "validation": best.validation and asdict(best.validation)}, best.weights, averaged)
 
 
-def _load_checkpoint(path: Path, net: UNet, opt: torch.optim.Optimizer, run: Path
+def _load_checkpoint(path: Path, net: UNet, opt: torch.optim.Optimizer,
+                     averaged: AveragedModel | None
                      ) -> tuple[dict, list[dict[str, Any]], Best]:
-    state, rows, got, weights = load_training_state(path, net, opt)
+    state, rows, got, weights = load_training_state(path, net, opt, averaged)
     best = Best()
     if weights and got.get("iteration") is not None and got.get("validation"):
         best = Best(int(got["iteration"]), Validation(**got["validation"]), weights)
