@@ -15,6 +15,11 @@ the late 033-054 train and the early 002-021 are scored; the frames within three
 training frame (033 and 034, then 031) are left out of the scoring side. Besides SEG
 with the default separation, each fold is scored with the separation the run chose on
 its own training frames (``predict --instances auto``).
+
+``--validation holdout`` trains as ``tileunet train`` does by default (one training frame
+in five held out, the best-validating weights kept), ``none`` on every training frame
+with the last weights; the default validates on the scored frames for the learning
+curve only and keeps the last weights.
 """
 
 from __future__ import annotations
@@ -103,12 +108,20 @@ def main() -> int:
             scores = {"seg": [], "iou": [], "separated": [], "total": [], "seg_chosen": [],
                       **{f"seg_{m}": [] for m in OTHER}}
             chosen = model_separation(load_model(run)[1])
+            # with --ema the model is the average: the last step's own weights beside it
+            last = predict_split(run / "last.safetensors", [pair(t)[0] for t in val],
+                                 fold / name / "pred_last", tta=name != "no-tta",
+                                 device=args.device, progress=not args.quiet,
+                                 precision=args.precision) if args.ema else {}
             for t in val:
                 gt = to_instances(read_image(pair(t)[1]))
                 inst = instances_from_probability(probs[f"t{t}"])
                 scores["seg"].append(seg_score(inst, gt))
                 scores["seg_chosen"].append(seg_score(
                     instances_from_probability(probs[f"t{t}"], **chosen.options), gt))
+                if last:
+                    scores.setdefault("seg_chosen_last", []).append(seg_score(
+                        instances_from_probability(last[f"t{t}"], **chosen.options), gt))
                 for m, kw in OTHER.items():
                     other = instances_from_probability(probs[f"t{t}"], **kw)
                     scores[f"seg_{m}"].append(seg_score(other, gt))
@@ -127,7 +140,7 @@ def main() -> int:
         iou = float(np.mean([s for f in per_fold for s in f["iou"]]))
         seg067 = float(np.mean([f["seg_067"] for f in per_fold]))
         other = {m: float(np.mean([s for f in per_fold for s in f[f"seg_{m}"]]))
-                 for m in (*OTHER, "chosen")}
+                 for m in (*OTHER, "chosen", "chosen_last") if f"seg_{m}" in per_fold[0]}
         sep = sum(sum(f["separated"]) for f in per_fold)
         tot = sum(sum(f["total"]) for f in per_fold)
         results[name] = {"seg": seg, "iou": iou, "seg_067": seg067, "separated": sep,
@@ -139,16 +152,18 @@ def main() -> int:
         rows.append([f"tileunet: {ABLATIONS[name]}", f"{seg:.4f}", f"{iou:.4f}",
                      f"{seg067:.4f}", f"{sep} / {tot}", f"{other['components']:.4f}",
                      f"{other['watershed']:.4f}", f"{other['chosen']:.4f}",
+                     f"{other['chosen_last']:.4f}" if "chosen_last" in other else "",
                      f"{its} in {minutes:.1f} min"])
     rows.append(["paper (challenge test set, IoU)", "", f"{PAPER_IOU:.4f}", "", "", "", "",
-                 "", ""])
-    write_results(out, f"DIC-HeLa sequence 01, {args.folds} fold(s) ({args.split} split), "
-                  "scored frames",
+                 "", "", ""])
+    write_results(out, f"DIC-HeLa sequence 01, {args.folds} fold(s) ({args.split} split, "
+                  f"validation: {args.validation}), scored frames",
                   ["", "SEG", "pixel IoU", "SEG on 067 (partial GT)", "touching pairs separated",
                    "SEG, components only", "SEG, distance watershed",
-                   "SEG, separation the run chose", "training (per fold)"],
+                   "SEG, separation the run chose",
+                   "the same, last step's own weights (with --ema)", "training (per fold)"],
                   rows, {"results": results, "paper_iou": PAPER_IOU, "settings": settings,
-                         "plan": plan})
+                         "plan": plan, "validation": args.validation})
     return 0
 
 

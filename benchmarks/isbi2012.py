@@ -83,12 +83,13 @@ def main() -> int:
     rows.append(["paper (challenge test set)", f"{PAPER['warping_error']:.6f}",
                  f"{PAPER['rand_error']:.4f}", f"{PAPER['pixel_error']:.4f}", "", "", "", "",
                  "", ""])
-    write_results(out, "ISBI 2012, validation slices 20-24",
+    write_results(out, f"ISBI 2012, validation slices 20-24 (validation: {args.validation})",
                   ["", "warping error", "Rand error", "pixel error (1 - F)",
                    "misclassified pixels", "V_rand", "V_info", "V_rand (thin, p = 0.5)",
                    "V_info (thin, p = 0.5)", "training"], rows,
                   {"results": results, "paper": PAPER,
-                                       "settings": settings, "plan": plan})
+                                       "settings": settings, "plan": plan,
+                                       "validation": args.validation})
     return 0
 
 

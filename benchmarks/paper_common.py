@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tileunet.augment.params import AugmentConfig
 from tileunet.checkpoint import load_model
 from tileunet.device import resolve_device
 from tileunet.inference.postprocess import instances_from_probability
@@ -40,6 +39,15 @@ ABLATIONS = {
     "no-weights": "no weight map (w0 = 0, no class balancing)",
     "no-elastic": "no elastic deformation (other augmentation kept)",
     "no-tta": "no test-time flips/rotations",
+}
+
+
+#: where a benchmark run validates, and which weights it keeps (``--validation``)
+VALIDATION = {
+    "scored": "the scored images, for the learning curve only; the last step's weights kept",
+    "holdout": "as `tileunet train` by default: one training image in five held out, the "
+               "best-validating weights kept",
+    "none": "no validation: every training image trains, the last step's weights kept",
 }
 
 
@@ -72,6 +80,11 @@ def parser(description: str, minutes: float) -> argparse.ArgumentParser:
     ap.add_argument("--weighted-tiles", type=float)
     ap.add_argument("--dropout", type=float)
     ap.add_argument("--scale", type=float)
+    ap.add_argument("--zoom", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                    help="magnification augmentation, as tileunet train --zoom")
+    ap.add_argument("--ema", type=float,
+                    help="moving average of the weights, as tileunet train --ema "
+                         "(dic_hela.py scores the last step's own weights beside it)")
     ap.add_argument("--init", metavar="RUN_OR_MODEL",
                     help="start from these weights (fine-tuning), as for `tileunet train`")
     ap.add_argument("--val-every", type=int,
@@ -80,6 +93,9 @@ def parser(description: str, minutes: float) -> argparse.ArgumentParser:
     ap.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="fp32",
                     help="training and prediction (default fp32, as the recorded figures)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--validation", choices=tuple(VALIDATION), default="scored",
+                    help="; ".join(f"{k}: {v}" for k, v in VALIDATION.items())
+                    + " (default: scored)")
     ap.add_argument("--ablation", action="append", choices=[*ABLATIONS, "all"],
                     help="variants to run (repeatable; default: full)")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -140,18 +156,26 @@ def benchmark_settings(args: argparse.Namespace, images: Path, masks: Path
 def train_variant(name: str, args: argparse.Namespace, split: dict[str, Path], out: Path,
                   settings: dict, plan: dict | None = None) -> tuple[Path, float, int]:
     """Train one variant; returns the run directory, training seconds and iterations."""
+    mode = args.validation
+    validation = {"val_images": str(split["val_images"]),
+                  "val_masks": str(split["val_masks"])} if mode == "scored" else {}
+    if mode == "none":
+        validation["val_fraction"] = 0.0
     cfg = TrainConfig.from_settings(
-        images=str(split["train_images"]), masks=str(split["train_masks"]),
-        val_images=str(split["val_images"]), val_masks=str(split["val_masks"]),
+        images=str(split["train_images"]), masks=str(split["train_masks"]), **validation,
         out=str(out / name / "run"), minutes=args.minutes, iterations=args.iterations,
         **settings, plan=plan, init=args.init, seed=args.seed, precision=args.precision,
-        # the validation folder is the scored fold here: keeping the best validation
-        # would choose on the test data
-        keep="last")
+        # "scored" validates on the scored images: keeping the best validation would
+        # choose on the test data
+        keep="best" if mode == "holdout" else "last")
     if name == "no-weights":
         cfg = replace(cfg, w0=0.0, class_weights=None)
+    if args.zoom:
+        cfg = replace(cfg, augment=replace(cfg.augment, zoom=tuple(args.zoom)))
+    if args.ema:
+        cfg = replace(cfg, ema=args.ema)
     if name == "no-elastic":
-        cfg = replace(cfg, augment=AugmentConfig(elastic_sigma=0.0))
+        cfg = replace(cfg, augment=replace(cfg.augment, elastic_sigma=0.0))
     run = out / name / "run"
     if run.exists():
         shutil.rmtree(run)
@@ -161,7 +185,8 @@ def train_variant(name: str, args: argparse.Namespace, split: dict[str, Path], o
 
 def predict_split(run: Path, images: list[Path], out: Path, *, tta: bool, device: str,
                   progress: bool, precision: str = "fp32") -> dict[str, np.ndarray]:
-    """Foreground probability per validation image; writes prob maps and overlays."""
+    """Foreground probability per validation image; writes prob maps and overlays.
+    ``run``: a run folder (its model) or a model file of it."""
     dev = resolve_device(device)
     net, extra = load_model(run, device=dev)
     norm = Normalization.from_dict(extra.get("normalization", {}))

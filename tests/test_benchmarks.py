@@ -230,3 +230,47 @@ def test_bench_int8(env, tmp_path):
     assert result["qualifies"] == (rows["ONNX Runtime int8"]["changed"] <= 0.001 and
                                    rows["ONNX Runtime int8"]["tiles_per_s"]
                                    > rows["PyTorch bf16"]["tiles_per_s"])
+
+
+#: every planned setting given: the accuracy benchmarks skip the plan's probe
+TINY_NETWORK = ["--width", "4", "--depth", "3", "--tile", "92", "--batch-size", "1",
+                "--optimizer", "adamw", "--lr", "0.001", "--momentum", "0.9",
+                "--weight-decay", "0.0001", "--norm", "none", "--dropout", "0",
+                "--weighted-tiles", "0", "--precision", "fp32", "--quiet"]
+
+
+def test_dic_hela_time_split_trains_as_the_default_command(env, tmp_path, shared_data):
+    """Leave-out by time with the default command's validation (one training frame in
+    five held out, the best weights kept), the magnification augmentation and the moving
+    average of the weights (the last step's own weights scored beside it)."""
+    out = tmp_path / "hela"
+    run("dic_hela.py", ["--data", str(shared_data), "--out", str(out), "--split", "time",
+                        "--validation", "holdout", "--zoom", "0.8", "1.25", "--ema", "0.9",
+                        "--scale", "0.25",
+                        "--iterations", "4", "--val-every", "2", *TINY_NETWORK,
+                        "--ablation", "full", "--ablation", "no-tta"], env)
+    result = json.loads((out / "metrics.json").read_text())
+    assert result["validation"] == "holdout"
+    for name in ("full", "no-tta"):
+        folds = result["results"][name]["folds"]
+        assert [f["val_frames"] for f in folds] == [["039", "054"], ["002", "005", "021"]]
+        assert all(0 <= s <= 1 for f in folds
+                   for s in (*f["seg"], *f["seg_chosen"], *f["seg_chosen_last"]))
+    for k in (0, 1):
+        run_dir = out / f"time{k}" / "full" / "run"
+        train = json.loads((run_dir / "config.json").read_text())["train"]
+        assert train["val_images"] is None and train["keep"] == "best"
+        assert train["augment"]["zoom"] == [0.8, 1.25] and train["ema"] == 0.9
+        assert "val_seg" in (run_dir / "metrics.csv").read_text()  # the held-out frame
+    assert "validation: holdout" in (out / "table.md").read_text()
+
+
+def test_isbi2012_without_validation_trains_on_every_slice(env, tmp_path, shared_data):
+    out = tmp_path / "isbi"
+    run("isbi2012.py", ["--data", str(shared_data), "--out", str(out), "--validation",
+                        "none", "--scale", "0.5", "--iterations", "3", *TINY_NETWORK], env)
+    result = json.loads((out / "metrics.json").read_text())
+    assert result["validation"] == "none"
+    train = json.loads((out / "full" / "run" / "config.json").read_text())["train"]
+    assert (train["val_images"], train["val_fraction"], train["keep"]) == (None, 0.0, "last")
+    assert 0 < result["results"]["full"]["stack"]["v_rand"] <= 1
