@@ -71,6 +71,8 @@ OTHER = {m: instance_options(m, min_distance=15) for m in INSTANCE_METHODS if m 
 def main() -> int:
     ap = parser(__doc__.splitlines()[0], minutes=30)
     ap.add_argument("--folds", type=int, choices=(1, 2), default=2)
+    ap.add_argument("--fold", type=int, choices=(0, 1),
+                    help="run this fold alone (to spread a comparison over sessions)")
     ap.add_argument("--split", choices=tuple(SPLITS), default="mixed",
                     help="mixed (default): frames of all times in both halves; time: "
                          "train early and score late, and the reverse")
@@ -83,11 +85,13 @@ def main() -> int:
     def pair(t: str) -> tuple[Path, Path]:
         return hela_pair(root, t)
 
+    folds = list(enumerate(SPLITS[args.split]))
+    folds = folds[: args.folds] if args.fold is None else folds[args.fold: args.fold + 1]
     settings = plan = None  # planned once, on the first fold's training frames
     results, rows, trained = {}, [], {}
     for name in variants(args):
         per_fold = []
-        for k, (train_frames, val) in enumerate(SPLITS[args.split][: args.folds]):
+        for k, (train_frames, val) in folds:
             fold = out / f"{args.split}{k}" if args.split != "mixed" else out / f"fold{k}"
             ti, tm = link_split([pair(t) for t in train_frames], fold / "data" / "train")
             vi, vm = link_split([pair(t) for t in val], fold / "data" / "val")
@@ -156,7 +160,8 @@ def main() -> int:
                      f"{its} in {minutes:.1f} min"])
     rows.append(["paper (challenge test set, IoU)", "", f"{PAPER_IOU:.4f}", "", "", "", "",
                  "", "", ""])
-    write_results(out, f"DIC-HeLa sequence 01, {args.folds} fold(s) ({args.split} split, "
+    which = f"fold {args.fold}" if args.fold is not None else f"{args.folds} fold(s)"
+    write_results(out, f"DIC-HeLa sequence 01, {which} ({args.split} split, "
                   f"validation: {args.validation}), scored frames",
                   ["", "SEG", "pixel IoU", "SEG on 067 (partial GT)", "touching pairs separated",
                    "SEG, components only", "SEG, distance watershed",

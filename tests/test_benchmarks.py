@@ -265,12 +265,29 @@ def test_dic_hela_time_split_trains_as_the_default_command(env, tmp_path, shared
     assert "validation: holdout" in (out / "table.md").read_text()
 
 
+def test_dic_hela_runs_one_fold_alone(env, tmp_path, shared_data):
+    out = tmp_path / "hela"
+    run("dic_hela.py", ["--data", str(shared_data), "--out", str(out), "--split", "time",
+                        "--fold", "1", "--validation", "none", "--scale", "0.25",
+                        "--iterations", "2", *TINY_NETWORK], env)
+    folds = json.loads((out / "metrics.json").read_text())["results"]["full"]["folds"]
+    assert [f["val_frames"] for f in folds] == [["002", "005", "021"]]
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["time1"]
+    assert "fold 1 (time split" in (out / "table.md").read_text()
+
+
 def test_isbi2012_without_validation_trains_on_every_slice(env, tmp_path, shared_data):
+    """The reverse fold: slices 5-24 train (all of them: no validation), 0-4 are scored."""
     out = tmp_path / "isbi"
     run("isbi2012.py", ["--data", str(shared_data), "--out", str(out), "--validation",
-                        "none", "--scale", "0.5", "--iterations", "3", *TINY_NETWORK], env)
+                        "none", "--fold", "1", "--scale", "0.5", "--iterations", "3",
+                        *TINY_NETWORK], env)
     result = json.loads((out / "metrics.json").read_text())
-    assert result["validation"] == "none"
+    assert result["validation"] == "none" and result["scored_slices"] == [0, 1, 2, 3, 4]
+    assert sorted(p.name for p in (out / "data" / "val" / "images").iterdir()) == [
+        f"{i:02d}.png" for i in range(5)]
+    assert len(list((out / "data" / "train" / "images").iterdir())) == 20
+    assert len(result["results"]["full"]["per_image"]["v_rand"]) == 5
     train = json.loads((out / "full" / "run" / "config.json").read_text())["train"]
     assert (train["val_images"], train["val_fraction"], train["keep"]) == (None, 0.0, "last")
     assert 0 < result["results"]["full"]["stack"]["v_rand"] <= 1
