@@ -110,6 +110,7 @@ def main() -> int:
                                   device=args.device, progress=not args.quiet,
                                   precision=args.precision)
             scores = {"seg": [], "iou": [], "separated": [], "total": [], "seg_chosen": [],
+                      **({"seg_chosen_last": []} if args.ema else {}),
                       **{f"seg_{m}": [] for m in OTHER}}
             chosen = model_separation(load_model(run)[1])
             # with --ema the model is the average: the last step's own weights beside it
@@ -124,7 +125,7 @@ def main() -> int:
                 scores["seg_chosen"].append(seg_score(
                     instances_from_probability(probs[f"t{t}"], **chosen.options), gt))
                 if last:
-                    scores.setdefault("seg_chosen_last", []).append(seg_score(
+                    scores["seg_chosen_last"].append(seg_score(
                         instances_from_probability(last[f"t{t}"], **chosen.options), gt))
                 for m, kw in OTHER.items():
                     other = instances_from_probability(probs[f"t{t}"], **kw)

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 import tileunet.training.plan as plan_mod
+from tileunet.augment.params import AugmentConfig
 from tileunet.model import UNet
 from tileunet.training.config import TrainConfig
 from tileunet.training.flags import parse_train_argv, settings_as_flags
@@ -29,7 +31,7 @@ from tileunet.training.plan import (
     object_sizes,
     probe_step,
 )
-from tileunet.training.request import TrainRequest, planned_settings
+from tileunet.training.request import TrainRequest, planned_settings, resolve
 
 PAPER_NET = Network(64, 5, 572)
 
@@ -267,6 +269,13 @@ def test_init_refuses_flags_that_ask_for_another_network(planned, tmp_path):
         training_settings(args_of("--minutes", "30", "--init", str(tmp_path / "nope")))
 
 
+def resumed(run: Path, *flags: str) -> TrainConfig:
+    """The configuration ``train --resume`` trains with in ``run`` (nothing is read but
+    its config.json)."""
+    return resolve(parse_train_argv(["--images", "i", "--masks", "m", "--out", str(run),
+                                     "--minutes", "30", "--resume", *flags])).config
+
+
 def test_a_resumed_run_keeps_its_settings(planned, tmp_path):
     import json
 
@@ -274,19 +283,38 @@ def test_a_resumed_run_keeps_its_settings(planned, tmp_path):
     run.mkdir()
     stored = {**PAPER, "width": 20, "depth": 3, "val_every": 9}
     (run / "config.json").write_text(json.dumps({"train": stored}))
-    settings, plan = training_settings(parse_train_argv(
-        ["--images", "i", "--masks", "m", "--out", str(run), "--minutes", "30", "--resume"]))
-    assert plan is None and not planned
-    assert settings["width"] == 20 and settings["depth"] == 3 and settings["val_every"] == 9
+    config = resumed(run)
+    assert not planned
+    assert (config.network.width, config.network.depth, config.val_every) == (20, 3, 9)
     # as runs store it now: the network nested, its in_channels the images'
     config = TrainConfig.from_settings(images="i", masks="m", out=str(run), minutes=30,
                                        **{**stored, "norm": "group"})
     config = replace(config, network=replace(config.network, in_channels=3))
     (run / "config.json").write_text(json.dumps({"train": config.to_dict()}))
-    settings, _ = training_settings(parse_train_argv(
-        ["--images", "i", "--masks", "m", "--out", str(run), "--minutes", "30", "--resume"]))
-    assert (settings["width"], settings["depth"], settings["norm"]) == (20, 3, "group")
-    assert "in_channels" not in settings
+    config = resumed(run)
+    assert (config.network.width, config.network.depth, config.network.norm) == (
+        20, 3, "group")
+    assert config.network.in_channels == 1  # the images decide it when training starts
+
+
+def test_a_resumed_run_keeps_the_settings_no_plan_chooses(planned, tmp_path):
+    """--zoom, --ema, --w0... left off the resuming command are the run's own, not the
+    defaults; a setting given again wins."""
+    import json
+
+    run = tmp_path / "run"
+    run.mkdir()
+    config = TrainConfig.from_settings(
+        images="i", masks="m", out=str(run), minutes=30, **PAPER, ema=0.999, w0=4.0,
+        class_weights=None, exclude=("t067",), augment=AugmentConfig(zoom=(0.8, 1.25)))
+    (run / "config.json").write_text(json.dumps({"train": config.to_dict()}))
+    again = resumed(run)
+    assert (again.ema, again.w0, again.class_weights, again.exclude) == (
+        0.999, 4.0, None, ("t067",))
+    assert again.augment == AugmentConfig(zoom=(0.8, 1.25))
+    assert again.lr == PAPER["lr"] and not planned
+    changed = resumed(run, "--ema", "0.99", "--lr", "0.5")
+    assert (changed.ema, changed.lr, changed.w0) == (0.99, 0.5, 4.0)
 
 
 # ------------------------------------------------------------ working scale

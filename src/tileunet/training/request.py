@@ -38,7 +38,6 @@ from tileunet.training.config import (
     Runtime,
     TrainConfig,
     default_settings,
-    stored_settings,
 )
 from tileunet.training.loop import Hooks, TrainResult
 from tileunet.training.loop import train as train_config
@@ -160,16 +159,15 @@ def paper_settings() -> dict[str, Any]:
 
 def planned_settings(request: TrainRequest) -> tuple[dict[str, Any], planning.Plan | None]:
     """The planned TrainConfig fields (network, tiles, optimiser, validation interval):
-    those given, the rest from the run being resumed, from the plan (``recipe="auto"``
-    with ``minutes``) or from the paper's recipe; and the plan, if one was made."""
+    those given (a resumed run's own among them, see :func:`resumed_request`), the rest
+    from the plan (``recipe="auto"`` with ``minutes``, not when resuming) or from the
+    paper's recipe; and the plan, if one was made."""
     given = {k: v for k, v in request.settings.items() if k in PLANNED_SETTINGS}
     if request.init is not None and not request.resume:
         given = {**start_network(request.init, given), **given}
     base, plan = paper_settings(), None
-    if request.resume:
-        base = resumed_settings(Path(request.out), base)
-    elif (request.recipe == "auto" and request.minutes is not None
-          and not set(planning.PLANNED) <= set(given)):
+    if (not request.resume and request.recipe == "auto" and request.minutes is not None
+            and not set(planning.PLANNED) <= set(given)):
         plan = make_request_plan(request, fixed=given)
         base = plan.settings
     if request.setting("annotation") == "sparse" and not request.resume:
@@ -215,14 +213,21 @@ def make_request_plan(request: TrainRequest, fixed: Mapping[str, Any]) -> planni
                               fixed=dict(fixed))
 
 
-def resumed_settings(run: Path, base: Mapping[str, Any]) -> dict[str, Any]:
-    """A resumed run keeps the settings it was started with (and planned)."""
+def resumed_request(request: TrainRequest) -> TrainRequest:
+    """A resumed run keeps every setting it started with that the request does not give
+    again: the planned ones and the others alike (``--zoom`` or ``--ema`` left off the
+    resuming command would otherwise change the run half-way)."""
+    own = {"images": request.images, "masks": request.masks, "out": request.out,
+           "minutes": request.minutes, "iterations": request.iterations}
     try:
-        stored = stored_settings(json.loads((run / "config.json").read_text())["train"])
+        stored = TrainConfig.from_dict(
+            {**json.loads((Path(request.out) / "config.json").read_text())["train"], **own})
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return dict(base)  # the trainer says what is missing
-    return {k: stored[k] for k in base if k in stored} | {
-        k: v for k, v in base.items() if k not in stored}
+        return request  # the trainer says what is missing
+    flat = {**{f.name: getattr(stored, f.name) for f in fields(TrainConfig)},
+            **{k: getattr(stored.network, k) for k in NETWORK_SETTINGS}}
+    kept = {k: v for k, v in flat.items() if k in SETTINGS}
+    return replace(request, settings={**kept, **request.settings})
 
 
 def config_of(request: TrainRequest, planned: Mapping[str, Any],
@@ -248,6 +253,8 @@ def check(request: TrainRequest) -> None:
 
 def resolve(request: TrainRequest) -> Resolved:
     """Every decision of a training run: checked, planned, configured."""
+    if request.resume:
+        request = resumed_request(request)
     check(request)
     planned, plan = planned_settings(request)
     if plan is not None:
@@ -304,4 +311,4 @@ def replay(live_run: str | Path, out: str | Path, iterations: int | None = None,
 __all__ = ["PLANNED_SETTINGS", "RECIPES", "SETTINGS", "SPARSE_WEIGHTED_TILES",
            "START_NETWORK", "NoBudget", "Resolved", "TrainRequest", "check", "config_of",
            "make_request_plan", "paper_settings", "planned_settings", "replay", "resolve",
-           "resumed_settings", "start_network", "train"]
+           "resumed_request", "start_network", "train"]
