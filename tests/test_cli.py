@@ -325,3 +325,32 @@ def test_streamed_probability_file_equals_in_memory_predict(dataset, run_dir, tm
     x = Normalization.from_dict(extra["normalization"])(read_image(one))
     want = predict(net, x, tta=True, progress=False)[1]
     np.testing.assert_array_equal(tifffile.imread(out / f"{one.stem}_prob.tif"), want)
+
+
+@pytest.mark.parametrize("flags, averaged", [([], True), (["--no-tta"], False)])
+def test_predict_averages_flips_where_cheap_unless_told_not_to(flags, averaged, dataset,
+                                                              run_dir, tmp_path, capsys):
+    from tileunet.checkpoint import load_model
+    from tileunet.inference.overlap import predict
+    from tileunet.io.images import read_image
+    from tileunet.io.normalization import Normalization
+
+    images, _ = dataset
+    one = sorted(images.iterdir())[0]
+    out = tmp_path / "p"
+    assert main(["predict", str(run_dir), str(one), "-o", str(out), *flags]) == 0
+    net, extra = load_model(run_dir)
+    x = Normalization.from_dict(extra["normalization"])(read_image(one))
+    want = predict(net, x, tta=averaged, progress=False)[1]
+    np.testing.assert_array_equal(tifffile.imread(out / f"{one.stem}_prob.tif"), want)
+    # what "auto" chose is said; an explicit choice needs no word
+    said = "test-time augmentation on" in capsys.readouterr().err
+    assert said is (not flags)
+
+
+def test_predict_refuses_tta_block_by_block(capsys, dataset, run_dir, tmp_path):
+    images, _ = dataset
+    one = sorted(images.iterdir())[0]
+    err = error_of(capsys, ["predict", str(run_dir), str(one), "-o",
+                            str(tmp_path / "o.zarr"), "--tta"])
+    assert "--tta is not available for block-wise" in err

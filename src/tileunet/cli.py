@@ -65,7 +65,10 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
                    help="output folder; or NAME.zarr to segment one image larger than "
                         "memory block by block (zarr, OME-Zarr or TIFF input); NAME.ome.zarr "
                         "writes OME-Zarr (NGFF 0.4) with the input's pixel size")
-    p.add_argument("--tta", action="store_true", help="average over 8 flips/rotations")
+    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default="auto",
+                   help="average over the 8 flips/rotations of each image (8 predictions); "
+                        "default: where that is cheap for the image's size and the device "
+                        "(not for -o NAME.zarr)")
     p.add_argument("--tile", type=int, help="input tile size (default: from a memory budget)")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--threshold", type=float, default=0.5, help="foreground threshold")
@@ -338,7 +341,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if len(args.images) != 1:
             raise ValueError(f"{args.out}: a .zarr output takes one input image, got "
                              f"{len(args.images)}")
-        if args.tta:
+        if args.tta is True:
             raise ValueError("--tta is not available for block-wise (.zarr) prediction")
         if args.skip_existing:
             raise ValueError("--skip-existing is for folders of images; a .zarr output "

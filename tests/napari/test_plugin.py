@@ -49,7 +49,8 @@ def test_widget_function_adds_probability_and_instances(model, rng):
     data = (rng.random((70, 60)) * 4000).astype(np.uint16)
     layer = SimpleNamespace(data=data, name="cells", scale=(0.5, 0.25), rgb=False)
     (prob, pmeta, pkind), (labels, lmeta, lkind) = segment_layer(layer, path, threshold=0.5)
-    want = predict(net, Normalization()(data), progress=False)[1]
+    # an image this small is cheap to predict 8 times: "auto" averages the flips/rotations
+    want = predict(net, Normalization()(data), tta=True, progress=False)[1]
     np.testing.assert_array_equal(prob, want)
     np.testing.assert_array_equal(labels, instances_from_probability(want, threshold=0.5))
     assert (pkind, lkind) == ("image", "labels")
@@ -64,10 +65,17 @@ def test_widget_function_segments_a_pyramid_at_full_resolution(model, rng):
     data = (rng.random((64, 48)) * 4000).astype(np.uint16)
     layer = SimpleNamespace(data=[data, data[::2, ::2]], multiscale=True, name="pyr",
                             scale=(1.0, 1.0), rgb=False)
-    (prob, _, _), (labels, _, _) = segment_layer(layer, path)
+    (prob, _, _), (labels, _, _) = segment_layer(layer, path, tta=False)
     want = predict(net, Normalization()(data), progress=False)[1]
     np.testing.assert_array_equal(prob, want)
     assert labels.shape == (64, 48)
+
+
+def test_widget_function_rejects_a_tta_it_does_not_know(model):
+    _, path = model
+    layer = SimpleNamespace(data=np.zeros((30, 30)), name="c", scale=(1, 1), rgb=False)
+    with pytest.raises(ValueError, match="tta must be True, False or 'auto'"):
+        segment_layer(layer, path, tta="yes")
 
 
 def test_widget_function_rejects_a_layer_that_does_not_fit(model):

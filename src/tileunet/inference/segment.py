@@ -39,6 +39,7 @@ from tileunet.inference.postprocess import (
 )
 from tileunet.inference.scale import predict_at_scale
 from tileunet.inference.separation import check_separation_request, separation_options
+from tileunet.inference.tta import check_tta, use_tta
 from tileunet.io.images import image_stem, list_images, read_pages, save_image
 from tileunet.io.normalization import Normalization
 from tileunet.io.outputs import atomic_write, clear_stale
@@ -83,7 +84,8 @@ def plan_jobs(inputs: list[str | Path], in_channels: int) -> list[Job]:
 
 
 def segment_files(model: str | Path, inputs: list[str | Path], out_dir: str | Path, *,
-                  tta: bool = False, tile: int | None = None, batch_size: int | None = None,
+                  tta: bool | str = "auto", tile: int | None = None,
+                  batch_size: int | None = None,
                   threshold: float = 0.5, instances: str = "auto",
                   min_distance: int | None = None,
                   precision: str = "auto", device: str = "auto", overwrite: bool = False,
@@ -93,6 +95,8 @@ def segment_files(model: str | Path, inputs: list[str | Path], out_dir: str | Pa
     ``instances`` and ``min_distance`` choose how instance labels are drawn from the
     foreground probability: ``"auto"``, as the model chose when it was trained, or a
     method by name (:func:`tileunet.inference.separation.separation_options`).
+    ``tta``: average over the 8 flips and rotations (``True``), not (``False``), or where
+    that is cheap for the image's size (``"auto"``, :func:`tileunet.inference.tta.use_tta`).
     ``skip_existing`` finishes an interrupted run: images whose four outputs are all
     there are skipped, the others are predicted again (a partial set is replaced).
     """
@@ -101,6 +105,7 @@ def segment_files(model: str | Path, inputs: list[str | Path], out_dir: str | Pa
     check_separation_request(instances, min_distance)  # a clear error before any work
     check_threshold(threshold)
     check_batch_size(batch_size)
+    check_tta(tta)
     dev = resolve_device(device)
     net, extra = load_model(model, device=dev)
     norm = Normalization.from_dict(extra.get("normalization", {}))
@@ -125,17 +130,22 @@ def segment_files(model: str | Path, inputs: list[str | Path], out_dir: str | Pa
             clear_stale(p)
     written = []
     pages: dict[Path, list[np.ndarray]] = {}
+    said = None
     for j in tqdm(jobs, desc="images", unit="img", disable=not progress or len(jobs) < 2):
         if j.source not in pages:
             pages = {j.source: read_pages(j.source)}
         image = norm(pages[j.source][j.page])
         paths = j.outputs(out)
         k = net.config.num_classes
+        averaged = use_tta(tta, net.config, image.shape, extra.get("scale", 1.0), dev)
+        if progress and tta == "auto" and averaged != said:  # what "auto" chose, and when
+            said = averaged                                   # that changes with the size
+            _tell_tta(j.source, averaged)
         # the probabilities go straight into the output file as the tiles come
         # (a memory-mapped TIFF), not into a (K, H, W) array in memory
         probs = _predict_to_tiff(paths["prob"], net, image, extra.get("scale", 1.0),
                                  tile=tile, batch_size=batch_size,
-                                 tta=tta, device=dev, progress=progress, precision=precision)
+                                 tta=averaged, device=dev, progress=progress, precision=precision)
         if k == 2:
             fg = probs
             classes = foreground(fg, threshold).view(np.uint8)
@@ -152,6 +162,12 @@ def segment_files(model: str | Path, inputs: list[str | Path], out_dir: str | Pa
         del labels, image
         written.append(paths)
     return written
+
+
+def _tell_tta(source: Path, averaged: bool) -> None:
+    tqdm.write(f"{source.name}: test-time augmentation " + (
+        "on (8 flips/rotations; cheap at this size)" if averaged
+        else "off (8 flips/rotations would not be cheap at this size)"))
 
 
 def _predict_to_tiff(path: Path, net, image: np.ndarray, scale: float = 1.0, **kw

@@ -29,10 +29,14 @@ from tileunet.inference.separation import (
     check_separation_request,
     separation_options,
 )
+from tileunet.inference.tta import check_tta, use_tta
 from tileunet.io.normalization import Normalization
 from tileunet.napari.annotations import IMAGE_KEY, layer_array
 
 __all__ = ["get_reader", "read_output", "segment_layer", "segment_widget"]
+
+# the widget's choices for test-time augmentation, as segment_layer's tta
+TTA_CHOICES = {"auto": "auto", "on": True, "off": False}
 
 
 def _bar_class():
@@ -45,7 +49,7 @@ def _bar_class():
 
 
 def segment_layer(image: Any, model: str | Path, threshold: float = 0.5,
-                  instances: str = "auto", tta: bool = False,
+                  instances: str = "auto", tta: bool | str = "auto",
                   progress: Any = None, device: str = "auto") -> list[tuple]:
     """Probability and instance layers for an image layer (napari ``LayerDataTuple`` s).
 
@@ -64,7 +68,9 @@ def segment_layer(image: Any, model: str | Path, threshold: float = 0.5,
         ``"auto"`` (a GPU when PyTorch sees one), ``"cpu"``, ``"cuda:1"``, ...
     """
     check_separation_request(instances)  # a clear error before the model is read
-    net, extra = load_model(model, resolve_device(device))
+    check_tta(tta)
+    dev = resolve_device(device)
+    net, extra = load_model(model, dev)
     split = separation_options(instances, extra=extra, source=model)
     norm = Normalization.from_dict(extra.get("normalization", {}))
     data = layer_array(image)  # a pyramid's full resolution; RGB as (3, H, W)
@@ -74,7 +80,9 @@ def segment_layer(image: Any, model: str | Path, threshold: float = 0.5,
                          f"model with {net.config.in_channels} input channel(s)")
     scale = tuple(getattr(image, "scale", (1.0, 1.0)))[-2:]
     bar = progress or _bar_class()
-    probs = predict_at_scale(net, norm(data), extra.get("scale", 1.0), tta=tta, progress=bar)
+    at = extra.get("scale", 1.0)
+    averaged = use_tta(tta, net.config, data.shape, at, dev)
+    probs = predict_at_scale(net, norm(data), at, tta=averaged, progress=bar)
     fg = probs[1] if probs.shape[0] == 2 else 1.0 - probs[0]
     with contextlib.closing(bar(total=0, desc="instances")):  # no count: a busy bar
         labels = instances_from_probability(fg, threshold=threshold, **split)
@@ -181,11 +189,12 @@ def _make_widget():
     from napari.types import LayerDataTuple
 
     def segment(image: Image, model: Path = Path("."), threshold: float = 0.5,
-                instances: str = "auto", tta: bool = False
+                instances: str = "auto", tta: str = "auto"
                 ) -> FunctionWorker[list[LayerDataTuple]]:
         # napari shows a worker's error as a notification; not re-raising it here keeps
         # Qt from aborting the application where no exception hook is installed
-        worker = create_worker(segment_layer, image, model, threshold, instances, tta,
+        worker = create_worker(segment_layer, image, model, threshold, instances,
+                               TTA_CHOICES[tta],
                                _relayed_bars(), _start_thread=False, _ignore_errors=True)
         _start_soon(worker)
         return worker
@@ -196,7 +205,8 @@ def _make_widget():
                "filter": "*.safetensors"},
         threshold={"min": 0.0, "max": 0.99, "step": 0.05},
         instances={"choices": list(SEPARATIONS)},
-        tta={"label": "average 8 flips/rotations"})
+        tta={"label": "average 8 flips/rotations (auto: where cheap)",
+             "choices": list(TTA_CHOICES)})
 
 
 def segment_widget(*args: Any, **kwargs: Any):
