@@ -344,8 +344,8 @@ def test_predict_averages_flips_where_cheap_unless_told_not_to(flags, averaged, 
     want = predict(net, x, tta=averaged, progress=False)[1]
     np.testing.assert_array_equal(tifffile.imread(out / f"{one.stem}_prob.tif"), want)
     # what "auto" chose is said; an explicit choice needs no word
-    said = "test-time augmentation on" in capsys.readouterr().err
-    assert said is (not flags)
+    said = capsys.readouterr()
+    assert ("test-time augmentation on" in said.out + said.err) is (not flags)
 
 
 def test_predict_refuses_tta_block_by_block(capsys, dataset, run_dir, tmp_path):

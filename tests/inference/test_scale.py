@@ -96,7 +96,7 @@ def test_cli_predict_of_a_half_scale_model_gives_full_size_outputs(half_scale_mo
     img = (rng.random((70, 90)) * 255).astype(np.uint8)
     tifffile.imwrite(tmp_path / "a.tif", img)
     assert main(["-q", "predict", str(half_scale_model), str(tmp_path / "a.tif"), "-o",
-                 str(tmp_path / "out")]) == 0
+                 str(tmp_path / "out"), "--no-tta"]) == 0
     prob = tifffile.imread(tmp_path / "out" / "a_prob.tif")
     assert prob.shape == (70, 90)
     net, _ = load_model(half_scale_model)
