@@ -16,10 +16,10 @@ training frame (033 and 034, then 031) are left out of the scoring side. Besides
 with the default separation, each fold is scored with the separation the run chose on
 its own training frames (``predict --instances auto``).
 
-``--validation holdout`` trains as ``tileunet train`` does by default (one training frame
-in five held out, the best-validating weights kept), ``none`` on every training frame
-with the last weights; the default validates on the scored frames for the learning
-curve only and keeps the last weights.
+``--validation none`` trains as ``tileunet train`` does by default (every training frame,
+the last weights), ``holdout`` as it did before (one training frame in five held out,
+the best-validating weights kept); the default validates on the scored frames for the
+learning curve only and keeps the last weights.
 """
 
 from __future__ import annotations

@@ -42,12 +42,15 @@ ABLATIONS = {
 }
 
 
+#: the share of training images ``--validation holdout`` holds out
+HOLDOUT_FRACTION = 0.2
 #: where a benchmark run validates, and which weights it keeps (``--validation``)
 VALIDATION = {
     "scored": "the scored images, for the learning curve only; the last step's weights kept",
-    "holdout": "as `tileunet train` by default: one training image in five held out, the "
-               "best-validating weights kept",
-    "none": "no validation: every training image trains, the last step's weights kept",
+    "holdout": f"one training image in {round(1 / HOLDOUT_FRACTION)} held out "
+               f"(--val-fraction {HOLDOUT_FRACTION:g}), the best-validating weights kept",
+    "none": "as `tileunet train` by default: every training image trains, the last "
+            "step's weights kept",
 }
 
 
@@ -81,7 +84,8 @@ def parser(description: str, minutes: float) -> argparse.ArgumentParser:
     ap.add_argument("--dropout", type=float)
     ap.add_argument("--scale", type=float)
     ap.add_argument("--zoom", type=float, nargs=2, metavar=("LOW", "HIGH"),
-                    help="magnification augmentation, as tileunet train --zoom")
+                    help="magnification augmentation, as tileunet train --zoom (default: "
+                         "tileunet train's; 1 1: none)")
     ap.add_argument("--ema", type=float,
                     help="moving average of the weights, as tileunet train --ema "
                          "(dic_hela.py scores the last step's own weights beside it)")
@@ -159,8 +163,7 @@ def train_variant(name: str, args: argparse.Namespace, split: dict[str, Path], o
     mode = args.validation
     validation = {"val_images": str(split["val_images"]),
                   "val_masks": str(split["val_masks"])} if mode == "scored" else {}
-    if mode == "none":
-        validation["val_fraction"] = 0.0
+    validation["val_fraction"] = HOLDOUT_FRACTION if mode == "holdout" else 0.0
     cfg = TrainConfig.from_settings(
         images=str(split["train_images"]), masks=str(split["train_masks"]), **validation,
         out=str(out / name / "run"), minutes=args.minutes, iterations=args.iterations,

@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 from tileunet.cli import main
 from tileunet.napari.annotations import annotated
-from tileunet.napari.runs import extra_flags, next_run_folder, start_run
+from tileunet.napari.runs import checked, extra_flags, next_run_folder, start_run
 from tileunet.synthetic import synthetic_cells
 
 TINY = "--iterations 8 --width 4 --depth 3 --tile 92 --val-every 4 --recipe paper --seed 3"
@@ -126,14 +126,12 @@ def test_unannotated_regions_have_no_effect_on_training(pairs, tmp_path):
     assert not all(torch.equal(runs[0][k], weights(run.run)[k]) for k in runs[0])
 
 
-def test_few_images_are_all_trained_on_unless_the_flags_say_otherwise(pairs, tmp_path):
-    few = start_run(tmp_path / "runs", items_of(pairs), minutes=5)
-    assert few.argv[-2:] == ["--val-fraction", "0"]
-    five = start_run(tmp_path / "runs", items_of(pairs + pairs[:2]), minutes=5)
-    assert "--val-fraction" not in five.argv
+def test_every_image_is_trained_on_unless_the_flags_say_otherwise(pairs, tmp_path):
+    run = start_run(tmp_path / "runs", items_of(pairs + pairs[:2]), minutes=5)
+    assert checked(run.argv).setting("val_fraction") == 0.0
     asked = start_run(tmp_path / "runs", items_of(pairs[:2]), minutes=5,
                       extra="--val-fraction=0.5")
-    assert asked.argv.count("--val-fraction=0.5") == 1 and "0" not in asked.argv
+    assert checked(asked.argv).setting("val_fraction") == 0.5
 
 
 def test_bad_extra_flags_write_nothing(pairs, tmp_path):

@@ -32,7 +32,7 @@ def data(tmp_path_factory) -> tuple[Path, Path]:
 def tiny(data, out, **kw) -> TrainConfig:
     images, masks = data
     base = dict(images=str(images), masks=str(masks), out=str(out), iterations=6, width=4,
-                depth=3, tile=92, dropout=0.0, val_every=3)
+                depth=3, tile=92, dropout=0.0, val_every=3, val_fraction=0.2)
     base.update(kw)
     return TrainConfig.from_settings(**base)
 

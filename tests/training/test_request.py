@@ -14,7 +14,7 @@ import tileunet
 import tileunet.training.plan as plan_mod
 from tileunet.augment.params import AugmentConfig
 from tileunet.cli import main
-from tileunet.training.config import ConfigError, Runtime
+from tileunet.training.config import TRAIN_ZOOM, ConfigError, Runtime
 from tileunet.training.flags import parse_train_argv
 from tileunet.training.request import SPARSE_WEIGHTED_TILES, TrainRequest, resolve
 
@@ -76,15 +76,26 @@ def test_the_flags_parse_to_the_request_python_would_make(data):
 def test_zoom_becomes_the_augmentation_and_is_refused_without_one(data, capsys):
     images, masks = data
     base = ["--images", images, "--masks", masks, "--out", "o", "--iterations", "2"]
-    request = parse_train_argv([*base, "--zoom", "0.8", "1.25"])
-    assert request.settings == {"augment": AugmentConfig(zoom=(0.8, 1.25))}
-    assert resolve(request).config.augment.zoom == (0.8, 1.25)
+    assert resolve(parse_train_argv(base)).config.augment.zoom == TRAIN_ZOOM == (0.8, 1.25)
+    request = parse_train_argv([*base, "--zoom", "0.9", "1.1"])
+    assert request.settings == {"augment": AugmentConfig(zoom=(0.9, 1.1))}
+    assert resolve(request).config.augment.zoom == (0.9, 1.1)
+    off = resolve(parse_train_argv([*base, "--zoom", "1", "1"])).config.augment
+    assert off == AugmentConfig() and off.zoom == (1.0, 1.0)
     for extra, message in ((["--zoom", "0.8", "1.25", "--no-augment"],
                             "--zoom needs augmentation: leave out --no-augment"),
                            (["--zoom", "1.25", "0.8"], "--zoom must be 0 < LOW <= HIGH, "
                                                        "got 1.25 0.8")):
         assert main(["train", *base, *extra]) == 2
         assert capsys.readouterr().err.strip() == f"tileunet: error: {message}"
+
+
+def test_every_image_trains_unless_images_are_held_out(data):
+    images, masks = data
+    base = ["--images", images, "--masks", masks, "--out", "o", "--iterations", "2"]
+    assert resolve(parse_train_argv(base)).config.val_fraction == 0.0
+    held = resolve(parse_train_argv([*base, "--val-fraction", "0.2"])).config
+    assert held.val_fraction == 0.2 and held.keep == "best"
 
 
 def test_ema_is_a_setting_with_its_range(data, capsys):

@@ -38,11 +38,6 @@ from tileunet.training.request import TrainRequest, check, train
 OWN_FLAGS = ("--images", "--masks", "--ignore", "--out", "--resume", "--devices", "--init",
              "--annotation", "--live")
 RUN_NAME = re.compile(r"run-(\d+)$")
-#: with fewer annotated images than this every one is trained on (``--val-fraction 0``;
-#: the last weights are kept), unless the extra flags say otherwise: a loop's few
-#: corrected images are worth more as training data than as a one-image validation
-#: (benchmarks/RESULTS.md, "A simulated correction loop")
-MIN_IMAGES_TO_VALIDATE = 5
 
 
 def next_run_folder(parent: str | Path) -> Path:
@@ -147,10 +142,6 @@ def start_run(parent: str | Path, items: list[Annotated], minutes: float,
         own += ["--annotation", annotation]
     if live:
         own += ["--live"]
-    validation = {"--val-fraction", "--val-images"}
-    if len(items) < MIN_IMAGES_TO_VALIDATE and not validation & {
-            f.split("=", 1)[0] for f in flags}:
-        own += ["--val-fraction", "0"]
     checked(["--images", "-", "--masks", "-", *own, *flags])  # before writing
     if init is not None:
         read_model_config(init)  # a start model that cannot be read: refused here too
@@ -159,5 +150,5 @@ def start_run(parent: str | Path, items: list[Annotated], minutes: float,
     return ViewerRun(run, argv)
 
 
-__all__ = ["MIN_IMAGES_TO_VALIDATE", "OWN_FLAGS", "ViewerRun", "checked", "extra_flags",
+__all__ = ["OWN_FLAGS", "ViewerRun", "checked", "extra_flags",
            "next_run_folder", "start_run"]

@@ -24,6 +24,7 @@ from tileunet.augment.params import AugmentConfig
 from tileunet.model import NORMS, PADDINGS, UNetConfig
 from tileunet.training.config import (
     ANNOTATIONS,
+    TRAIN_ZOOM,
     ConfigError,
     Runtime,
     TrainConfig,
@@ -84,7 +85,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--masks", required=True, help="folder of masks, paired by file stem")
     p.add_argument("--out", required=True, help="run directory to write")
     p.add_argument("--val-fraction", type=float, default=TrainConfig.val_fraction,
-                   help="fraction of images held out for validation (default 0.2)")
+                   help="fraction of images held out for validation, e.g. 0.2; the best "
+                        "validation's weights become the model (default 0: every image "
+                        "trains, and the last step's weights are the model)")
     p.add_argument("--val-images", help="explicit validation images (instead of a split)")
     p.add_argument("--val-masks", help="masks of --val-images")
     p.add_argument("--exclude", action="append", default=[], metavar="NAME",
@@ -112,8 +115,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                         "(fine-tuning); another number of classes replaces the last layer")
     p.add_argument("--keep", choices=("best", "last"), default=TrainConfig.keep,
                    help="model.safetensors: the weights of the best validation (SEG with "
-                        "two classes; default) or of the last step (always in "
-                        "last.safetensors)")
+                        "two classes; default, where there is a validation) or of the "
+                        "last step (always in last.safetensors)")
     p.add_argument("--ema", type=float, default=TrainConfig.ema, metavar="DECAY",
                    help="keep an exponential moving average of the weights, with this "
                         "decay per step (0.999: about the last 1,000 steps); the average "
@@ -127,8 +130,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-augment", action="store_true", help="disable augmentation")
     p.add_argument("--zoom", type=float, nargs=2, metavar=("LOW", "HIGH"),
                    help="magnify each training tile by a factor drawn log-uniformly from "
-                        "[LOW, HIGH] (e.g. 0.8 1.25), for cells of other sizes than the "
-                        "annotated ones (default: none)")
+                        "[LOW, HIGH], for cells of other sizes than the annotated ones "
+                        f"(default: {TRAIN_ZOOM[0]:g} {TRAIN_ZOOM[1]:g}; 1 1: none)")
     p.add_argument("--val-every", type=int,
                    help="iterations between validations (default: 10 per planned run, "
                         "else 100)")

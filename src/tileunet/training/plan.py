@@ -105,7 +105,7 @@ class Plan:
                 ("tiles", f"{s['batch_size']} x {s['tile']} px per step"
                  + (f", images at scale {s['scale']:g}" if s["scale"] != 1 else "")),
                 ("optimiser", f"{s['optimizer']}, lr {s['lr']:g}, then cosine to 0 at the end"),
-                ("validation", f"every {s['val_every']} steps")]
+                ("validation", f"every {s['val_every']} steps, if images are held out")]
         if self.step_seconds is not None:
             rows.append(("measured", f"{self.step_seconds:.3f} s per step -> about "
                          f"{self.expected_steps} steps"))
