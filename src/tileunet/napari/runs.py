@@ -150,5 +150,4 @@ def start_run(parent: str | Path, items: list[Annotated], minutes: float,
     return ViewerRun(run, argv)
 
 
-__all__ = ["OWN_FLAGS", "ViewerRun", "checked", "extra_flags",
-           "next_run_folder", "start_run"]
+__all__ = ["OWN_FLAGS", "ViewerRun", "checked", "extra_flags", "next_run_folder", "start_run"]

@@ -309,5 +309,5 @@ def default_settings() -> dict[str, Any]:
 
 
 __all__ = ["ANNOTATIONS", "NETWORK_SETTINGS", "OPTIMIZERS", "RUNTIME_SETTINGS", "TRAIN_ZOOM",
-           "ConfigError",
-           "Runtime", "TrainConfig", "check_network", "default_settings", "stored_settings"]
+           "ConfigError", "Runtime", "TrainConfig", "check_network", "default_settings",
+           "stored_settings"]
