@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tileunet.augment.params import AugmentConfig
 from tileunet.checkpoint import load_model
 from tileunet.device import resolve_device
 from tileunet.inference.postprocess import instances_from_probability
@@ -86,6 +87,15 @@ def parser(description: str, minutes: float) -> argparse.ArgumentParser:
     ap.add_argument("--zoom", type=float, nargs=2, metavar=("LOW", "HIGH"),
                     help="magnification augmentation, as tileunet train --zoom (default: "
                          "tileunet train's; 1 1: none)")
+    ap.add_argument("--contrast", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                    help="contrast factor range of the augmentation (default: "
+                         "AugmentConfig's; 1 1: none)")
+    ap.add_argument("--gamma", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                    help="gamma exponent range of the augmentation (default: "
+                         "AugmentConfig's; 1 1: none)")
+    ap.add_argument("--brightness", type=float,
+                    help="brightness offset of the augmentation, a fraction of the "
+                         "tile's range (default: AugmentConfig's; 0: none)")
     ap.add_argument("--ema", type=float,
                     help="moving average of the weights, as tileunet train --ema "
                          "(dic_hela.py scores the last step's own weights beside it)")
@@ -157,6 +167,14 @@ def benchmark_settings(args: argparse.Namespace, images: Path, masks: Path
     return settings, None if plan is None else plan.to_dict()
 
 
+def augment_from_flags(augment: AugmentConfig, args: argparse.Namespace) -> AugmentConfig:
+    """``augment`` with the ranges given by --zoom, --contrast, --gamma and --brightness."""
+    given = {k: getattr(args, k) for k in ("zoom", "contrast", "gamma", "brightness")
+             if getattr(args, k) is not None}
+    return replace(augment, **{k: tuple(v) if isinstance(v, list) else v
+                               for k, v in given.items()})
+
+
 def train_variant(name: str, args: argparse.Namespace, split: dict[str, Path], out: Path,
                   settings: dict, plan: dict | None = None) -> tuple[Path, float, int]:
     """Train one variant; returns the run directory, training seconds and iterations."""
@@ -173,8 +191,7 @@ def train_variant(name: str, args: argparse.Namespace, split: dict[str, Path], o
         keep="best" if mode == "holdout" else "last")
     if name == "no-weights":
         cfg = replace(cfg, w0=0.0, class_weights=None)
-    if args.zoom:
-        cfg = replace(cfg, augment=replace(cfg.augment, zoom=tuple(args.zoom)))
+    cfg = replace(cfg, augment=augment_from_flags(cfg.augment, args))
     if args.ema:
         cfg = replace(cfg, ema=args.ema)
     if name == "no-elastic":

@@ -242,11 +242,13 @@ TINY_NETWORK = ["--width", "4", "--depth", "3", "--tile", "92", "--batch-size", 
 def test_dic_hela_time_split_trains_as_the_default_command(env, tmp_path, shared_data):
     """Leave-out by time with the default command's validation (one training frame in
     five held out, the best weights kept), the magnification augmentation and the moving
-    average of the weights (the last step's own weights scored beside it)."""
+    average of the weights (the last step's own weights scored beside it), with the
+    gray-value augmentation's ranges given."""
     out = tmp_path / "hela"
     run("dic_hela.py", ["--data", str(shared_data), "--out", str(out), "--split", "time",
                         "--validation", "holdout", "--zoom", "0.8", "1.25", "--ema", "0.9",
-                        "--scale", "0.25",
+                        "--contrast", "0.5", "2", "--gamma", "0.7", "1.4",
+                        "--brightness", "0.2", "--scale", "0.25",
                         "--iterations", "4", "--val-every", "2", *TINY_NETWORK,
                         "--ablation", "full", "--ablation", "no-tta"], env)
     result = json.loads((out / "metrics.json").read_text())
@@ -261,6 +263,8 @@ def test_dic_hela_time_split_trains_as_the_default_command(env, tmp_path, shared
         train = json.loads((run_dir / "config.json").read_text())["train"]
         assert train["val_images"] is None and train["keep"] == "best"
         assert train["augment"]["zoom"] == [0.8, 1.25] and train["ema"] == 0.9
+        assert (train["augment"]["contrast"], train["augment"]["gamma"],
+                train["augment"]["brightness"]) == ([0.5, 2.0], [0.7, 1.4], 0.2)
         assert "val_seg" in (run_dir / "metrics.csv").read_text()  # the held-out frame
     assert "validation: holdout" in (out / "table.md").read_text()
 
