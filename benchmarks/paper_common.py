@@ -171,8 +171,7 @@ def augment_from_flags(augment: AugmentConfig, args: argparse.Namespace) -> Augm
     """``augment`` with the ranges given by --zoom, --contrast, --gamma and --brightness."""
     given = {k: getattr(args, k) for k in ("zoom", "contrast", "gamma", "brightness")
              if getattr(args, k) is not None}
-    return replace(augment, **{k: tuple(v) if isinstance(v, list) else v
-                               for k, v in given.items()})
+    return replace(augment, **given)  # AugmentConfig makes the lists tuples itself
 
 
 def train_variant(name: str, args: argparse.Namespace, split: dict[str, Path], out: Path,
